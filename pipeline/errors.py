@@ -33,3 +33,39 @@ class PackError(CardError):
 
 class NoFaceError(GatematchError):
     """No usable face was found where one was required."""
+
+
+class ManifestError(GatematchError):
+    """A flight manifest is malformed: the message names the file, line (or JSON path) and field at fault."""
+
+
+class GalleryNotFoundError(GatematchError):
+    """No gallery with that id exists in the store (never built, or already purged)."""
+
+
+class GalleryExpiredError(GatematchError):
+    """The gallery's retention period is over: it must not be searched and is due for purging."""
+
+
+class WrongPackError(GatematchError):
+    """A probe comes from a different embedder (name or sha256) than the one the gallery was built with."""
+
+
+class TemplateKeyError(GatematchError):
+    """Encrypted templates cannot be read: no key, a malformed key, or the wrong key."""
+
+
+class GalleryStoreError(GatematchError):
+    """The gallery store on disk is inconsistent (a referenced index file is missing or unreadable)."""
+
+
+class DatasetError(GatematchError, ValueError):
+    """An evaluation data set file (e.g. an LFW pairs list) is malformed or inconsistent with its header."""
+
+
+class MetricInputError(GatematchError, ValueError):
+    """Scores, labels or targets given to an error-rate computation are empty, non-finite or inconsistent."""
+
+
+class CalibrationError(GatematchError, ValueError):
+    """A calibration table is malformed, or is asked for an operating point it cannot resolve."""
