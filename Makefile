@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  `make serve` (the main job)  and  `make test` (the whole test suite).
+# Each does its own set-up: virtual environment, install, and models from $(MODELS_FROM) (an offline folder).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+MODELS_FROM ?= $(SHARED)/models
+export GATEMATCH_SHARED := $(SHARED)
+
+.PHONY: setup models serve test lint clean
+
+$(BIN)/gatematch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/gatematch
+
+models: setup
+	$(BIN)/gatematch models fetch --from $(MODELS_FROM)
+
+# Until the service exists, the main job is the face pipeline on sample photos.
+serve: models
+	$(BIN)/gatematch detect $(SHARED)/faces/examples6/obama/*
+	$(BIN)/gatematch compare $(SHARED)/faces/examples6/obama/obama.jpg $(SHARED)/faces/examples6/obama/obama2.jpg
+
+test: models
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
