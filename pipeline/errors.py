@@ -69,3 +69,19 @@ class MetricInputError(GatematchError, ValueError):
 
 class CalibrationError(GatematchError, ValueError):
     """A calibration table is malformed, or is asked for an operating point it cannot resolve."""
+
+
+class ConfigError(GatematchError):
+    """The service configuration (file, environment override or policy file) is malformed."""
+
+
+class BudgetExceededError(GatematchError):
+    """The latency budget ran out (or would before the next stage could finish): the work was abandoned."""
+
+
+class AuthenticationError(GatematchError):
+    """The caller presented no credentials, or ones the service does not know."""
+
+
+class AuthorizationError(GatematchError):
+    """The caller is known but not allowed this call (wrong role, or a flight its gate is not assigned to)."""
