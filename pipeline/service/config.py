@@ -1,0 +1,209 @@
+"""Service configuration: embedded defaults, one TOML file, then GATEMATCH_<SECTION>_<KEY> environment overrides.
+
+`gatematch serve` must start with nothing but defaults (loopback port, local store, default pack), so every
+field has one. Containers and systemd units override single values through the environment without a file.
+Relative paths in the file are resolved against the file's folder, so a config travels with its certificates.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gatematch.errors import ConfigError
+
+ENV_PREFIX = "GATEMATCH_"
+ENV_CONFIG = "GATEMATCH_CONFIG"
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "gatematch"
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"[{section}] {name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_message_bytes: int = 16 * 1024 * 1024
+    workers: int = 0  # inference threads; 0 = one per core
+    max_streams: int = 32
+    shutdown_grace_s: float = 5.0
+    allow_insecure_remote: bool = False  # plaintext on a non-loopback address needs this on purpose
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"[server] port must be 0..65535, got {self.port}")
+        if self.workers < 0:
+            raise ConfigError(f"[server] workers must be >= 0, got {self.workers}")
+        _positive("server", max_message_bytes=self.max_message_bytes, max_streams=self.max_streams)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    gallery_dir: str = str(_data_dir() / "galleries")
+    model_dir: str = ""  # empty: the model store's own default (GATEMATCH_MODEL_DIR or the user cache)
+    pack: str = "default"
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    frame_ms: float = 500.0
+    encounter_ms: float = 2000.0  # TVS answers within 2 s per traveler
+    reply_margin_ms: float = 10.0  # kept back from a gRPC deadline to send the answer in time
+
+    def __post_init__(self) -> None:
+        _positive("budgets", frame_ms=self.frame_ms, encounter_ms=self.encounter_ms)
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    target_fpir: float = (
+        0.001  # operating point; the cosine threshold follows from calibration per gallery size
+    )
+    max_candidates: int = 5
+    max_pixels: int = 3840 * 2160
+    liveness: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_fpir < 1:
+            raise ConfigError(f"[match] target_fpir must be in (0, 1), got {self.target_fpir}")
+        _positive("match", max_candidates=self.max_candidates, max_pixels=self.max_pixels)
+
+
+@dataclass(frozen=True)
+class EncounterConfig:
+    min_iou: float = 0.3  # a face continues a track if its box overlaps this much ...
+    max_centre_shift: float = 0.5  # ... or its centre moved less than this many box widths
+    fuse_best: int = 3  # templates of this many best-quality frames are averaged
+    min_frames: int = (
+        2  # frames needed before a MATCH, unless the score clears the threshold by strong_margin
+    )
+    strong_margin: float = 0.1
+    lost_after_ms: float = 1000.0  # a track unseen this long is closed
+
+    def __post_init__(self) -> None:
+        _positive("encounter", fuse_best=self.fuse_best, min_frames=self.min_frames)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert_file: str = ""  # server certificate chain (PEM); empty = plaintext
+    key_file: str = ""
+    client_ca_file: str = ""  # set: mutual TLS, clients must present a certificate signed by this CA
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    policy_file: str = ""  # empty = no authorization (only allowed on loopback without TLS)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: str = str(_data_dir() / "audit.jsonl")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # Prometheus scrape port; 0 = off
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    budgets: BudgetConfig = field(default_factory=BudgetConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    encounter: EncounterConfig = field(default_factory=EncounterConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+_PATH_SUFFIXES = ("_file", "_dir", "path")
+
+
+def _convert(section: str, key: str, kind: type, value: Any) -> Any:
+    """A TOML or environment value as the field's type; environment values arrive as strings."""
+    where = f"[{section}] {key}"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _apply(section_obj: Any, section: str, values: Mapping[str, Any], base: Path | None) -> Any:
+    hints = typing.get_type_hints(type(section_obj))
+    known = {f.name for f in fields(section_obj)}
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting [{section}] {key}; known: {', '.join(sorted(known))}")
+        converted = _convert(section, key, hints[key], value)
+        if base is not None and converted and key.endswith(_PATH_SUFFIXES):
+            converted = str((base / Path(converted).expanduser()).resolve())
+        changes[key] = converted
+    return replace(section_obj, **changes)
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Defaults, then the TOML file (argument, else $GATEMATCH_CONFIG, else none), then environment overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_CONFIG) or None
+    sections = {f.name: f for f in fields(ServiceConfig)}
+    parts = {name: getattr(ServiceConfig(), name) for name in sections}
+    if path is not None:
+        path = Path(path)
+        try:
+            document = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for name, values in document.items():
+            if name not in sections or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(sections)}")
+            parts[name] = _apply(parts[name], name, values, path.parent)
+    for name in sections:
+        prefix = f"{ENV_PREFIX}{name.upper()}_"
+        overrides = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        if overrides:
+            parts[name] = _apply(parts[name], name, overrides, Path.cwd())
+    return ServiceConfig(**parts)

@@ -1,0 +1,68 @@
+"""Service configuration: defaults, a TOML file, environment overrides, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from gatematch.errors import ConfigError
+from gatematch.service.config import ServiceConfig, load_config
+
+
+def test_defaults_serve_on_loopback_without_any_file() -> None:
+    config = load_config(env={})
+    assert config == ServiceConfig()
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 50051)
+    assert (config.budgets.frame_ms, config.budgets.encounter_ms) == (500.0, 2000.0)
+    assert config.store.pack == "default"
+    assert config.server.worker_count >= 1
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "gatematch.toml"
+    path.write_text(
+        '[server]\nport = 6000\nworkers = 2\n[budgets]\nframe_ms = 250\n[tls]\ncert_file = "certs/server.pem"\n'
+    )
+    env = {
+        "GATEMATCH_SERVER_PORT": "7000",
+        "GATEMATCH_MATCH_LIVENESS": "yes",
+        "GATEMATCH_MODEL_DIR": "/elsewhere",
+    }
+    config = load_config(path, env=env)
+    assert config.server.port == 7000  # environment wins over the file
+    assert config.server.workers == 2
+    assert config.budgets.frame_ms == 250.0
+    assert config.match.liveness is True
+    assert config.tls.cert_file == str(tmp_path / "certs" / "server.pem")  # relative to the file
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[encounter]\nmin_frames = 3\n")
+    assert load_config(env={"GATEMATCH_CONFIG": str(path)}).encounter.min_frames == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[server]\nprot = 1\n", {}, "unknown setting [server] prot"),
+        ("[srever]\nport = 1\n", {}, "unknown section [srever]"),
+        ("[server]\nport = 'x'\n", {}, "port must be int"),
+        ("[server]\nport = 70000\n", {}, "port must be 0..65535"),
+        ("", {"GATEMATCH_BUDGETS_FRAME_MS": "-1"}, "frame_ms must be > 0"),
+        ("", {"GATEMATCH_MATCH_LIVENESS": "maybe"}, "liveness must be true or false"),
+        ("", {"GATEMATCH_MATCH_TARGET_FPIR": "2"}, "target_fpir must be in (0, 1)"),
+        ("[server\n", {}, "c.toml"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, env=env)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml", env={})
