@@ -1,0 +1,222 @@
+"""TLS, mTLS, bearer tokens and authorization against a real gRPC server on 127.0.0.1 with real certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gatematch.errors import AuthorizationError, ConfigError
+from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
+from gatematch.service.security import (
+    Authenticator,
+    AuthInterceptor,
+    Policy,
+    channel_credentials,
+    check_exposure,
+    server_credentials,
+    token_digest,
+)
+from gatematch.v1 import gallery_pb2, gallery_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+ADMIN_TOKEN = "admin-token-7f3a"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue(
+    folder: Path, cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
+) -> tuple:
+    """Write CN.pem and CN.key; self-signed CA when issuer is None."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(issuer[0].subject if issuer else _name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    (folder / f"{cn}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{cn}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _issue(folder, "ca", None)
+    for cn in ("server", "cam-a12-1", "ops-admin", "stranger"):
+        _issue(folder, cn, ca)
+    rogue = _issue(folder, "rogue-ca", None)
+    _issue(folder, "forged-admin", rogue)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def policy_file(pki: Path) -> Path:
+    path = pki / "policy.toml"
+    path.write_text(
+        f"""
+[clients.cam-a12-1]
+roles = ["camera"]
+[clients.ops-admin]
+roles = ["gallery-admin"]
+token_sha256 = "{token_digest(ADMIN_TOKEN)}"
+[clients.auditor]
+roles = ["analyst"]
+token_sha256 = "{token_digest("auditor-token")}"
+[cameras]
+cam-a12-1 = "A12"
+[gates]
+A12 = ["BA117-20250601"]
+B03 = ["LH903-20250601"]
+"""
+    )
+    return path
+
+
+class _EchoGalleries(gallery_pb2_grpc.GalleryServiceServicer):
+    """Answers List with the caller's identity, so the test sees who the server thinks is calling."""
+
+    def __init__(self, authenticator: Authenticator):
+        self.authenticator = authenticator
+
+    def List(self, request: gallery_pb2.ListGalleriesRequest, context: grpc.ServicerContext):
+        identity = self.authenticator.identify(context)
+        return gallery_pb2.ListGalleriesResponse(galleries=[gallery_pb2.GalleryInfo(flight_id=identity.name)])
+
+
+def _serve(tls: TLSConfig, policy: Path) -> Iterator[int]:
+    authenticator = Authenticator(Policy.load(policy))
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[AuthInterceptor(authenticator)])
+    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(authenticator), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+    server.start()
+    yield port
+    server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def mtls_port(pki: Path, policy_file: Path) -> Iterator[int]:
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem"))
+    yield from _serve(tls, policy_file)
+
+
+@pytest.fixture(scope="module")
+def tls_port(pki: Path, policy_file: Path) -> Iterator[int]:
+    yield from _serve(TLSConfig(str(pki / "server.pem"), str(pki / "server.key")), policy_file)
+
+
+def _list(port: int, credentials: grpc.ChannelCredentials, token: str | None = None) -> str:
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+        stub = gallery_pb2_grpc.GalleryServiceStub(channel)
+        reply = stub.List(gallery_pb2.ListGalleriesRequest(), metadata=metadata, timeout=10)
+    return reply.galleries[0].flight_id
+
+
+def _client(pki: Path, cn: str | None) -> grpc.ChannelCredentials:
+    if cn is None:
+        return channel_credentials(str(pki / "ca.pem"))
+    return channel_credentials(str(pki / "ca.pem"), str(pki / f"{cn}.pem"), str(pki / f"{cn}.key"))
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def test_mtls_identity_is_the_certificate_subject(pki: Path, mtls_port: int) -> None:
+    assert _list(mtls_port, _client(pki, "ops-admin")) == "ops-admin"
+
+
+def test_mtls_refuses_wrong_role_unknown_subject_and_foreign_ca(pki: Path, mtls_port: int) -> None:
+    assert _code(lambda: _list(mtls_port, _client(pki, "cam-a12-1"))) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(lambda: _list(mtls_port, _client(pki, "stranger"))) == grpc.StatusCode.UNAUTHENTICATED
+    # A certificate from another CA, or none at all, never gets past the handshake.
+    assert _code(lambda: _list(mtls_port, _client(pki, "forged-admin"))) == grpc.StatusCode.UNAVAILABLE
+    assert _code(lambda: _list(mtls_port, _client(pki, None))) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_with_bearer_tokens(pki: Path, tls_port: int) -> None:
+    creds = _client(pki, None)
+    assert _list(tls_port, creds, ADMIN_TOKEN) == "ops-admin"
+    assert _list(tls_port, creds, "auditor-token") == "auditor"  # analysts may list
+    assert _code(lambda: _list(tls_port, creds, "guessed")) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: _list(tls_port, creds)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_is_open(pki: Path, tls_port: int) -> None:
+    with grpc.secure_channel(f"localhost:{tls_port}", _client(pki, None)) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_camera_may_only_match_its_gates_flight(policy_file: Path) -> None:
+    policy = Policy.load(policy_file)
+    camera = policy.identify("cam-a12-1", None)
+    policy.authorize_frame(camera, "cam-a12-1", "A12", "BA117-20250601")
+    policy.authorize_frame(camera, "cam-a12-1", "", "BA117-20250601")  # gate may be left to the policy
+    for args, message in [
+        (("cam-a12-1", "A12", "LH903-20250601"), "not assigned to flight"),
+        (("cam-a12-1", "B03", "LH903-20250601"), "not assigned to gate"),
+        (("cam-b03-1", "B03", "LH903-20250601"), "may not send frames as camera"),
+    ]:
+        with pytest.raises(AuthorizationError, match=message):
+            policy.authorize_frame(camera, *args)
+    admin = policy.identify(None, ADMIN_TOKEN)
+    with pytest.raises(AuthorizationError):
+        policy.authorize_frame(admin, "cam-a12-1", "A12", "BA117-20250601")
+
+
+def test_bad_policy_and_tls_settings(tmp_path: Path, pki: Path) -> None:
+    bad = tmp_path / "p.toml"
+    bad.write_text('[clients.x]\nroles = ["superuser"]\n')
+    with pytest.raises(ConfigError, match="roles must be among"):
+        Policy.load(bad)
+    bad.write_text('[cameras]\ncam = "Z9"\n')
+    with pytest.raises(ConfigError, match="which \\[gates\\] lacks"):
+        Policy.load(bad)
+    with pytest.raises(ConfigError, match="must be set together"):
+        server_credentials(TLSConfig(cert_file=str(pki / "server.pem")))
+    with pytest.raises(ConfigError, match="cannot read TLS key"):
+        server_credentials(TLSConfig(str(pki / "server.pem"), str(tmp_path / "absent.key")))
+
+
+def test_plaintext_beyond_loopback_is_refused() -> None:
+    check_exposure(ServiceConfig())
+    exposed = ServiceConfig(server=ServerConfig(host="0.0.0.0"))
+    with pytest.raises(ConfigError, match="needs \\[tls\\]"):
+        check_exposure(exposed)
+    check_exposure(
+        ServiceConfig(
+            server=ServerConfig(host="0.0.0.0"),
+            tls=TLSConfig("s.pem", "s.key"),
+            auth=AuthConfig("policy.toml"),
+        )
+    )
