@@ -1,0 +1,157 @@
+"""Flow control: latency budgets, the newest-frame slot of a stream, and the bounded inference pool.
+
+A camera sends frames faster than they can be matched. Queuing them would make every answer later than the
+last, so each stream keeps one slot: a newer frame replaces an unprocessed older one (counted as dropped).
+Inference runs on one pool sized to the cores, whatever the number of streams; a task whose budget is spent
+before a worker picks it up is not started, and a caller never waits past its budget for a result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gatematch.errors import BudgetExceededError
+from gatematch.service.metrics import Metrics
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monotonic deadline: min(configured budget, gRPC time remaining - reply margin)."""
+
+    started: float
+    seconds: float
+
+    @classmethod
+    def start(
+        cls, configured_s: float, time_remaining_s: float | None = None, margin_s: float = 0.0
+    ) -> Budget:
+        seconds = configured_s if time_remaining_s is None else min(configured_s, time_remaining_s - margin_s)
+        return cls(time.monotonic(), max(seconds, 0.0))
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.seconds
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def require(self, stage: str, estimate_s: float = 0.0) -> None:
+        """Refuse to start `stage` when it cannot finish in what is left (estimate from StageCosts)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0 or left < estimate_s:
+            raise BudgetExceededError(
+                f"{stage} not started: {max(left, 0) * 1000:.0f} ms left of {self.seconds * 1000:.0f} ms, "
+                f"it takes about {estimate_s * 1000:.0f} ms"
+            )
+
+
+class StageCosts:
+    """Running estimate (exponential moving average) of each stage's duration, shared by all requests."""
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = alpha
+        self._means: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            previous = self._means.get(stage)
+            self._means[stage] = seconds if previous is None else previous + self.alpha * (seconds - previous)
+
+    def estimate(self, stage: str) -> float:
+        """0 until the stage has run once: the first request is never refused on a guess."""
+        with self._lock:
+            return self._means.get(stage, 0.0)
+
+
+class LatestSlot(Generic[T]):
+    """Holds at most one item; `put` replaces an untaken one (a drop). Memory stays flat under any overload."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._full = False
+        self._closed = False
+        self.dropped = 0
+        self._cond = threading.Condition()
+
+    def put(self, item: T) -> bool:
+        """Store `item`; True if it replaced one that was never taken."""
+        with self._cond:
+            replaced = self._full
+            self.dropped += replaced
+            self._item, self._full = item, True
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest item, waiting up to `timeout`; None on timeout or once closed and empty."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._full or self._closed, timeout)
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class WorkerPool:
+    """A fixed number of inference threads and a bounded backlog, with budget-aware submission."""
+
+    def __init__(self, workers: int, max_pending: int, metrics: Metrics | None = None):
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="gatematch-infer")
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._metrics = metrics
+
+    def _depth(self, change: int) -> None:
+        with self._lock:
+            self._pending += change
+            if self._metrics is not None:
+                self._metrics.queue_depth.set(self._pending)
+
+    def submit(self, fn: Callable[[Budget], T], budget: Budget) -> Future[T]:
+        """Queue fn(budget); refused at once when the backlog is full, skipped if the budget ends in the queue."""
+        with self._lock:
+            if self._pending >= self._max_pending:
+                raise BudgetExceededError(f"server busy: {self._pending} tasks already wait for a worker")
+        self._depth(+1)
+
+        def task() -> T:
+            self._depth(-1)
+            budget.require("inference")
+            return fn(budget)
+
+        try:
+            return self._executor.submit(task)
+        except RuntimeError:
+            self._depth(-1)
+            raise
+
+    def run(self, fn: Callable[[Budget], T], budget: Budget) -> T:
+        """fn(budget) on a worker; BudgetExceededError when the budget ends first (the result is then discarded)."""
+        future = self.submit(fn, budget)
+        try:
+            return future.result(timeout=budget.remaining())
+        except FutureTimeout:
+            if future.cancel():
+                self._depth(-1)
+            raise BudgetExceededError(f"abandoned after {budget.seconds * 1000:.0f} ms budget") from None
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
