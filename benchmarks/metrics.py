@@ -25,8 +25,11 @@ from gatematch.errors import DatasetError, MetricInputError
 # --------------------------------------------------------------------------------------------- input checks
 
 
-def _scores(values: object, name: str, *, allow_empty: bool = False) -> np.ndarray:
-    """A 1-D float array of finite scores; float32 input stays float32 so thresholds match its precision."""
+def as_scores(values: object, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """`values` as a 1-D float array of finite scores, or MetricInputError naming `name`.
+
+    float32 input stays float32, so thresholds derived from it are exact in the precision the scores have.
+    """
     array = np.asarray(values)
     if array.ndim != 1:
         raise MetricInputError(f"{name} must be a 1-D array of scores, got shape {array.shape}")
@@ -113,8 +116,8 @@ def fmr_fnmr(
     genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """FMR and FNMR at each threshold (match when score >= threshold)."""
-    gen = np.sort(_scores(genuine, "genuine"))
-    imp = np.sort(_scores(impostor, "impostor"))
+    gen = np.sort(as_scores(genuine, "genuine"))
+    imp = np.sort(as_scores(impostor, "impostor"))
     t = np.asarray(thresholds, dtype=np.float64)
     fmr = _count_at_least(imp, t) / imp.size
     fnmr = np.searchsorted(gen, t, side="left") / gen.size
@@ -129,14 +132,19 @@ def threshold_at_fmr(impostor: np.ndarray, target_fmr: float) -> float:
     below it. For target < 1/n that is the float just above the top impostor score (FMR 0 measured, not
     supported: use `fnmr_at_fmr` to get the flag).
     """
-    imp = np.sort(_scores(impostor, "impostor"))
-    return _thresholds_for_targets(imp, imp.size, target_fmr)[0][1]
+    return float(thresholds_at_fmr(impostor, [target_fmr])[0])
+
+
+def thresholds_at_fmr(impostor: np.ndarray, targets: Sequence[float]) -> np.ndarray:
+    """`threshold_at_fmr` for several targets at the cost of one sort."""
+    imp = np.sort(as_scores(impostor, "impostor"))
+    return np.array([threshold for _, threshold, _ in _thresholds_for_targets(imp, imp.size, targets)])
 
 
 def fnmr_at_fmr(genuine: np.ndarray, impostor: np.ndarray, targets: Sequence[float]) -> list[OperatingPoint]:
     """FNMR at the threshold that meets each target FMR (see `threshold_at_fmr`), with the measured FMR."""
-    gen = np.sort(_scores(genuine, "genuine"))
-    imp = np.sort(_scores(impostor, "impostor"))
+    gen = np.sort(as_scores(genuine, "genuine"))
+    imp = np.sort(as_scores(impostor, "impostor"))
     return [
         OperatingPoint(
             target=target,
@@ -155,8 +163,8 @@ def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np
     Thresholds ascend, so FMR falls from 1 to 0 and FNMR rises from 0 to 1: the full DET/ROC staircase.
     One sort of each score set; cost O((n_gen + n_imp) log n) and three arrays of the distinct-score length.
     """
-    gen = np.sort(_scores(genuine, "genuine"))
-    imp = np.sort(_scores(impostor, "impostor"))
+    gen = np.sort(as_scores(genuine, "genuine"))
+    imp = np.sort(as_scores(impostor, "impostor"))
     distinct = np.unique(np.concatenate([gen, imp]))
     above = np.nextafter(distinct[-1], np.inf, dtype=distinct.dtype)
     thresholds = np.append(distinct, above)
@@ -216,7 +224,7 @@ def kfold_accuracy(
     For each fold, the threshold maximising accuracy on all other folds is applied to that fold. The std is
     the population std (ddof=0) of the fold accuracies, as the common LFW evaluation code reports it.
     """
-    values = _scores(scores, "scores")
+    values = as_scores(scores, "scores")
     labels = np.asarray(same)
     fold_ids = np.asarray(folds)
     if labels.dtype != np.bool_ or labels.shape != values.shape or fold_ids.shape != values.shape:
@@ -361,7 +369,7 @@ def _mate_hit_scores(mated_scores: np.ndarray, mated_ranks: np.ndarray, max_rank
     if np.isnan(ranks).any() or (ranks < 1).any() or (ranks[returned] != np.floor(ranks[returned])).any():
         raise MetricInputError("mated_ranks must be integers >= 1, or NOT_RETURNED for a mate not returned")
     hits = scores[returned & (ranks <= max_rank)]
-    return np.sort(_scores(hits, "mated_scores of returned mates", allow_empty=True))
+    return np.sort(as_scores(hits, "mated_scores of returned mates", allow_empty=True))
 
 
 def _nonmated_tops(nonmated_top_scores: np.ndarray) -> np.ndarray:
