@@ -89,6 +89,14 @@ def _thresholds_for_targets(
     ]
 
 
+def _as_thresholds(values: np.ndarray) -> np.ndarray:
+    """Thresholds as a float array; +-inf are valid (accept all / reject all), NaN is not."""
+    thresholds = np.asarray(values, dtype=np.float64)
+    if np.isnan(thresholds).any():
+        raise MetricInputError("thresholds must not be NaN")
+    return thresholds
+
+
 def _count_at_least(ascending: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """How many of the sorted scores are >= each threshold."""
     return ascending.size - np.searchsorted(ascending, thresholds, side="left")
@@ -118,7 +126,7 @@ def fmr_fnmr(
     """FMR and FNMR at each threshold (match when score >= threshold)."""
     gen = np.sort(as_scores(genuine, "genuine"))
     imp = np.sort(as_scores(impostor, "impostor"))
-    t = np.asarray(thresholds, dtype=np.float64)
+    t = _as_thresholds(thresholds)
     fmr = _count_at_least(imp, t) / imp.size
     fnmr = np.searchsorted(gen, t, side="left") / gen.size
     return fmr, fnmr
@@ -414,7 +422,7 @@ def fpir_fnir(
     mated_total, nonmated_total = _search_totals(
         np.asarray(mated_ranks).size, mated_failed, tops.size, nonmated_failed
     )
-    t = np.asarray(thresholds, dtype=np.float64)
+    t = _as_thresholds(thresholds)
     fpir = _count_at_least(tops, t) / nonmated_total
     fnir = 1.0 - _count_at_least(hits, t) / mated_total
     return fpir, fnir
@@ -527,11 +535,12 @@ def by_group(
     Slice any per-item array (scores, ranks) with the returned indices. An identity without a label raises
     MetricInputError: dropping it silently would bias every subgroup rate.
     """
-    first = _group_codes(labels, ids_a, "ids_a")
-    second = first if ids_b is None else _group_codes(labels, ids_b, "ids_b")
+    values = list(dict.fromkeys(labels.values()))
+    codes = {identity: values.index(value) for identity, value in labels.items()}
+    first = _group_codes(codes, ids_a, "ids_a")
+    second = first if ids_b is None else _group_codes(codes, ids_b, "ids_b")
     if second.shape != first.shape:
         raise MetricInputError(f"ids_a and ids_b differ in length: {first.size} and {second.size}")
-    values = list(dict.fromkeys(labels.values()))
     same = first == second
     within = {}
     for code, value in enumerate(values):
@@ -541,11 +550,10 @@ def by_group(
     return GroupSplit(within=within, cross=np.flatnonzero(~same))
 
 
-def _group_codes(labels: Mapping[Hashable, Hashable], ids: Sequence[Hashable], name: str) -> np.ndarray:
-    """Group value of each identity as an integer code (position in the labels' distinct values)."""
-    codes = {value: code for code, value in enumerate(dict.fromkeys(labels.values()))}
+def _group_codes(codes: Mapping[Hashable, int], ids: Sequence[Hashable], name: str) -> np.ndarray:
+    """The group code of each identity, looked up once per distinct identity."""
     unique, inverse = np.unique(np.asarray(ids), return_inverse=True)
-    missing = [identity for identity in unique.tolist() if identity not in labels]
+    missing = [identity for identity in unique.tolist() if identity not in codes]
     if missing:
         raise MetricInputError(f"{name}: {len(missing)} identities have no group label, e.g. {missing[:3]}")
-    return np.array([codes[labels[identity]] for identity in unique.tolist()], dtype=np.int64)[inverse]
+    return np.array([codes[identity] for identity in unique.tolist()], dtype=np.int64)[inverse]

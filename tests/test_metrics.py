@@ -120,6 +120,13 @@ def test_bad_scores_raise_typed_error(genuine: list, impostor: list) -> None:
     assert issubclass(MetricInputError, ValueError)
 
 
+def test_nan_threshold_raises() -> None:
+    with pytest.raises(MetricInputError, match="NaN"):
+        fmr_fnmr(GENUINE, IMPOSTOR, np.array([0.5, np.nan]))
+    with pytest.raises(MetricInputError, match="NaN"):
+        fpir_fnir([0.9], [1], [0.1], np.array([np.nan]))
+
+
 @pytest.mark.parametrize("target", [-0.1, 1.0, np.nan])
 def test_bad_target_raises(target: float) -> None:
     with pytest.raises(MetricInputError, match="rates in"):
