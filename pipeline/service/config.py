@@ -98,6 +98,10 @@ class EncounterConfig:
 
     def __post_init__(self) -> None:
         _positive("encounter", fuse_best=self.fuse_best, min_frames=self.min_frames)
+        if self.min_frames > self.fuse_best:
+            raise ConfigError(
+                f"[encounter] min_frames ({self.min_frames}) cannot exceed fuse_best ({self.fuse_best})"
+            )
 
 
 @dataclass(frozen=True)
