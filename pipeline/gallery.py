@@ -31,6 +31,11 @@ HNSW_MIN_TEMPLATES = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+# One probe is searched by one thread. faiss would fan a single query out over all cores with OpenMP; measured
+# on the 2-core box that is 3-20x slower at p50 (thread wake-ups, and it competes with the onnxruntime sessions),
+# while concurrent gates already keep the cores busy. Set once here, for every gallery user in the process.
+SEARCH_THREADS = 1
+faiss.omp_set_num_threads(SEARCH_THREADS)
 
 
 class Calibration(Protocol):

@@ -222,12 +222,11 @@ class GalleryStore:
         encrypted = self.key is not None
         old_file: str | None = None
         with self._transaction(write=True) as con:
-            current = con.execute(
-                "SELECT version, content_hash, encrypted, index_file FROM galleries WHERE gallery_id = ?",
-                (gid,),
-            ).fetchone()
-            if current and current[1] == draft.content_hash and bool(current[2]) == encrypted:
+            if self._is_current(con, gid, draft.content_hash):
                 return WriteResult(self._info(con, gid), unchanged=True)
+            current = con.execute(
+                "SELECT version, index_file FROM galleries WHERE gallery_id = ?", (gid,)
+            ).fetchone()
             self._collect_orphans(con)
             version = current[0] + 1 if current else 1
             kind = index_kind_for(len(vectors))
@@ -237,7 +236,7 @@ class GalleryStore:
             index_file = f"{gid}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
             _write_aside(self.root / index_file, data)
             if current:
-                old_file = current[3]
+                old_file = current[1]
                 for table in CHILD_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
             con.execute(
@@ -274,7 +273,7 @@ class GalleryStore:
                         t.traveler_id,
                         t.photo,
                         t.photo_sha256,
-                        json.dumps(t.quality),
+                        json.dumps(t.quality, default=float),
                         iso(now),
                     )
                     for row, t in enumerate(draft.templates)
@@ -288,6 +287,17 @@ class GalleryStore:
         if old_file and old_file != index_file:
             _shred(self.root / old_file)
         return WriteResult(info, unchanged=False)
+
+    def _is_current(self, con: sqlite3.Connection, gallery_id: str, content_hash: str) -> bool:
+        row = con.execute(
+            "SELECT content_hash, encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
+        ).fetchone()
+        return row is not None and row[0] == content_hash and bool(row[1]) == (self.key is not None)
+
+    def is_current(self, gallery_id: str, content_hash: str) -> bool:
+        """Whether the current version already holds exactly this content (lets a rebuild skip all work)."""
+        with self._transaction() as con:
+            return self._is_current(con, gallery_id, content_hash)
 
     @staticmethod
     def _associated(gallery_id: str, version: int) -> bytes:

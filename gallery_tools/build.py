@@ -1,0 +1,154 @@
+"""Build a flight gallery from a manifest: detect, quality-check and embed every enrollment photo.
+
+Enrollment photos must be unambiguous: exactly one face of enrollment quality. A photo with a second face of
+comparable size is refused (which person is the traveler?), while small background faces are ignored. Every
+refused photo is reported with its reason, and a traveler whose every photo fails stays in the gallery's
+record as a failed traveler, so the airline can re-enroll them instead of wondering why they never match.
+
+A build is identified by a content hash over the manifest, the photo bytes, the pack's model hashes and the
+enrollment settings: rebuilding identical input is a no-op and never adds rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import numpy as np
+from gatematch.errors import BadImageError, PackError
+from gatematch.facepipeline import Analysis, FacePipeline
+from gatematch.gallery import EnrollmentFailure, GalleryInfo, ModelRef, canonical_json, iso
+from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, gallery_id_for
+from gatematch.gallery_tools.manifest import Manifest
+from gatematch.images import load_image
+from gatematch.modelstore import sha256_of
+from tqdm import tqdm
+
+SEVERAL_FACES_AREA_RATIO = 0.5  # a second face at least this fraction of the main face's area is ambiguous
+BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    info: GalleryInfo
+    unchanged: bool  # identical content was already the current version: no work was done
+    failures: tuple[EnrollmentFailure, ...]
+
+
+@dataclass(frozen=True)
+class _Photo:
+    traveler_id: str
+    path: str
+    sha256: str
+
+
+def content_hash(manifest: Manifest, photos: Sequence[_Photo], pipeline: FacePipeline) -> str:
+    """Everything that determines the gallery's content, and nothing else (not times, not thread counts)."""
+    digests = {}
+    for photo in photos:
+        digests.setdefault(photo.traveler_id, []).append(photo.sha256)
+    basis = {
+        "flight_id": manifest.flight_id,
+        "departure": iso(manifest.departure),
+        "travelers": [[t.traveler_id, t.document_type, digests[t.traveler_id]] for t in manifest.travelers],
+        "pack": pipeline.pack.name,
+        "models": pipeline.pack.model_hashes,
+        "detector": asdict(pipeline.config.detector),
+        "quality": asdict(pipeline.config.quality),
+        "flip": pipeline.config.flip,
+        "several_faces_ratio": SEVERAL_FACES_AREA_RATIO,
+    }
+    return hashlib.sha256(canonical_json(basis).encode()).hexdigest()
+
+
+def judge(analysis: Analysis, photo: _Photo) -> tuple[np.ndarray, dict[str, object]] | EnrollmentFailure:
+    """The enrollment template of one photo with its quality record, or why the photo cannot enroll."""
+
+    def fail(reason: str, detail: str) -> EnrollmentFailure:
+        return EnrollmentFailure(photo.traveler_id, photo.path, reason, detail)
+
+    face = analysis.primary()
+    if face is None:
+        return fail("no_face", "no face detected")
+    others = [f for f in analysis.faces if f is not face]
+    area = face.detection.width * face.detection.height
+    rivals = [f for f in others if f.detection.width * f.detection.height >= SEVERAL_FACES_AREA_RATIO * area]
+    if rivals:
+        return fail(
+            "several_faces", f"{len(rivals) + 1} faces of similar size; a document photo shows one person"
+        )
+    if face.quality is None or face.embedding is None:
+        return fail("no_face", "face has no landmarks to align")
+    if not face.quality.passed:
+        return fail("low_quality", "; ".join(face.quality.reasons))
+    return face.embedding, face.quality.as_dict()
+
+
+def _batches(items: Sequence[_Photo], size: int) -> Iterator[Sequence[_Photo]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def build_gallery(
+    manifest: Manifest,
+    store: GalleryStore,
+    pipeline: FacePipeline,
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = True,
+    now: datetime | None = None,
+) -> BuildReport:
+    """Enroll every traveler of `manifest` with `pipeline` (configure it with the enrollment quality preset)
+    and make the result the departure's current gallery in `store`."""
+    embedder = pipeline.pack.embedder
+    if embedder is None:
+        raise PackError(f"pack '{pipeline.pack.name}' has no embedder; it cannot build galleries")
+    photos = [
+        _Photo(t.traveler_id, str(path), sha256_of(path)) for t in manifest.travelers for path in t.photos
+    ]
+    digest = content_hash(manifest, photos, pipeline)
+    gid = gallery_id_for(manifest.flight_id, manifest.departure)
+    if store.is_current(gid, digest):
+        return BuildReport(store.info(gid), True, tuple(store.failures(gid)))
+
+    templates: list[TemplateRecord] = []
+    failures: list[EnrollmentFailure] = []
+    with tqdm(
+        total=len(photos), unit="photo", desc=f"enrolling {gid}", file=sys.stderr, disable=not progress
+    ) as bar:
+        for batch in _batches(photos, batch_size):
+            readable, images = [], []
+            for photo in batch:
+                try:
+                    images.append(load_image(photo.path, pipeline.config.limits))
+                    readable.append(photo)
+                except BadImageError as exc:
+                    failures.append(EnrollmentFailure(photo.traveler_id, photo.path, "unreadable", str(exc)))
+            for photo, analysis in zip(readable, pipeline.analyze_batch(images), strict=True):
+                outcome = judge(analysis, photo)
+                if isinstance(outcome, EnrollmentFailure):
+                    failures.append(outcome)
+                else:
+                    embedding, quality = outcome
+                    templates.append(
+                        TemplateRecord(photo.traveler_id, photo.path, photo.sha256, quality, embedding)
+                    )
+            bar.update(len(batch))
+
+    draft = GalleryDraft(
+        flight_id=manifest.flight_id,
+        departure=manifest.departure,
+        pack=pipeline.pack.name,
+        model_hashes=pipeline.pack.model_hashes,
+        embedder=ModelRef.of(embedder),
+        dim=pipeline.embedding_size,
+        travelers=tuple(TravelerRecord(t.traveler_id, t.document_type) for t in manifest.travelers),
+        templates=tuple(templates),
+        failures=tuple(failures),
+        content_hash=digest,
+    )
+    result = store.write(draft, now=now)
+    return BuildReport(result.info, result.unchanged, tuple(failures))

@@ -1,0 +1,217 @@
+"""Flight manifests: who is expected on one departure, and where their enrollment photos are.
+
+Two formats, one meaning:
+
+CSV, one row per traveler (photos separated by ';'):
+    flight_id,departure,traveler_id,photos,document_type
+    GM101,2030-05-01T18:30:00Z,P001,p001/a.jpg;p001/b.jpg,passport
+
+JSON:
+    {"flight_id": "GM101", "departure": "2030-05-01T18:30:00Z",
+     "travelers": [{"traveler_id": "P001", "photos": ["p001/a.jpg"], "document_type": "passport"}]}
+
+Photo paths are relative to the manifest's folder, absolute, or file:// URLs; nothing is fetched over a
+network (enrollment runs air-gapped). A departure without an explicit UTC offset is refused: a gallery's
+expiry is computed from it, and a naive time silently read in the wrong zone would keep biometric data hours
+too long or destroy it before boarding. Every error names the file and the line (CSV) or JSON path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from gatematch.errors import ManifestError
+from gatematch.gallery_store import FLIGHT_ID
+
+TRAVELER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+CSV_COLUMNS = ("flight_id", "departure", "traveler_id", "photos", "document_type")
+REQUIRED_COLUMNS = CSV_COLUMNS[:4]
+MAX_PHOTOS = 10
+
+
+@dataclass(frozen=True)
+class ManifestTraveler:
+    traveler_id: str
+    photos: tuple[Path, ...]  # absolute paths of existing files
+    document_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    flight_id: str
+    departure: datetime  # aware, UTC
+    travelers: tuple[ManifestTraveler, ...]
+    source: Path
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and validate a CSV or JSON manifest (chosen by extension)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {path}: cannot be read as UTF-8 text ({exc})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _from_csv(text, path)
+    if suffix == ".json":
+        return _from_json(text, path)
+    raise ManifestError(f"manifest {path}: unknown format '{suffix}' (use .csv or .json)")
+
+
+def parse_departure(value: object, where: str) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: departure must be an ISO 8601 time, e.g. 2030-05-01T18:30:00Z")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ManifestError(f"{where}: departure {value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ManifestError(
+            f"{where}: departure {value!r} has no UTC offset; write it in UTC, e.g. {value.strip()}Z"
+        )
+    return moment.astimezone(UTC)
+
+
+def _flight_id(value: object, where: str) -> str:
+    if not isinstance(value, str) or not FLIGHT_ID.fullmatch(value.strip()):
+        raise ManifestError(f"{where}: flight_id {value!r} must be 1-32 letters, digits, '_' or '-'")
+    return value.strip()
+
+
+def _traveler_id(value: object, where: str) -> str:
+    if not isinstance(value, str) or not TRAVELER_ID.fullmatch(value.strip()):
+        raise ManifestError(
+            f"{where}: traveler_id {value!r} must be 1-64 letters, digits or '._:-', starting with a letter "
+            "or digit"
+        )
+    return value.strip()
+
+
+def _photo(value: object, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: photo path is empty")
+    text = value.strip()
+    if "://" in text:
+        url = urlparse(text)
+        if url.scheme != "file" or url.netloc not in ("", "localhost"):
+            raise ManifestError(f"{where}: photo {text!r}: only local files and file:// URLs are allowed")
+        path = Path(unquote(url.path))
+    else:
+        path = Path(text)
+        if not path.is_absolute():
+            path = base / path
+    if not path.is_file():
+        raise ManifestError(f"{where}: photo file {text!r} not found (looked at {path})")
+    return path.resolve()
+
+
+def _traveler(
+    traveler_id: object, photos: object, document_type: object, base: Path, where: str
+) -> ManifestTraveler:
+    tid = _traveler_id(traveler_id, where)
+    if not isinstance(photos, list) or not photos:
+        raise ManifestError(f"{where}: traveler {tid} needs at least one photo")
+    if len(photos) > MAX_PHOTOS:
+        raise ManifestError(f"{where}: traveler {tid} has {len(photos)} photos; at most {MAX_PHOTOS}")
+    paths = tuple(_photo(p, base, f"{where} photo {i + 1}") for i, p in enumerate(photos))
+    if len(set(paths)) != len(paths):
+        raise ManifestError(f"{where}: traveler {tid} lists the same photo twice")
+    if document_type is not None and (not isinstance(document_type, str) or len(document_type) > 32):
+        raise ManifestError(f"{where}: document_type must be a short text, got {document_type!r}")
+    return ManifestTraveler(tid, paths, (document_type or "").strip() or None)
+
+
+def _unique(travelers: list[tuple[ManifestTraveler, str]], source: Path) -> tuple[ManifestTraveler, ...]:
+    first: dict[str, str] = {}
+    for traveler, where in travelers:
+        if traveler.traveler_id in first:
+            raise ManifestError(
+                f"{where}: duplicate traveler_id {traveler.traveler_id} (first at {first[traveler.traveler_id]})"
+            )
+        first[traveler.traveler_id] = where
+    if not travelers:
+        raise ManifestError(f"manifest {source}: no travelers")
+    return tuple(t for t, _ in travelers)
+
+
+def _from_csv(text: str, path: Path) -> Manifest:
+    reader = csv.DictReader(text.splitlines(), strict=True)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if missing or unknown:
+        raise ManifestError(
+            f"manifest {path} line 1: header must be {','.join(CSV_COLUMNS)} (document_type optional); "
+            f"missing {missing or 'nothing'}, unknown {unknown or 'nothing'}"
+        )
+    reader.fieldnames = columns
+    flight: str | None = None
+    departure: datetime | None = None
+    travelers = []
+    try:
+        for row in reader:
+            where = f"manifest {path.name} line {reader.line_num}"
+            if None in row or any(row[c] is None for c in REQUIRED_COLUMNS):
+                raise ManifestError(f"{where}: expected {len(columns)} fields")
+            row_flight = _flight_id(row["flight_id"], where)
+            row_departure = parse_departure(row["departure"], where)
+            if flight is None:
+                flight, departure = row_flight, row_departure
+            elif (row_flight, row_departure) != (flight, departure):
+                raise ManifestError(f"{where}: every row must have the same flight_id and departure")
+            photos = [p for p in row["photos"].split(";") if p.strip()]
+            travelers.append(
+                (_traveler(row["traveler_id"], photos, row.get("document_type"), path.parent, where), where)
+            )
+    except csv.Error as exc:
+        raise ManifestError(f"manifest {path.name} line {reader.line_num}: malformed CSV ({exc})") from None
+    if flight is None or departure is None:
+        raise ManifestError(f"manifest {path}: no travelers")
+    return Manifest(flight, departure, _unique(travelers, path), path)
+
+
+def _from_json(text: str, path: Path) -> Manifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest {path.name} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"manifest {path.name}: top level must be an object")
+    unknown = sorted(set(data) - {"flight_id", "departure", "travelers"})
+    if unknown:
+        raise ManifestError(f"manifest {path.name}: unknown field(s) {unknown}")
+    flight = _flight_id(data.get("flight_id"), f"manifest {path.name} flight_id")
+    departure = parse_departure(data.get("departure"), f"manifest {path.name} departure")
+    entries = data.get("travelers")
+    if not isinstance(entries, list):
+        raise ManifestError(f"manifest {path.name}: 'travelers' must be a list")
+    travelers = []
+    for i, entry in enumerate(entries):
+        where = f"manifest {path.name} travelers[{i}]"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: must be an object")
+        extra = sorted(set(entry) - {"traveler_id", "photos", "document_type"})
+        if extra:
+            raise ManifestError(f"{where}: unknown field(s) {extra}")
+        travelers.append(
+            (
+                _traveler(
+                    entry.get("traveler_id"),
+                    entry.get("photos"),
+                    entry.get("document_type"),
+                    path.parent,
+                    where,
+                ),
+                where,
+            )
+        )
+    return Manifest(flight, departure, _unique(travelers, path), path)
