@@ -136,6 +136,18 @@ def _check_count(card: ModelCard, what: str, got: int, expected: int) -> None:
         )
 
 
+def _yunet_scores(cls: np.ndarray, obj: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores) with sqrt(clip(cls) * clip(obj)) >= threshold, OpenCV's YuNet score.
+
+    A coarse pass on the raw product first: for a positive threshold a face needs both values positive, where
+    clipping can only lower the product, so the pass drops no face and the exact score runs on a handful.
+    """
+    rows = np.arange(len(cls)) if threshold <= 0 else np.flatnonzero(cls * obj >= threshold**2 * (1 - 1e-5))
+    score = np.sqrt(np.clip(cls[rows], 0, 1) * np.clip(obj[rows], 0, 1))
+    exact = score >= threshold
+    return rows[exact], score[exact]
+
+
 class Detector:
     """Letterbox, run, decode. Subclasses implement `_candidates` for their family's raw outputs."""
 
@@ -167,6 +179,7 @@ class Detector:
         self._pad_value = (-mean * inv_std).reshape(channel_shape)  # a zero pixel, normalised
         self._tensors = _ThreadBuffers()
         self._resized = _ThreadBuffers()
+        self._planes = _ThreadBuffers()
 
     def _geometry(self, width: int, height: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
         """(scale, resized (w, h), input (w, h)) for an original frame of width x height."""
@@ -210,7 +223,9 @@ class Detector:
         tensor = self._tensors.get((in_w, in_h), lambda: self._new_tensor(in_w, in_h))
         frame = tensor[0]
         if self._nchw:
-            source = image.transpose(2, 0, 1)[self._channels]
+            # cv2.split into uint8 planes, then one contiguous convert: 3x faster than converting a transpose.
+            source = self._planes.get((res_w, res_h), lambda: np.empty((3, res_h, res_w), np.uint8))
+            cv2.split(image, list(source)[self._channels])  # an RGB card's planes are filled reversed
             region, below, right = frame[:, :res_h, :res_w], frame[:, res_h:], frame[:, :res_h, res_w:]
         else:
             source = image[:, :, self._channels]
@@ -277,14 +292,13 @@ class YuNetDetector(Detector):
             grid = _cell_grid(in_w, in_h, stride, 1)
             cls, obj = outputs[level].reshape(-1), outputs[levels + level].reshape(-1)
             _check_count(self.card, f"output '{self._output_names[level]}'", len(cls), len(grid))
-            score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
-            keep = np.flatnonzero(score >= self.config.score_threshold)
+            keep, score = _yunet_scores(cls, obj, self.config.score_threshold)
             cells = grid[keep]
             box = outputs[2 * levels + level].reshape(-1, 4)[keep]
             centre = (cells + box[:, :2]) * stride
             half = np.exp(box[:, 2:]) * stride / 2
             boxes.append(np.hstack([centre - half, centre + half]))
-            scores.append(score[keep])
+            scores.append(score)
             points.append((outputs[3 * levels + level].reshape(-1, 5, 2)[keep] + cells[:, None]) * stride)
         return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
 
