@@ -85,3 +85,7 @@ class AuthenticationError(GatematchError):
 
 class AuthorizationError(GatematchError):
     """The caller is known but not allowed this call (wrong role, or a flight its gate is not assigned to)."""
+
+
+class GalleryExportError(GatematchError):
+    """A gallery export cannot be written where asked (the file exists, or templates were sent to a terminal)."""

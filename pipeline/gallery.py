@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import faiss
 import numpy as np
-from gatematch.errors import CardError, GalleryExpiredError, WrongPackError
+from gatematch.errors import CalibrationError, CardError, GalleryExpiredError, WrongPackError
 
 if TYPE_CHECKING:
     from gatematch.cards import ModelCard
@@ -40,6 +40,8 @@ faiss.omp_set_num_threads(SEARCH_THREADS)
 
 class Calibration(Protocol):
     """What search needs from a calibration table (gatematch.benchmarks.calibration.CalibrationTable)."""
+
+    embedder_sha256: str
 
     def fpir_at(self, score: float, gallery_size: int) -> float: ...
 
@@ -238,6 +240,11 @@ class Gallery:
             raise ValueError("probe template is zero or not finite")
         vector /= norm
 
+        if calibration is not None and calibration.embedder_sha256 != info.embedder.sha256:
+            raise CalibrationError(
+                f"calibration table is for embedder sha256 {calibration.embedder_sha256[:12]}, gallery "
+                f"{info.gallery_id} uses {info.embedder.sha256[:12]}: its scores would mean something else"
+            )
         point = point or OperatingPoint()
         size = len(self.traveler_ids)
         if point.threshold is not None:

@@ -367,6 +367,17 @@ class GalleryStore:
             ).fetchall()
         return [EnrollmentFailure(*row) for row in rows]
 
+    def travelers(self, gallery_id: str) -> list[TravelerRecord]:
+        """Every traveler of the manifest, in manifest order (including those that failed to enroll)."""
+        with self._transaction() as con:
+            version = self._info(con, gallery_id).version
+            rows = con.execute(
+                "SELECT traveler_id, document_type FROM travelers WHERE gallery_id = ? AND version = ?"
+                " ORDER BY position",
+                (gallery_id, version),
+            ).fetchall()
+        return [TravelerRecord(*row) for row in rows]
+
     def provenance(self, gallery_id: str) -> list[TemplateProvenance]:
         with self._transaction() as con:
             version = self._info(con, gallery_id).version

@@ -1,0 +1,204 @@
+"""`gatematch gallery build|list|inspect|purge|export`: flight galleries from the command line.
+
+Templates are biometric data, so `export` writes metadata only (gallery, pack, travelers, template
+provenance, enrollment failures) unless `--with-templates` is given; templates then go only to a new file
+readable by its owner alone, never to the terminal, and never from an expired gallery.
+Encrypted stores take their key from $GATEMATCH_TEMPLATE_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from gatematch.cli import print_json
+from gatematch.errors import GalleryExportError
+from gatematch.gallery import GalleryInfo, iso
+from gatematch.gallery_store import DEFAULT_RETENTION, GalleryStore
+from gatematch.gallery_tools.manifest import parse_departure
+from gatematch.template_crypto import TemplateKey
+
+
+def _store(args: argparse.Namespace) -> GalleryStore:
+    hours = getattr(args, "retention_hours", None)
+    retention = timedelta(hours=hours) if hours is not None else DEFAULT_RETENTION
+    return GalleryStore(args.store, key=TemplateKey.from_env(), retention=retention)
+
+
+def _summary(info: GalleryInfo) -> str:
+    return (
+        f"{info.gallery_id}  v{info.version}  {info.travelers} travelers / {info.templates} templates, "
+        f"{len(info.failed_travelers)} not enrolled, {info.failures} photo failures  pack {info.pack}  "
+        f"departs {iso(info.departure)}  expires {iso(info.expires_at)}{'  encrypted' if info.encrypted else ''}"
+    )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from gatematch.facepipeline import FacePipeline, PipelineConfig
+    from gatematch.gallery_tools.build import build_gallery
+    from gatematch.gallery_tools.manifest import load_manifest
+    from gatematch.modelstore import ModelStore
+    from gatematch.quality import QualityThresholds
+
+    manifest = load_manifest(args.manifest)
+    store = _store(args)
+    quality = QualityThresholds.enrollment() if args.quality == "enrollment" else QualityThresholds()
+    config = PipelineConfig(quality=quality)
+    pipeline = FacePipeline.from_pack(args.pack, store=ModelStore(args.model_dir), config=config)
+    report = build_gallery(
+        manifest, store, pipeline, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    if args.json:
+        print_json(
+            {
+                **report.info.as_dict(),
+                "unchanged": report.unchanged,
+                "enrollment_failures": [f.__dict__ for f in report.failures],
+            }
+        )
+        return 0
+    print(("unchanged (same content): " if report.unchanged else "built: ") + _summary(report.info))
+    for failure in report.failures:
+        print(
+            f"  failed to enroll {failure.traveler_id}: {failure.reason}: {failure.detail} ({failure.photo})"
+        )
+    for traveler in report.info.failed_travelers:
+        print(f"  NOT ENROLLED (every photo failed): {traveler}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    galleries = _store(args).galleries()
+    if args.json:
+        print_json([g.as_dict() for g in galleries])
+    else:
+        for info in galleries:
+            print(_summary(info))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    store = _store(args)
+    info = store.info(args.gallery)
+    failures = store.failures(args.gallery)
+    if args.json:
+        print_json({**info.as_dict(), "enrollment_failures": [f.__dict__ for f in failures]})
+        return 0
+    print(_summary(info))
+    print(
+        f"  embedder {info.embedder.name} sha256 {info.embedder.sha256}, {info.dim}-d, {info.index_kind} index"
+    )
+    for name, sha in info.model_hashes.items():
+        print(f"  model {name}: {sha}")
+    print(f"  created {iso(info.created_at)}, content {info.content_hash[:16]}")
+    for failure in failures:
+        print(
+            f"  failed to enroll {failure.traveler_id}: {failure.reason}: {failure.detail} ({failure.photo})"
+        )
+    for traveler in info.failed_travelers:
+        print(f"  NOT ENROLLED (every photo failed): {traveler}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.gallery:
+        for gallery_id in args.gallery:
+            store.purge(gallery_id)
+        purged = list(args.gallery)
+    else:
+        now = parse_departure(args.now, "--now") if args.now else None
+        purged = store.purge_expired(now)
+    if args.json:
+        print_json({"purged": purged})
+    else:
+        print(f"purged {len(purged)} galleries" + "".join(f"\n  {g}" for g in purged))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = _store(args)
+    info = store.info(args.gallery)
+    provenance = store.provenance(args.gallery)
+    data: dict[str, object] = {
+        **info.as_dict(),
+        "travelers": [t.__dict__ for t in store.travelers(args.gallery)],
+        "templates": [
+            {**p.__dict__, "created_at": iso(p.created_at), "quality": p.quality} for p in provenance
+        ],
+        "enrollment_failures": [f.__dict__ for f in store.failures(args.gallery)],
+    }
+    if args.with_templates:
+        if args.output is None:
+            raise GalleryExportError("--with-templates writes biometric templates: give --output FILE")
+        vectors = store.load(args.gallery).vectors()
+        data["template_encoding"] = "base64 little-endian float32, L2-normalised"
+        for record, vector in zip(data["templates"], vectors, strict=True):
+            record["embedding"] = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    if args.output is None:
+        print_json(data)
+        return 0
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise GalleryExportError(f"{args.output} exists; an export never overwrites a file") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    print(
+        f"exported {info.gallery_id} ({'with' if args.with_templates else 'without'} templates) to {args.output}"
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    gallery = commands.add_parser("gallery", help="build, list, inspect, purge and export flight galleries")
+    actions = gallery.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store", "--out", dest="store", type=Path, required=True, help="gallery store folder"
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    build = actions.add_parser("build", parents=[common], help="enroll a flight manifest into a gallery")
+    build.add_argument("manifest", type=Path, help="flight manifest (.csv or .json)")
+    build.add_argument("--pack", default="default", help="model pack (default: default)")
+    build.add_argument(
+        "--model-dir", type=Path, default=None, help="model store (default: $GATEMATCH_MODEL_DIR)"
+    )
+    build.add_argument(
+        "--retention-hours", type=float, default=None, help="expiry after departure (default 12)"
+    )
+    build.add_argument(
+        "--quality",
+        choices=("enrollment", "gate"),
+        default="enrollment",
+        help="quality bar: 'enrollment' (document photos, default) or the laxer 'gate' probe bar",
+    )
+    build.add_argument("--batch-size", type=int, default=16)
+    build.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    build.set_defaults(handler=_build)
+
+    listing = actions.add_parser("list", parents=[common], help="every gallery in the store")
+    listing.set_defaults(handler=_list)
+
+    inspect = actions.add_parser("inspect", parents=[common], help="one gallery: pack, counts, failures")
+    inspect.add_argument("gallery", help="gallery id (FLIGHT_YYYYMMDDTHHMMZ)")
+    inspect.set_defaults(handler=_inspect)
+
+    purge = actions.add_parser("purge", parents=[common], help="delete expired galleries (or the ones named)")
+    purge.add_argument("gallery", nargs="*", help="purge these now, expired or not")
+    purge.add_argument("--now", help="purge what is expired at this UTC time (default: now)")
+    purge.set_defaults(handler=_purge)
+
+    export = actions.add_parser(
+        "export", parents=[common], help="gallery metadata (templates only on request)"
+    )
+    export.add_argument("gallery")
+    export.add_argument("--output", "-o", type=Path, default=None, help="new file to write (default: stdout)")
+    export.add_argument("--with-templates", action="store_true", help="include the biometric templates")
+    export.set_defaults(handler=_export)
