@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -48,6 +49,7 @@ from gatematch.gallery import (
 )
 from gatematch.template_crypto import TemplateKey, is_encrypted
 
+LOG = logging.getLogger(__name__)
 DB_NAME = "galleries.sqlite"
 DEFAULT_RETENTION = timedelta(hours=12)  # U.S. exit practice: citizens' photos discarded within 12 hours
 FLIGHT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
@@ -472,3 +474,34 @@ class GalleryStore:
                 self.purge(gid)
                 purged.append(gid)
         return purged
+
+
+class PurgeTimer:
+    """Purges expired galleries every `interval` seconds in a daemon thread (the service runs one per store),
+    so retention holds even when nobody runs `gatematch gallery purge`."""
+
+    def __init__(self, store: GalleryStore, interval: float = 60.0) -> None:
+        if interval <= 0:
+            raise ValueError(f"purge interval must be positive, got {interval}")
+        self.store = store
+        self.interval = interval
+        self.purged: list[str] = []  # every gallery id this timer purged, for the service's log and metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gallery-purge", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.purged.extend(self.store.purge_expired())
+            except (sqlite3.Error, OSError) as exc:  # a locked or full disk must not end retention for good
+                LOG.warning("gallery purge failed, retrying in %.0f s: %s", self.interval, exc)
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> PurgeTimer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from gatematch.gallery_store import (
     DB_NAME,
     GalleryDraft,
     GalleryStore,
+    PurgeTimer,
     TemplateRecord,
     TravelerRecord,
 )
@@ -303,3 +305,21 @@ def test_files_are_owner_only_and_purge_leaves_only_the_database(tmp_path: Path)
     assert sorted(os.listdir(tmp_path)) == [DB_NAME]
     with pytest.raises(GalleryNotFoundError):
         store.purge(gid)
+
+
+def test_purge_timer_purges_expired_galleries_in_the_background(tmp_path: Path) -> None:
+    store = GalleryStore(tmp_path, retention=timedelta(hours=1))
+    past, _ = draft()
+    past = GalleryDraft(**{**past.__dict__, "departure": datetime.now(UTC) - timedelta(hours=2)})
+    current, _ = draft(flight="GM202", seed=1)
+    store.write(past)
+    store.write(current, now=BEFORE)
+    timer = PurgeTimer(store, interval=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(store.galleries()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        timer.stop()
+    assert [g.flight_id for g in store.galleries()] == ["GM202"]
+    assert timer.purged == [past.gallery_id]
