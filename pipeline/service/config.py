@@ -72,9 +72,9 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class MatchConfig:
-    target_fpir: float = (
-        0.001  # operating point; the cosine threshold follows from calibration per gallery size
-    )
+    # Operating point (NIST FRVT paperless travel, = gatematch.gallery.DEFAULT_TARGET_FPIR); the cosine
+    # threshold follows from calibration for each gallery's size.
+    target_fpir: float = 0.003
     max_candidates: int = 5
     max_pixels: int = 3840 * 2160
     liveness: bool = False

@@ -1,0 +1,74 @@
+"""Shared pieces of the service end-to-end tests: a calibration table, a real server on a loopback port, clients.
+
+Not a test module: imported by tests/test_service_e2e*.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import numpy as np
+from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.errors import CardError
+from gatematch.facepipeline import FacePipeline
+from gatematch.gallery import Calibration, load_default_calibration
+from gatematch.images import load_image
+from gatematch.modelstore import ModelStore
+from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
+from gatematch.service.server import GateMatchServer, pipeline_config
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PER_IDENTITY = 12  # glint24 crops per identity for a test calibration: 288 crops, ~39k impostor pairs
+
+
+def calibration_for(pipeline: FacePipeline, faces_dir: Path) -> Calibration:
+    """The shipped table for the pack's embedder; until one is shipped, one measured on glint24 impostor pairs."""
+    card = pipeline.pack.embedder
+    try:
+        return load_default_calibration(card.name)
+    except CardError:
+        pass
+    crops, labels = [], []
+    for label, person in enumerate(sorted((faces_dir / "glint24_aligned").iterdir())):
+        for photo in sorted(person.iterdir())[:PER_IDENTITY]:
+            crops.append(load_image(photo))
+            labels.append(label)
+    embeddings = pipeline.embedder.embed(np.stack(crops))
+    scores = embeddings @ embeddings.T
+    labels_arr = np.asarray(labels)
+    upper = np.triu(np.ones_like(scores, dtype=bool), k=1)
+    impostor = scores[upper & (labels_arr[:, None] != labels_arr[None, :])]
+    return CalibrationTable.from_impostor_scores(
+        impostor, embedder=card.name, embedder_sha256=card.sha256, dataset="glint24_aligned (tests)"
+    )
+
+
+def test_config(root: Path, **server: object) -> ServiceConfig:
+    """Loopback, port 0, a store and audit log under `root`; two inference workers."""
+    config = ServiceConfig(
+        server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
+        store=StoreConfig(gallery_dir=str(root / "galleries")),
+        audit=AuditConfig(path=str(root / "audit.jsonl")),
+    )
+    return replace(config, server=replace(config.server, **server)) if server else config
+
+
+def start_server(
+    config: ServiceConfig, model_store: ModelStore, calibration: Calibration, pipeline: FacePipeline | None = None
+) -> tuple[GateMatchServer, int]:
+    """A started and loaded server; returns it with the health status it reported BEFORE loading."""
+    pipeline = pipeline or FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
+    server = GateMatchServer(config, pipeline=pipeline, calibration=calibration)
+    server.start()
+    before = health_status(f"127.0.0.1:{server.port}")
+    server.load()
+    return server, before
+
+
+def health_status(target: str, credentials: grpc.ChannelCredentials | None = None) -> int:
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
