@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from gatematch.cards import ModelCard
 
 DEFAULT_TARGET_FPIR = 0.003  # NIST FRVT paperless-travel operating point
-# Exact search up to this many templates, HNSW above. Measured by benchmarks/search_latency.py (128-d, 2 cores):
-# exact search stays under 1 ms p99 to ~20k templates and grows linearly (see the benchmark's table).
+# Exact search up to this many templates, HNSW above. Measured with benchmarks/search_latency.py (128-d, one
+# search thread, shared 2-core box), p50/p99 per probe through Gallery.search: flat 420 -> 0.02/0.06 ms,
+# 10k -> 0.10/0.20 ms, 50k -> 0.79/1.3 ms, growing linearly; HNSW ~0.4-0.6 ms p50 from 10k up with recall@1 1.0,
+# but it costs a build (~35 s for 50k on 2 cores) and is approximate. Below 50k exact search is under ~1 ms, so
+# the exact answer is kept; flight galleries (hundreds) are always flat.
 HNSW_MIN_TEMPLATES = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.cards import get_pack
-from gatematch.errors import GalleryExportError, WrongPackError
+from gatematch.errors import CalibrationError, GalleryExportError, WrongPackError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Gallery, ModelRef, OperatingPoint
 from gatematch.gallery_store import GalleryStore
@@ -159,6 +160,14 @@ def test_search_with_another_pack_is_refused(built, probes) -> None:
     other = ModelRef.of(get_pack("accurate").embedder)
     with pytest.raises(WrongPackError, match="w600k_mbf_int8"):
         gallery.search(probes[0][0][1], other, None, point=OperatingPoint(threshold=0.5))
+
+
+def test_calibration_of_another_embedder_is_refused(built, probes, calibration) -> None:
+    store, report, _ = built
+    gallery = store.load(report.info.gallery_id)
+    foreign = dataclasses.replace(calibration, embedder_sha256=get_pack("accurate").embedder.sha256)
+    with pytest.raises(CalibrationError, match="would mean something else"):
+        gallery.search(probes[0][0][1], report.info.embedder, foreign)
 
 
 def test_rebuilding_the_same_manifest_is_idempotent(built, pipeline: FacePipeline) -> None:
