@@ -45,7 +45,7 @@ def calibration_for(pipeline: FacePipeline, faces_dir: Path) -> Calibration:
     )
 
 
-def test_config(root: Path, **server: object) -> ServiceConfig:
+def service_config(root: Path, **server: object) -> ServiceConfig:
     """Loopback, port 0, a store and audit log under `root`; two inference workers."""
     config = ServiceConfig(
         server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
@@ -56,10 +56,15 @@ def test_config(root: Path, **server: object) -> ServiceConfig:
 
 
 def start_server(
-    config: ServiceConfig, model_store: ModelStore, calibration: Calibration, pipeline: FacePipeline | None = None
+    config: ServiceConfig,
+    model_store: ModelStore,
+    calibration: Calibration,
+    pipeline: FacePipeline | None = None,
 ) -> tuple[GateMatchServer, int]:
     """A started and loaded server; returns it with the health status it reported BEFORE loading."""
-    pipeline = pipeline or FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
+    pipeline = pipeline or FacePipeline.from_pack(
+        "default", store=model_store, config=pipeline_config(config)
+    )
     server = GateMatchServer(config, pipeline=pipeline, calibration=calibration)
     server.start()
     before = health_status(f"127.0.0.1:{server.port}")

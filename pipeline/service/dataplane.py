@@ -276,6 +276,11 @@ class Enrollment:
         store = plane.store
         if header.retention is not None:
             store = GalleryStore(store.root, store.key, header.retention)
+        expires = header.departure + store.retention
+        if expires <= datetime.now(UTC):
+            raise GalleryExpiredError(
+                f"gallery of flight {header.flight_id} would expire at {iso(expires)}, before it is loaded"
+            )
         try:
             written = store.write(draft)
         except ValueError as exc:  # a flight id the store cannot name a gallery after
