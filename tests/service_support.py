@@ -60,6 +60,7 @@ def start_server(
     model_store: ModelStore,
     calibration: Calibration,
     pipeline: FacePipeline | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> tuple[GateMatchServer, int]:
     """A started and loaded server; returns it with the health status it reported BEFORE loading."""
     pipeline = pipeline or FacePipeline.from_pack(
@@ -67,7 +68,7 @@ def start_server(
     )
     server = GateMatchServer(config, pipeline=pipeline, calibration=calibration)
     server.start()
-    before = health_status(f"127.0.0.1:{server.port}")
+    before = health_status(f"127.0.0.1:{server.port}", credentials)
     server.load()
     return server, before
 

@@ -1,0 +1,213 @@
+"""End to end over mutual TLS with a policy: the wrong client is refused with the right status code.
+
+Certificates are made here (a test CA, the server on 127.0.0.1, clients named in the policy, and a client from
+a rogue CA); the server, models and photos are real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import need
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gatematch.cli_service import load_requests, make_frame
+from gatematch.facepipeline import FacePipeline
+from gatematch.service.config import AuthConfig, TLSConfig
+from gatematch.service.security import channel_credentials
+from gatematch.service.server import pipeline_config
+from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
+from grpc_health.v1 import health_pb2
+from service_support import calibration_for, health_status, service_config, start_server
+
+FLIGHT, OTHER_FLIGHT = "GM202", "GM303"
+POLICY = f"""
+[clients.cam-a1]
+roles = ["camera"]
+[clients.admin]
+roles = ["gallery-admin"]
+[clients.analyst]
+roles = ["analyst"]
+[cameras]
+cam-a1 = "A1"
+[gates]
+A1 = ["{FLIGHT}"]
+B2 = ["{OTHER_FLIGHT}"]
+"""
+
+
+def _cert(name: str, issuer: tuple | None, tmp: Path, server: bool = False) -> tuple:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    cert_file, key_file = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert, key, str(cert_file), str(key_file)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, tuple]:
+    tmp = tmp_path_factory.mktemp("pki")
+    ca = _cert("test-ca", None, tmp)
+    rogue_ca = _cert("rogue-ca", None, tmp)
+    (tmp / "rogue").mkdir()
+    made = {
+        "ca": ca,
+        "server": _cert("server", ca, tmp, server=True),
+        "rogue": _cert("cam-a1", rogue_ca, tmp / "rogue"),
+    }
+    for name in ("cam-a1", "admin", "analyst", "stranger"):
+        made[name] = _cert(name, ca, tmp)
+    return made
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, model_store, faces_dir, pki):
+    root = tmp_path_factory.mktemp("secure")
+    (root / "policy.toml").write_text(POLICY)
+    config = service_config(root)
+    config = replace(
+        config,
+        tls=TLSConfig(cert_file=pki["server"][2], key_file=pki["server"][3], client_ca_file=pki["ca"][2]),
+        auth=AuthConfig(policy_file=str(root / "policy.toml")),
+    )
+    pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
+    server, _ = start_server(
+        config, model_store, calibration_for(pipeline, faces_dir), pipeline, credentials=client(pki, "admin")
+    )
+    yield server
+    server.stop(1.0)
+
+
+def client(pki, name: str) -> grpc.ChannelCredentials:
+    return channel_credentials(pki["ca"][2], pki[name][2], pki[name][3])
+
+
+def channel(service, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    target = f"127.0.0.1:{service.port}"
+    return grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+
+
+@pytest.fixture(scope="module")
+def examples(faces_dir: Path) -> Path:
+    return need(faces_dir / "examples6", "examples6 photos")
+
+
+@pytest.fixture(scope="module")
+def loaded(service, pki, examples) -> None:
+    photos = [("obama", (examples / "obama" / "obama.jpg").read_bytes())]
+    with channel(service, client(pki, "admin")) as ch:
+        departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        gallery_pb2_grpc.GalleryServiceStub(ch).Load(load_requests(FLIGHT, departure, photos), timeout=60)
+        gallery_pb2_grpc.GalleryServiceStub(ch).Load(
+            load_requests(OTHER_FLIGHT, departure, photos), timeout=60
+        )
+
+
+def match(ch: grpc.Channel, examples: Path, flight: str = FLIGHT, camera: str = "cam-a1", gate: str = "A1"):
+    frame = make_frame(camera, gate, flight, 1, (examples / "obama" / "obama2.jpg").read_bytes())
+    return match_pb2_grpc.MatchServiceStub(ch).Match(match_pb2.MatchRequest(frame=frame), timeout=30)
+
+
+def refused(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()
+
+
+def test_the_assigned_camera_matches_over_mtls(service, pki, loaded, examples):
+    with channel(service, client(pki, "cam-a1")) as ch:
+        response = match(ch, examples)
+    assert response.decision == match_pb2.DECISION_MATCH and response.candidates[0].traveler_id == "obama"
+    records = Path(service.config.audit.path).read_text()
+    assert '"client":"cam-a1"' in records and '"event":"match"' in records and "obama" in records
+
+
+def test_a_certificate_from_another_ca_is_refused_at_the_handshake(service, pki, loaded, examples):
+    rogue = channel_credentials(pki["ca"][2], pki["rogue"][2], pki["rogue"][3])
+    with channel(service, rogue) as ch:
+        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_no_client_certificate_or_plaintext_is_refused(service, pki, loaded, examples):
+    with channel(service, channel_credentials(pki["ca"][2])) as ch:
+        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE
+    with channel(service, None) as ch:
+        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_valid_certificate_unknown_to_the_policy_is_unauthenticated(service, pki, loaded, examples):
+    with channel(service, client(pki, "stranger")) as ch:
+        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_camera_asking_for_another_flight_or_gate_is_denied(service, pki, loaded, examples):
+    with channel(service, client(pki, "cam-a1")) as ch:
+        assert refused(lambda: match(ch, examples, flight=OTHER_FLIGHT)) == grpc.StatusCode.PERMISSION_DENIED
+        assert refused(lambda: match(ch, examples, gate="B2")) == grpc.StatusCode.PERMISSION_DENIED
+        assert refused(lambda: match(ch, examples, camera="cam-b2")) == grpc.StatusCode.PERMISSION_DENIED
+        frame = make_frame("cam-a1", "A1", OTHER_FLIGHT, 1, (examples / "obama" / "obama2.jpg").read_bytes())
+        stream = match_pb2_grpc.MatchServiceStub(ch).StreamMatch(iter([frame]), timeout=30)
+        assert refused(lambda: list(stream)) == grpc.StatusCode.PERMISSION_DENIED
+        assert match(ch, examples).decision == match_pb2.DECISION_MATCH  # the right flight still works
+
+
+def test_a_camera_cannot_administer_galleries_and_an_analyst_cannot_match(service, pki, loaded, examples):
+    with channel(service, client(pki, "cam-a1")) as ch:
+        stub = gallery_pb2_grpc.GalleryServiceStub(ch)
+        departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        assert refused(lambda: stub.Load(load_requests(FLIGHT, departure, []), timeout=30)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert refused(lambda: stub.Delete(gallery_pb2.DeleteGalleryRequest(flight_id=FLIGHT))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            refused(lambda: stub.List(gallery_pb2.ListGalleriesRequest()))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+    with channel(service, client(pki, "analyst")) as ch:
+        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.PERMISSION_DENIED
+        listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(gallery_pb2.ListGalleriesRequest())
+        assert {g.flight_id for g in listed.galleries} >= {FLIGHT, OTHER_FLIGHT}
+
+
+def test_health_answers_any_tls_client_and_admin_can_purge(service, pki, loaded, examples):
+    target = f"127.0.0.1:{service.port}"
+    assert health_status(target, client(pki, "cam-a1")) == health_pb2.HealthCheckResponse.SERVING
+    with channel(service, client(pki, "admin")) as ch:
+        deleted = gallery_pb2_grpc.GalleryServiceStub(ch).Delete(
+            gallery_pb2.DeleteGalleryRequest(flight_id=OTHER_FLIGHT, reason="departed")
+        )
+    assert deleted.deleted and deleted.templates_purged == 1
+    assert '"event":"gallery.delete"' in Path(service.config.audit.path).read_text()
