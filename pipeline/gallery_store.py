@@ -7,8 +7,9 @@ times. Atomicity comes from ordering, not from locking readers out:
   3. only then are the old version's rows and file removed.
 A crash before step 2 leaves the old version fully intact plus an orphan file, which the next writer or
 `GalleryStore()` removes (under the write lock, so never a file another writer is about to commit).
-Readers take one read transaction for the metadata and then load the file it names; if a writer removed that
-file in between they retry, so they only ever see a complete version.
+Readers take one read transaction for the metadata and then load the file it names, checked against the
+sha256 recorded with it; if a writer removed or is zero-filling that file in between, they read again, so they
+only ever see a complete version (and a tampered or rotted file is refused, never searched).
 
 Templates (the only biometric data) live only in the index file; with a key they are encrypted there (AES-GCM,
 associated data = gallery id and version) and the index is rebuilt in memory from the decrypted bytes.
@@ -18,6 +19,7 @@ Deleted rows are overwritten (`secure_delete`) and purged files are zero-filled 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS galleries (
     gallery_id TEXT PRIMARY KEY, version INTEGER NOT NULL, flight_id TEXT NOT NULL, departure TEXT NOT NULL,
     created_at TEXT NOT NULL, expires_at TEXT NOT NULL, pack TEXT NOT NULL, model_hashes TEXT NOT NULL,
     embedder_name TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, dim INTEGER NOT NULL, index_kind TEXT NOT NULL,
-    encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL);
+    encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL,
+    index_sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS travelers (
     gallery_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, traveler_id TEXT NOT NULL,
     document_type TEXT, PRIMARY KEY (gallery_id, version, traveler_id));
@@ -242,7 +245,7 @@ class GalleryStore:
                 for table in CHILD_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
             con.execute(
-                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     gid,
                     version,
@@ -259,6 +262,7 @@ class GalleryStore:
                     int(encrypted),
                     draft.content_hash,
                     index_file,
+                    hashlib.sha256(data).hexdigest(),
                 ),
             )
             con.executemany(
@@ -395,9 +399,9 @@ class GalleryStore:
         for _attempt in range(3):
             with self._transaction() as con:
                 info = self._info(con, gallery_id)
-                index_file = con.execute(
-                    "SELECT index_file FROM galleries WHERE gallery_id = ?", (gallery_id,)
-                ).fetchone()[0]
+                index_file, index_sha256 = con.execute(
+                    "SELECT index_file, index_sha256 FROM galleries WHERE gallery_id = ?", (gallery_id,)
+                ).fetchone()
                 owners = [
                     r[0]
                     for r in con.execute(
@@ -416,11 +420,15 @@ class GalleryStore:
                 data = (self.root / index_file).read_bytes()
             except FileNotFoundError:
                 continue  # replaced by a newer version between our read and the file open: read again
+            if hashlib.sha256(data).hexdigest() != index_sha256:
+                continue  # being shredded by a writer (or altered): read the current version again
             gallery = self._snapshot(info, data, owners)
             with self._cache_lock:
                 self._cache[gallery_id] = (stamp, gallery)
             return gallery
-        raise GalleryStoreError(f"gallery {gallery_id}: index file {index_file} is missing from {self.root}")
+        raise GalleryStoreError(
+            f"gallery {gallery_id}: index file {index_file} in {self.root} is missing or does not match its sha256"
+        )
 
     def _snapshot(self, info: GalleryInfo, data: bytes, owners: list[str]) -> Gallery:
         if info.encrypted:

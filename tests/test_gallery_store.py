@@ -6,8 +6,10 @@ gallery is built and searched in test_gallery_build.py.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ import pytest
 from gatematch.errors import (
     GalleryExpiredError,
     GalleryNotFoundError,
+    GalleryStoreError,
     TemplateKeyError,
     WrongPackError,
 )
@@ -246,7 +249,11 @@ def test_ciphertext_is_bound_to_gallery_and_version(tmp_path: Path) -> None:
     old_blob = (tmp_path / f"{v1.gallery_id}.v1.faiss.enc").read_bytes()
     v2 = store.write(draft(seed=3)[0], now=BEFORE).info
     (tmp_path / f"{v2.gallery_id}.v2.faiss.enc").write_bytes(old_blob)  # replay the old version's templates
-    with pytest.raises(TemplateKeyError):
+    with pytest.raises(GalleryStoreError, match="sha256"):
+        GalleryStore(tmp_path, key=key).load(v2.gallery_id, now=BEFORE)
+    with sqlite3.connect(tmp_path / DB_NAME) as con:  # an attacker who also fixes the recorded hash...
+        con.execute("UPDATE galleries SET index_sha256 = ?", (hashlib.sha256(old_blob).hexdigest(),))
+    with pytest.raises(TemplateKeyError):  # ...still fails: the ciphertext is bound to gallery id + version
         GalleryStore(tmp_path, key=key).load(v2.gallery_id, now=BEFORE)
 
 
@@ -323,3 +330,14 @@ def test_purge_timer_purges_expired_galleries_in_the_background(tmp_path: Path) 
         timer.stop()
     assert [g.flight_id for g in store.galleries()] == ["GM202"]
     assert timer.purged == [past.gallery_id]
+
+
+def test_altered_index_file_is_refused_not_searched(tmp_path: Path) -> None:
+    store = GalleryStore(tmp_path)
+    info = store.write(draft()[0], now=BEFORE).info
+    path = tmp_path / f"{info.gallery_id}.v1.faiss"
+    data = bytearray(path.read_bytes())
+    data[-8:] = bytes(8)  # a template's last components zeroed: still a loadable index, wrong content
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryStoreError, match="sha256"):
+        GalleryStore(tmp_path).load(info.gallery_id, now=BEFORE)
