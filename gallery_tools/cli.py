@@ -23,6 +23,19 @@ from gatematch.gallery_tools.manifest import parse_departure
 from gatematch.template_crypto import TemplateKey
 
 
+def _positive(kind: type[int] | type[float]):
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _store(args: argparse.Namespace) -> GalleryStore:
     hours = getattr(args, "retention_hours", None)
     retention = timedelta(hours=hours) if hours is not None else DEFAULT_RETENTION
@@ -171,7 +184,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--model-dir", type=Path, default=None, help="model store (default: $GATEMATCH_MODEL_DIR)"
     )
     build.add_argument(
-        "--retention-hours", type=float, default=None, help="expiry after departure (default 12)"
+        "--retention-hours", type=_positive(float), default=None, help="expiry after departure (default 12)"
     )
     build.add_argument(
         "--quality",
@@ -179,7 +192,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="enrollment",
         help="quality bar: 'enrollment' (document photos, default) or the laxer 'gate' probe bar",
     )
-    build.add_argument("--batch-size", type=int, default=16)
+    build.add_argument("--batch-size", type=_positive(int), default=16)
     build.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     build.set_defaults(handler=_build)
 
