@@ -35,11 +35,12 @@ def add_model_dir_option(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gatematch import cli_faces, cli_models, cli_service
+    from gatematch.benchmarks import cli as cli_bench
     from gatematch.gallery_tools import cli as cli_gallery
 
     parser = argparse.ArgumentParser(prog="gatematch", description="gatematch: face matching for departure gates.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cli_models, cli_faces, cli_gallery, cli_service):
+    for module in (cli_models, cli_faces, cli_gallery, cli_service, cli_bench):
         module.register(commands)
     return parser
 

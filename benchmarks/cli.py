@@ -1,0 +1,224 @@
+"""`gatematch bench accuracy` and `gatematch bench latency`: measure a pack before it goes to the gates."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+from pathlib import Path
+
+from gatematch.cli import add_model_dir_option
+
+
+def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command with every option spelled out (defaults included), as the report records it."""
+    words = parser.prog.split()
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(action, argparse._HelpAction) or value is None or value is False or value == []:
+            continue
+        if not action.option_strings:
+            words.append(str(value))
+            continue
+        flag = action.option_strings[-1]
+        if value is True:
+            words.append(flag)
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                words += [flag, str(item)]
+    return shlex.join(words)
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from gatematch.benchmarks.accuracy import (
+        AccuracySettings,
+        calibration_table,
+        check_dataset,
+        evaluate_pack,
+        read_labels,
+    )
+    from gatematch.benchmarks.dataset import scan_dataset
+    from gatematch.benchmarks.metrics import parse_lfw_pairs
+    from gatematch.benchmarks.report import accuracy_report, percent, write_accuracy
+    from gatematch.cards import get_pack
+    from gatematch.errors import ConfigError
+    from gatematch.facepipeline import FacePipeline, PipelineConfig
+    from gatematch.modelstore import ModelStore
+
+    names = list(dict.fromkeys(args.pack or ["default"]))
+    embedders: dict[str, str] = {}
+    for name in names:
+        pack = get_pack(name)
+        if pack.embedder is None:
+            raise ConfigError(f"pack '{name}' has no embedder: there is nothing to compare")
+        if pack.embedder.name in embedders:
+            raise ConfigError(
+                f"packs '{embedders[pack.embedder.name]}' and '{name}' share the embedder {pack.embedder.name}: "
+                "their calibration tables would overwrite each other; run them separately"
+            )
+        embedders[pack.embedder.name] = name
+    settings = AccuracySettings(gallery_size=args.gallery_size, departures=args.departures, seed=args.seed)
+    dataset = scan_dataset(args.root)
+    check_dataset(dataset, settings)
+    pairs = parse_lfw_pairs(args.pairs, root=dataset.root) if args.pairs else None
+    labels = read_labels(args.labels, dataset.identities) if args.labels else None
+    command = command_line(args.parser, args)
+    store = ModelStore(args.model_dir)
+    runs, calibration_files = [], {}
+    for name in names:
+        pipeline = FacePipeline.from_pack(name, store, PipelineConfig(flip=args.flip))
+        run = evaluate_pack(
+            dataset,
+            pipeline,
+            settings,
+            pairs=pairs,
+            labels=labels,
+            cache_dir=args.cache,
+            progress=not args.quiet,
+        )
+        table = calibration_table(run, dataset)
+        calibration_files[name] = f"{table.embedder}.json"
+        table.save(args.out / calibration_files[name])
+        runs.append(run)
+    report = accuracy_report(
+        dataset,
+        settings,
+        runs,
+        command=command,
+        flip=args.flip,
+        calibration_files=calibration_files,
+        pairs_file=str(args.pairs) if args.pairs else None,
+        labels_file=str(args.labels) if args.labels else None,
+    )
+    write_accuracy(args.out, report, runs)
+    for name, pack in report["packs"].items():
+        verification, ident = pack["verification"], pack["identification"]
+        fnmr = ", ".join(f"{percent(p['fnmr'])}@{p['target']:g}" for p in verification["fnmr_at_fmr"])
+        fnir = ", ".join(f"{percent(p['fnir'])}@{p['target']:g}" for p in ident["fnir_at_fpir"])
+        print(
+            f"{name}: FNMR {fnmr}; EER {percent(verification['eer'])}; rank-1 {percent(ident['rank1'])}; "
+            f"FNIR {fnir}; FTA {percent(pack['fta_rate'])}; FTE {percent(pack['fte_rate'])}"
+        )
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from gatematch.benchmarks import overhead
+    from gatematch.benchmarks.calibration import CalibrationTable
+    from gatematch.benchmarks.latency import (
+        LoadSettings,
+        check_loopback,
+        in_process_server,
+        load_gallery,
+        run_load,
+    )
+    from gatematch.benchmarks.report import now_iso, write_latency
+    from gatematch.errors import ConfigError
+    from gatematch.facepipeline import FacePipeline, PipelineConfig
+    from gatematch.modelstore import ModelStore
+    from gatematch.runtime import RuntimeConfig
+
+    if args.no_stages and args.no_load:
+        raise ConfigError("--no-stages and --no-load together leave nothing to measure")
+    settings = LoadSettings(tuple(args.video), args.flight, args.cameras, args.fps, args.seconds)
+    if args.target:
+        check_loopback(args.target)
+    elif not args.no_load and args.gallery is None:
+        raise ConfigError(
+            "an in-process server needs --gallery FOLDER (one sub-folder of photos per traveler)"
+        )
+    store = ModelStore(args.model_dir)
+    report: dict[str, object] = {
+        "format": "gatematch-latency-report/1",
+        "created_at": now_iso(),
+        "command": command_line(args.parser, args),
+        "host": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+    }
+    if not args.no_stages:
+        config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=args.threads))
+        pipeline = FacePipeline.from_pack(args.pack, store, config)
+        frames = [f for video in args.video for f in overhead.video_frames(video, args.stage_frames)]
+        gallery = overhead.search_gallery(args.search_gallery_size, pipeline.embedding_size)
+        overhead.measure(pipeline, frames[:3], 1, gallery)  # warm-up: first runs allocate arenas
+        report["stages"] = overhead.measure(pipeline, frames, args.repeats, gallery)
+        report["stages"]["search_gallery_size"] = args.search_gallery_size
+        del pipeline
+    if not args.no_load:
+        if args.target:
+            if args.gallery:
+                report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
+            report["load"] = run_load(args.target, settings, args.server_pid, in_process=False)
+        else:
+            calibration = CalibrationTable.load(args.calibration) if args.calibration else None
+            with in_process_server(args.pack, store, calibration, args.workers) as target:
+                report["gallery"] = load_gallery(target, args.flight, args.gallery)
+                report["load"] = run_load(target, settings, None, in_process=True)
+    written = write_latency(args.out, report)
+    print(written[1].read_text(encoding="utf-8"))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="accuracy and latency benchmarks")
+    kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+
+    accuracy = kinds.add_parser(
+        "accuracy", help="1:1 and flight-simulation 1:N error rates of packs on a labelled photo set"
+    )
+    accuracy.add_argument("root", type=Path, metavar="ROOT", help="data set: ROOT/<identity>/<image>")
+    accuracy.add_argument("--pack", action="append", help="model pack; repeat to compare (default: default)")
+    accuracy.add_argument(
+        "--pairs", type=Path, default=None, help="LFW View-2 pairs file: 10-fold accuracy too"
+    )
+    accuracy.add_argument(
+        "--labels", type=Path, default=None, help="CSV: identity column + attribute columns"
+    )
+    accuracy.add_argument(
+        "--gallery-size", type=int, default=420, help="travelers per departure (default 420)"
+    )
+    accuracy.add_argument("--departures", type=int, default=40, help="simulated departures (default 40)")
+    accuracy.add_argument("--seed", type=int, default=0)
+    accuracy.add_argument("--flip", action="store_true", help="flip-fusion embeddings")
+    accuracy.add_argument("--out", type=Path, default=Path("bench-accuracy"), help="report folder")
+    accuracy.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache (default: the user cache)"
+    )
+    accuracy.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_dir_option(accuracy)
+    accuracy.set_defaults(handler=_accuracy, parser=accuracy)
+
+    latency = kinds.add_parser(
+        "latency", help="end-to-end load on a loopback service and per-stage times on real video frames"
+    )
+    latency.add_argument(
+        "--video", type=Path, action="append", required=True, help="camera video; repeatable"
+    )
+    latency.add_argument("--gallery", type=Path, default=None, help="FOLDER/<traveler>/<photos> to enrol")
+    latency.add_argument("--flight", default="BENCH1", help="flight whose gallery the cameras search")
+    latency.add_argument(
+        "--target", default="", help="a running service on loopback (default: start one here)"
+    )
+    latency.add_argument("--server-pid", type=int, default=None, help="its process id, for CPU and peak RSS")
+    latency.add_argument("--cameras", type=int, default=2)
+    latency.add_argument("--fps", type=float, default=5.0, help="frames per second per camera")
+    latency.add_argument("--seconds", type=float, default=10.0, help="streaming time")
+    latency.add_argument("--pack", default="default")
+    latency.add_argument("--calibration", type=Path, default=None, help="table for the in-process server")
+    latency.add_argument(
+        "--workers", type=int, default=0, help="in-process inference workers (0 = one per core)"
+    )
+    latency.add_argument(
+        "--stage-frames", type=int, default=20, help="frames per video for the stage timings"
+    )
+    latency.add_argument("--repeats", type=int, default=3)
+    latency.add_argument(
+        "--threads", type=int, default=0, help="stage timings: onnxruntime threads (0 = all)"
+    )
+    latency.add_argument("--search-gallery-size", type=int, default=420)
+    latency.add_argument("--no-stages", action="store_true", help="skip the per-stage microbenchmark")
+    latency.add_argument("--no-load", action="store_true", help="skip the end-to-end load")
+    latency.add_argument("--out", type=Path, default=Path("bench-latency"), help="report folder")
+    add_model_dir_option(latency)
+    latency.set_defaults(handler=_latency, parser=latency)
