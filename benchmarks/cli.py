@@ -16,7 +16,7 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     words = parser.prog.split()
     for action in parser._actions:
         value = getattr(args, action.dest, None)
-        if isinstance(action, argparse._HelpAction) or value is None or value is False or value == []:
+        if isinstance(action, argparse._HelpAction) or value is None or value is False or value in ("", []):
             continue
         if not action.option_strings:
             words.append(str(value))
@@ -198,7 +198,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     latency.add_argument("--gallery", type=Path, default=None, help="FOLDER/<traveler>/<photos> to enrol")
     latency.add_argument("--flight", default="BENCH1", help="flight whose gallery the cameras search")
     latency.add_argument(
-        "--target", default="", help="a running service on loopback (default: start one here)"
+        "--target", default=None, help="a running service on loopback (default: start one here)"
     )
     latency.add_argument("--server-pid", type=int, default=None, help="its process id, for CPU and peak RSS")
     latency.add_argument("--cameras", type=int, default=2)

@@ -358,6 +358,9 @@ def latency_markdown(report: dict) -> str:
             f"Frames sent {load['frames_sent']}, processed {load['frames_processed']}, dropped "
             f"{load['frames_dropped']} (bad {load['frame_errors']}); throughput {load['throughput_fps']:.2f} "
             f"frames/s processed; decisions {load['decisions']}.",
+            "Server-reported mean stage times (ms): "
+            + ", ".join(f"{stage} {ms}" for stage, ms in load["server_stage_mean_ms"].items())
+            + ".",
             f"Server CPU {server['cpu_s']} s ({server['cpu_cores']} cores busy on average), peak RSS "
             f"{server['peak_rss_mib']} MiB ({server['note']}).",
         ]

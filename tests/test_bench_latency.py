@@ -1,0 +1,88 @@
+"""A short real latency run through `gatematch bench latency`: an in-process server on loopback, a gallery from
+examples6, two cameras streaming the Obama clip at 2 fps for 2 s, and the per-stage microbenchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import need
+from gatematch.benchmarks.latency import LoadSettings, check_loopback, sample_process
+from gatematch.cli import main
+from gatematch.errors import ConfigError
+from gatematch.facepipeline import FacePipeline
+from service_support import calibration_for
+
+CAMERAS, FPS, SECONDS = 2, 2.0, 2.0
+STAGES = ("decode", "detect", "align", "embed", "quality", "search", "raw_detector", "raw_embedder")
+
+
+@pytest.fixture(scope="module")
+def report(shared: Path, faces_dir: Path, model_dir: Path, model_store, tmp_path_factory) -> dict:
+    video = need(shared / "video" / "hieubkvn123_obama.mp4", "the Obama clip")
+    gallery = need(faces_dir / "examples6", "examples6 photos")
+    base = tmp_path_factory.mktemp("latency")
+    table = calibration_for(FacePipeline.from_pack("default", store=model_store), faces_dir)
+    table.save(base / "calibration.json")
+    argv = ["bench", "latency", "--video", str(video), "--gallery", str(gallery), "--flight", "LAT1"]
+    argv += ["--cameras", str(CAMERAS), "--fps", str(FPS), "--seconds", str(SECONDS), "--workers", "2"]
+    argv += ["--stage-frames", "4", "--repeats", "1", "--calibration", str(base / "calibration.json")]
+    argv += ["--model-dir", str(model_dir), "--out", str(base / "out")]
+    assert main(argv) == 0
+    assert (base / "out" / "latency.md").read_text().startswith("# Latency")
+    return json.loads((base / "out" / "latency.json").read_text())
+
+
+def test_load_counts_frames_and_decisions(report):
+    load = report["load"]
+    assert load["in_process"] and load["target"].startswith("127.0.0.1:")
+    assert load["cameras"] == CAMERAS and load["frames_sent"] == CAMERAS * FPS * SECONDS
+    assert 0 < load["frames_processed"] <= load["frames_sent"]
+    assert load["frames_processed"] + load["frames_dropped"] + load["frame_errors"] <= load["frames_sent"]
+    assert load["frame_errors"] == 0 and load["throughput_fps"] > 0
+    assert load["decisions"].get("MATCH", 0) >= 1, "Obama is in the examples6 gallery"
+    assert report["gallery"]["travelers"] >= 5
+
+
+def test_latency_percentiles_are_ordered_and_plausible(report):
+    load = report["load"]
+    for name in ("frame_latency", "decision_latency"):
+        stats = load[name]
+        assert stats["count"] >= 1
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"] < 30_000
+    assert load["frame_latency"]["count"] == load["frames_processed"] + load["frame_errors"]
+    assert {"detect", "embed"} <= set(load["server_stage_mean_ms"])
+
+
+def test_server_cpu_and_memory_are_measured(report):
+    server = report["load"]["server"]
+    assert server["cpu_s"] > 0 and server["cpu_cores"] > 0
+    assert server["peak_rss_mib"] > 50  # models and the gRPC server are loaded
+
+
+def test_stage_microbenchmark_has_every_stage_with_percentiles(report):
+    stages = report["stages"]
+    assert set(stages["stages"]) == set(STAGES) and stages["frames"] == 4
+    for row in stages["stages"].values():
+        assert 0 <= row["p50_ms"] <= row["p90_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert stages["overhead_ratio"] > 0 and stages["search_gallery_size"] == 420
+    assert report["command"].startswith("gatematch bench latency --video")
+
+
+def test_only_loopback_targets_and_bounded_loads_are_accepted():
+    check_loopback("127.0.0.1:50051")
+    check_loopback("localhost:50051")
+    with pytest.raises(ConfigError, match="loopback only"):
+        check_loopback("8.8.8.8:50051")
+    with pytest.raises(ConfigError, match="cameras"):
+        LoadSettings((Path("v.mp4"),), "F", cameras=1000)
+    with pytest.raises(ConfigError, match="frames"):
+        LoadSettings((Path("v.mp4"),), "F", cameras=32, fps=60, seconds=600)
+    with pytest.raises(ConfigError, match="video"):
+        LoadSettings((), "F")
+
+
+def test_process_sampling_reads_this_process():
+    sample = sample_process(None)
+    assert sample is not None and sample.cpu_s > 0 and sample.peak_rss_bytes > 0
