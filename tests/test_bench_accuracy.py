@@ -71,7 +71,8 @@ def labels_file(dataset_root: Path) -> Path:
 
 def bench(root: Path, out: Path, cache: Path, model_dir: Path, *extra: str) -> int:
     argv = ["bench", "accuracy", str(root), "--gallery-size", str(GALLERY), "--departures", str(DEPARTURES)]
-    argv += ["--seed", "7", "--out", str(out), "--cache", str(cache), "--model-dir", str(model_dir), "--quiet"]
+    argv += ["--seed", "7", "--out", str(out), "--cache", str(cache)]
+    argv += ["--model-dir", str(model_dir), "--quiet"]
     return main([*argv, *extra])
 
 
@@ -96,7 +97,9 @@ def test_report_names_the_data_set_models_seed_and_command(run, dataset_root):
     report = run["report"]
     assert report["dataset"]["fingerprint"] == scan_dataset(dataset_root).fingerprint
     assert report["dataset"]["identities"] == 10 and report["seed"] == 7
-    assert report["command"].startswith("gatematch bench accuracy ") and "--pack accurate" in report["command"]
+    assert (
+        report["command"].startswith("gatematch bench accuracy ") and "--pack accurate" in report["command"]
+    )
     assert list(report["packs"]) == list(PACKS)
     for name, pack in report["packs"].items():
         assert pack["models"] == get_pack(name).model_hashes
@@ -119,7 +122,9 @@ def test_verification_rates_are_sane_ordered_and_match_the_scores(run, dataset_r
             assert p["generalized_fnmr"] >= p["fnmr"] and p["generalized_fmr"] <= p["fmr"]
         assert 0 <= v["eer"] <= 0.5
         # the reported numbers are those of the cached scores (cache hit: no model run needed to recheck)
-        embedded = embed_dataset(dataset, FacePipeline.from_pack(name, model_store), run["cache"], progress=False)
+        embedded = embed_dataset(
+            dataset, FacePipeline.from_pack(name, model_store), run["cache"], progress=False
+        )
         scores = verification_scores(embedded)
         assert v["genuine_comparisons"] == scores.genuine.size
         fmr, fnmr = metrics.fmr_fnmr(scores.genuine, scores.impostor, np.array(thresholds))
