@@ -157,7 +157,7 @@ class CameraLog:
     errors: int = 0
     dropped: int = 0
     frame_latency_s: list[float] = field(default_factory=list)
-    decision_latency_s: list[float] = field(default_factory=list)
+    decision_latency_s: dict[str, list[float]] = field(default_factory=dict)  # by decision kind
     encounter_elapsed_ms: list[float] = field(default_factory=list)
     server_stage_ms: dict[str, list[float]] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
@@ -197,7 +197,8 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
                     log.decisions[name] = log.decisions.get(name, 0) + 1
                     log.encounter_elapsed_ms.append(decision.elapsed_ms)
                     if decision.first_sequence in sent_at:
-                        log.decision_latency_s.append(now - sent_at[decision.first_sequence])
+                        latency = now - sent_at[decision.first_sequence]
+                        log.decision_latency_s.setdefault(name, []).append(latency)
     except Exception as exc:  # a failed camera is reported in the result, not lost in a thread
         log.failure = f"{type(exc).__name__}: {exc}"
 
@@ -282,7 +283,13 @@ def run_load(
         "throughput_fps": round(processed / wall, 2),
         "decisions": decisions,
         "frame_latency": percentiles_ms([s for log in logs for s in log.frame_latency_s]),
-        "decision_latency": percentiles_ms([s for log in logs for s in log.decision_latency_s]),
+        "decision_latency": percentiles_ms(
+            [s for log in logs for v in log.decision_latency_s.values() for s in v]
+        ),
+        "decision_latency_by_kind": {
+            kind: percentiles_ms([s for log in logs for s in log.decision_latency_s.get(kind, [])])
+            for kind in sorted(decisions)
+        },
         "encounter_elapsed": percentiles_ms([s for log in logs for s in log.encounter_elapsed_ms], scale=1.0),
         "server_stage_mean_ms": {
             stage: round(float(np.mean([v for log in logs for v in log.server_stage_ms.get(stage, [])])), 2)

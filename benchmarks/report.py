@@ -340,16 +340,14 @@ def latency_markdown(report: dict) -> str:
             f"against {load['target']} ({'in-process server' if load['in_process'] else 'external server'})",
             "",
         ]
+        series = {name: load[name] for name in ("frame_latency", "decision_latency", "encounter_elapsed")}
+        series |= {
+            f"decision_latency ({kind})": row for kind, row in load["decision_latency_by_kind"].items()
+        }
+        keys = ("p50_ms", "p95_ms", "p99_ms")
         rows = [
-            [
-                name,
-                *(
-                    f"{load[name][k]:.1f}" if load[name][k] is not None else "-"
-                    for k in ("p50_ms", "p95_ms", "p99_ms")
-                ),
-                load[name]["count"],
-            ]
-            for name in ("frame_latency", "decision_latency", "encounter_elapsed")
+            [name, *("-" if row[k] is None else f"{row[k]:.1f}" for k in keys), row["count"]]
+            for name, row in series.items()
         ]
         lines += table(["latency", "p50 ms", "p95 ms", "p99 ms", "n"], rows)
         server = load["server"]
