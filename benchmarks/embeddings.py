@@ -50,7 +50,7 @@ def cache_key(pipeline: FacePipeline) -> str:
             config.detector.nms_threshold,
             config.detector.min_face_size,
         ],
-        "selection": "primary-v1",
+        "selection": "primary-v2",
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -39,10 +39,10 @@ from gatematch.gallery import (
     iso,
 )
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord
-from gatematch.gallery_tools.build import SEVERAL_FACES_AREA_RATIO, _Photo, judge
+from gatematch.gallery_tools.build import _Photo, judge
 from gatematch.gallery_tools.manifest import MAX_PHOTOS, TRAVELER_ID
 from gatematch.images import ImageLimits, decode_image, to_bgr
-from gatematch.quality import QualityAssessor, QualityThresholds
+from gatematch.quality import QualityThresholds
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
 LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
@@ -117,7 +117,7 @@ class Assessment:
     analysis: Analysis | None  # None when the budget ended before analysis
     decision: Decision | None  # None: the primary face is usable and goes to search
     face: Face | None  # the face the frame is about (the primary face)
-    rivals: int  # other faces of gate size (at least SEVERAL_FACES_AREA_RATIO of the primary face's area)
+    rivals: int  # other faces competing with the primary one (Analysis.rivals)
     reasons: tuple[str, ...]  # quality reasons of the primary face
 
 
@@ -139,15 +139,6 @@ def sighting_quality(face: Face) -> float:
         return 0.0
     size = min(report.inter_eye_px / 60.0, 1.0)
     return size * report.detector_score * (report.lightqnet if report.lightqnet is not None else 1.0)
-
-
-def with_quality(pipeline: FacePipeline, thresholds: QualityThresholds) -> FacePipeline:
-    """The same pipeline (same sessions) judging quality with other thresholds: enrollment vs gate probe."""
-    clone = object.__new__(FacePipeline)
-    clone.__dict__.update(pipeline.__dict__)
-    clone.config = replace(pipeline.config, quality=thresholds)
-    clone.quality = QualityAssessor(thresholds, pipeline.quality.lightqnet)
-    return clone
 
 
 @dataclass(frozen=True)
@@ -304,7 +295,7 @@ class DataPlane:
         frame_budget_s: float,
     ):
         self.pipeline = pipeline
-        self.enroller = with_quality(pipeline, QualityThresholds.enrollment())
+        self.enroller = pipeline.with_quality(QualityThresholds.enrollment())
         self.store = store
         self.calibration = calibration
         self.pool = pool
@@ -395,10 +386,7 @@ class DataPlane:
         face = analysis.primary()
         if face is None:
             return Assessment(analysis, Decision.NO_FACE, None, 0, ())
-        area = face.detection.area
-        rivals = sum(
-            1 for f in analysis.faces if f is not face and f.detection.area >= SEVERAL_FACES_AREA_RATIO * area
-        )
+        rivals = len(analysis.rivals(face))
         reasons = face.quality.reasons if face.quality is not None else ("face has no landmarks to align",)
         if rivals:
             decision: Decision | None = Decision.MULTIPLE_FACES
