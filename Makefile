@@ -21,10 +21,9 @@ setup: $(BIN)/gatematch
 models: setup
 	$(BIN)/gatematch models fetch --from $(MODELS_FROM)
 
-# Until the service exists, the main job is the face pipeline on sample photos.
+# The main job: the gRPC service with embedded defaults (127.0.0.1:50051, default pack, local store).
 serve: models
-	$(BIN)/gatematch detect $(SHARED)/faces/examples6/obama/*
-	$(BIN)/gatematch compare $(SHARED)/faces/examples6/obama/obama.jpg $(SHARED)/faces/examples6/obama/obama2.jpg
+	$(BIN)/gatematch serve
 
 test: models
 	$(BIN)/ruff check .

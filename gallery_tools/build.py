@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 from gatematch.errors import BadImageError, PackError
-from gatematch.facepipeline import Analysis, FacePipeline
+from gatematch.facepipeline import RIVAL_RATIO, Analysis, FacePipeline
 from gatematch.gallery import EnrollmentFailure, GalleryInfo, ModelRef, canonical_json, iso
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, gallery_id_for
 from gatematch.gallery_tools.manifest import Manifest
@@ -27,7 +27,6 @@ from gatematch.images import load_image
 from gatematch.modelstore import sha256_of
 from tqdm import tqdm
 
-SEVERAL_FACES_AREA_RATIO = 0.5  # a second face at least this fraction of the main face's area is ambiguous
 BATCH_SIZE = 16
 
 
@@ -39,13 +38,15 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
-class _Photo:
+class EnrollmentPhoto:
+    """One enrollment photo of a traveler, identified by its content hash."""
+
     traveler_id: str
     path: str
     sha256: str
 
 
-def content_hash(manifest: Manifest, photos: Sequence[_Photo], pipeline: FacePipeline) -> str:
+def content_hash(manifest: Manifest, photos: Sequence[EnrollmentPhoto], pipeline: FacePipeline) -> str:
     """Everything that determines the gallery's content, and nothing else (not times, not thread counts)."""
     digests = {}
     for photo in photos:
@@ -59,12 +60,12 @@ def content_hash(manifest: Manifest, photos: Sequence[_Photo], pipeline: FacePip
         "detector": asdict(pipeline.config.detector),
         "quality": asdict(pipeline.config.quality),
         "flip": pipeline.config.flip,
-        "several_faces_ratio": SEVERAL_FACES_AREA_RATIO,
+        "rival_ratio": RIVAL_RATIO,
     }
     return hashlib.sha256(canonical_json(basis).encode()).hexdigest()
 
 
-def judge(analysis: Analysis, photo: _Photo) -> tuple[np.ndarray, dict[str, object]] | EnrollmentFailure:
+def judge(analysis: Analysis, photo: EnrollmentPhoto) -> tuple[np.ndarray, dict[str, object]] | EnrollmentFailure:
     """The enrollment template of one photo with its quality record, or why the photo cannot enroll."""
 
     def fail(reason: str, detail: str) -> EnrollmentFailure:
@@ -73,12 +74,10 @@ def judge(analysis: Analysis, photo: _Photo) -> tuple[np.ndarray, dict[str, obje
     face = analysis.primary()
     if face is None:
         return fail("no_face", "no face detected")
-    others = [f for f in analysis.faces if f is not face]
-    area = face.detection.width * face.detection.height
-    rivals = [f for f in others if f.detection.width * f.detection.height >= SEVERAL_FACES_AREA_RATIO * area]
+    rivals = analysis.rivals(face)
     if rivals:
         return fail(
-            "several_faces", f"{len(rivals) + 1} faces of similar size; a document photo shows one person"
+            "several_faces", f"{len(rivals) + 1} faces compete to be the subject; a document photo shows one person"
         )
     if face.quality is None or face.embedding is None:
         return fail("no_face", "face has no landmarks to align")
@@ -87,7 +86,7 @@ def judge(analysis: Analysis, photo: _Photo) -> tuple[np.ndarray, dict[str, obje
     return face.embedding, face.quality.as_dict()
 
 
-def _batches(items: Sequence[_Photo], size: int) -> Iterator[Sequence[_Photo]]:
+def _batches(items: Sequence[EnrollmentPhoto], size: int) -> Iterator[Sequence[EnrollmentPhoto]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -107,7 +106,7 @@ def build_gallery(
     if embedder is None:
         raise PackError(f"pack '{pipeline.pack.name}' has no embedder; it cannot build galleries")
     photos = [
-        _Photo(t.traveler_id, str(path), sha256_of(path)) for t in manifest.travelers for path in t.photos
+        EnrollmentPhoto(t.traveler_id, str(path), sha256_of(path)) for t in manifest.travelers for path in t.photos
     ]
     digest = content_hash(manifest, photos, pipeline)
     gid = gallery_id_for(manifest.flight_id, manifest.departure)

@@ -19,10 +19,10 @@ from gatematch.embed import ArcFaceEmbedder
 from gatematch.images import ImageInput, ImageLimits, load_image
 from gatematch.liveness import LivenessChecker
 from gatematch.modelstore import ModelStore
+from gatematch.preprocess import CROP_SIZE
 from gatematch.quality import LightQNet, QualityAssessor, QualityReport, QualityThresholds
 from gatematch.runtime import RuntimeConfig, create_session
 
-CROP_SIZE = 112
 RIVAL_RATIO = 0.5  # a second face with half the subject's weight makes the photo ambiguous
 
 

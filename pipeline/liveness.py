@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 from gatematch.cards import ModelCard
 from gatematch.detect import Detection
-from gatematch.embed import card_tensor, model_output
 from gatematch.errors import BadImageError, CardError, ModelError
+from gatematch.preprocess import card_tensor, model_output
 
 
 def context_box(box: np.ndarray, image_w: int, image_h: int, scale: float) -> tuple[int, int, int, int]:

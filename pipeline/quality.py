@@ -18,8 +18,8 @@ import onnxruntime as ort
 from gatematch.align import ARCFACE_TEMPLATE
 from gatematch.cards import ModelCard
 from gatematch.detect import Detection
-from gatematch.embed import CROP_SIZE, card_tensor, check_crops, model_output
 from gatematch.errors import CardError, ModelError
+from gatematch.preprocess import CROP_SIZE, card_tensor, check_crops, model_output
 
 # Central face region of the aligned 112x112 crop (brows to chin, cheek to cheek): exposure and sharpness are
 # measured here, so black warp borders and background do not count.

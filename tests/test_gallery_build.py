@@ -19,6 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from gatematch.benchmarks.calibration import CalibrationTable
@@ -240,3 +241,33 @@ def test_cli_build_with_enrollment_bar_reports_failures(
 
     assert run_cli("purge", "--store", str(store), "--now", "2099-05-02T06:30:00Z", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {"purged": ["GM300_20990501T1830Z"]}
+
+
+def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
+    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline
+) -> None:
+    """Two equally prominent faces cannot be one traveler's document photo; a broken file is reported too."""
+    examples = faces_dir / "examples6"
+    left = cv2.imread(str(examples / "obama" / "obama.jpg"))
+    right = cv2.imread(str(examples / "biden" / "biden.jpg"))
+    # Scale the second photo so both faces have the same area: two equally prominent people.
+    ratio = pipeline.analyze(left).primary().detection.area / pipeline.analyze(right).primary().detection.area
+    right = cv2.resize(right, None, fx=ratio**0.5, fy=ratio**0.5)
+    pair = np.zeros((max(left.shape[0], right.shape[0]), left.shape[1] + right.shape[1], 3), np.uint8)
+    pair[: left.shape[0], : left.shape[1]] = left
+    pair[: right.shape[0], left.shape[1] :] = right
+    cv2.imwrite(str(tmp_path / "pair.jpg"), pair)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    manifest = tmp_path / "GM400.csv"
+    manifest.write_text(
+        HEADER
+        + f"GM400,{DEPARTURE},pair,pair.jpg,\n"
+        + f"GM400,{DEPARTURE},broken,broken.jpg,\n"
+        + f"GM400,{DEPARTURE},obama,{(examples / 'obama' / 'obama2.jpg').as_uri()},\n",
+        encoding="utf-8",
+    )
+    store = GalleryStore(tmp_path / "store")
+    report = build_gallery(load_manifest(manifest), store, pipeline, progress=False)
+    reasons = {f.traveler_id: f.reason for f in report.failures}
+    assert reasons == {"pair": "several_faces", "broken": "unreadable"}
+    assert report.info.travelers == 1

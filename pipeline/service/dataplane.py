@@ -39,7 +39,7 @@ from gatematch.gallery import (
     iso,
 )
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord
-from gatematch.gallery_tools.build import _Photo, judge
+from gatematch.gallery_tools.build import EnrollmentPhoto, judge
 from gatematch.gallery_tools.manifest import MAX_PHOTOS, TRAVELER_ID
 from gatematch.images import ImageLimits, decode_image, to_bgr
 from gatematch.quality import QualityThresholds
@@ -196,7 +196,7 @@ class Enrollment:
             readable, images = [], []
             for traveler_id, data in photos[start : start + ENROLL_BATCH]:
                 digest = self._note(traveler_id, data)
-                photo = _Photo(traveler_id, f"upload:{digest[:16]}", digest)
+                photo = EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest)
                 try:
                     images.append(self.plane.decode(data))
                     readable.append(photo)

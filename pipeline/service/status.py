@@ -26,6 +26,7 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.MetricInputError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.GalleryNotFoundError: grpc.StatusCode.NOT_FOUND,
     errors.GalleryExpiredError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.GalleryExportError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.WrongPackError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CardError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PackError: grpc.StatusCode.FAILED_PRECONDITION,
