@@ -65,7 +65,9 @@ def content_hash(manifest: Manifest, photos: Sequence[EnrollmentPhoto], pipeline
     return hashlib.sha256(canonical_json(basis).encode()).hexdigest()
 
 
-def judge(analysis: Analysis, photo: EnrollmentPhoto) -> tuple[np.ndarray, dict[str, object]] | EnrollmentFailure:
+def judge(
+    analysis: Analysis, photo: EnrollmentPhoto
+) -> tuple[np.ndarray, dict[str, object]] | EnrollmentFailure:
     """The enrollment template of one photo with its quality record, or why the photo cannot enroll."""
 
     def fail(reason: str, detail: str) -> EnrollmentFailure:
@@ -77,7 +79,8 @@ def judge(analysis: Analysis, photo: EnrollmentPhoto) -> tuple[np.ndarray, dict[
     rivals = analysis.rivals(face)
     if rivals:
         return fail(
-            "several_faces", f"{len(rivals) + 1} faces compete to be the subject; a document photo shows one person"
+            "several_faces",
+            f"{len(rivals) + 1} faces compete to be the subject; a document photo shows one person",
         )
     if face.quality is None or face.embedding is None:
         return fail("no_face", "face has no landmarks to align")
@@ -106,7 +109,9 @@ def build_gallery(
     if embedder is None:
         raise PackError(f"pack '{pipeline.pack.name}' has no embedder; it cannot build galleries")
     photos = [
-        EnrollmentPhoto(t.traveler_id, str(path), sha256_of(path)) for t in manifest.travelers for path in t.photos
+        EnrollmentPhoto(t.traveler_id, str(path), sha256_of(path))
+        for t in manifest.travelers
+        for path in t.photos
     ]
     digest = content_hash(manifest, photos, pipeline)
     gid = gallery_id_for(manifest.flight_id, manifest.departure)

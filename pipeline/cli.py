@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatematch.benchmarks import cli as cli_bench
     from gatematch.gallery_tools import cli as cli_gallery
 
-    parser = argparse.ArgumentParser(prog="gatematch", description="gatematch: face matching for departure gates.")
+    parser = argparse.ArgumentParser(
+        prog="gatematch", description="gatematch: face matching for departure gates."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cli_models, cli_faces, cli_gallery, cli_service, cli_bench):
         module.register(commands)
