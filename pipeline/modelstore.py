@@ -86,8 +86,13 @@ class ModelStore:
 
     def _install(self, card: ModelCard, source: Path) -> None:
         """Copy a verified file in atomically: a reader never sees a partial model."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{card.file}.")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{card.file}.")
+        except OSError as exc:
+            raise ModelError(
+                f"model '{card.name}': cannot install into {self.root}: {exc.strerror or exc}"
+            ) from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(handle, "wb") as out, source.open("rb") as src:

@@ -91,3 +91,12 @@ def test_models_cli(model_dir, tmp_path, capsys, shared):
     assert main(["models", "verify", "--pack", "default", "--model-dir", str(empty)]) == 0
     assert main(["models", "fetch", "--from", str(tmp_path / "missing"), "--model-dir", str(empty)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_store_that_cannot_be_written_is_a_model_error(shared, tmp_path):
+    """A --model-dir that is a file (or unwritable) must give the one-line error, not an OSError traceback."""
+    card = load_cards()["yunet_2023mar"]
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(ModelError, match="cannot install"):
+        ModelStore(blocker).fetch_from_dir(shared / "models", [card])
