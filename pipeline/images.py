@@ -23,6 +23,7 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its fixed CRC: the last 8 bytes of every PNG
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -98,6 +99,9 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     if size is None:
         raise BadImageError(f"truncated {fmt.upper()}: the header ends before the image size")
     _check_pixels(*size, limits)
+    if fmt == "png" and PNG_END not in data:
+        # libpng would print its own error line to stderr before failing; the operator gets one message.
+        raise BadImageError("truncated PNG: the IEND chunk that ends the image is missing")
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise BadImageError(f"corrupt or truncated {fmt.upper()}: it could not be decoded")
