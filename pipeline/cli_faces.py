@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,17 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cosine_threshold(text: str) -> float:
+    """argparse type: a cosine threshold must be a number in [-1, 1], or every comparison decides the same."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be a cosine in [-1, 1], got {text!r}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--pack", default="default", help="model pack (see `gatematch models list`)")
@@ -107,7 +119,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("image_b", metavar="IMAGE_B")
     compare.add_argument(
         "--threshold",
-        type=float,
+        type=cosine_threshold,
         default=None,
         help="cosine threshold (default: the embedder card's, set at FMR = 1e-3)",
     )

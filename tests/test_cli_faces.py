@@ -47,12 +47,24 @@ def test_compare_same_and_different(run, faces_dir):
     assert set(different["faces"]) == {str(obama / "obama.jpg"), str(biden)}
 
 
+def _png_photo() -> bytes:
+    import cv2
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    return cv2.imencode(".png", noise)[1].tobytes()
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda tmp: tmp / "missing.jpg", "cannot read image"),
         (lambda tmp: (tmp / "corrupt.jpg", (tmp / "corrupt.jpg").write_bytes(b"\xff\xd8garbage"))[0], "JPEG"),
         (lambda tmp: (tmp / "empty.png", (tmp / "empty.png").write_bytes(b""))[0], "empty"),
+        (
+            lambda tmp: (tmp / "cut.png", (tmp / "cut.png").write_bytes(_png_photo()[:-5000]))[0],
+            "truncated PNG",
+        ),
     ],
 )
 def test_bad_input_exit_2_one_line(run, tmp_path, faces_dir, make, message):
@@ -77,3 +89,11 @@ def test_no_face_and_unknown_pack(run, tmp_path, faces_dir):
     assert result.returncode == 2 and "no face" in result.stderr
     result = run("detect", str(blank), "--pack", "nope")
     assert result.returncode == 2 and "unknown pack" in result.stderr
+
+
+@pytest.mark.parametrize("threshold", ["5", "-1.5", "nan"])
+def test_compare_threshold_outside_cosine_range_is_refused(run, faces_dir, threshold):
+    photo = str(faces_dir / "examples6" / "obama" / "obama.jpg")
+    result = run("compare", photo, photo, "--threshold", threshold)
+    assert result.returncode == 2 and "threshold" in result.stderr
+    assert "Traceback" not in result.stderr
