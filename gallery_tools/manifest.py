@@ -33,6 +33,9 @@ TRAVELER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 CSV_COLUMNS = ("flight_id", "departure", "traveler_id", "photos", "document_type")
 REQUIRED_COLUMNS = CSV_COLUMNS[:4]
 MAX_PHOTOS = 10
+# A departure outside these years is a typo; refusing it also keeps departure + retention representable.
+EARLIEST_DEPARTURE = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_DEPARTURE = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,15 @@ def parse_departure(value: object, where: str) -> datetime:
         raise ManifestError(
             f"{where}: departure {value!r} has no UTC offset; write it in UTC, e.g. {value.strip()}Z"
         )
-    return moment.astimezone(UTC)
+    try:
+        utc: datetime | None = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30+01:00 is before year 1 in UTC
+        utc = None
+    if utc is None or not EARLIEST_DEPARTURE <= utc < LATEST_DEPARTURE:
+        raise ManifestError(
+            f"{where}: departure {value!r} is outside {EARLIEST_DEPARTURE.year}-{LATEST_DEPARTURE.year - 1}"
+        )
+    return utc
 
 
 def _flight_id(value: object, where: str) -> str:
@@ -97,9 +108,11 @@ def _traveler_id(value: object, where: str) -> str:
 
 
 def _photo(value: object, base: Path, where: str) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"{where}: photo path is empty")
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: photo path must be a text, got {value!r}")
     text = value.strip()
+    if not text:
+        raise ManifestError(f"{where}: photo path is empty")
     if "://" in text:
         url = urlparse(text)
         if url.scheme != "file" or url.netloc not in ("", "localhost"):
@@ -109,6 +122,8 @@ def _photo(value: object, base: Path, where: str) -> Path:
         path = Path(text)
         if not path.is_absolute():
             path = base / path
+    if path.exists() and not path.is_file():
+        raise ManifestError(f"{where}: photo {text!r} is not a regular file ({path})")
     if not path.is_file():
         raise ManifestError(f"{where}: photo file {text!r} not found (looked at {path})")
     return path.resolve()
@@ -118,7 +133,9 @@ def _traveler(
     traveler_id: object, photos: object, document_type: object, base: Path, where: str
 ) -> ManifestTraveler:
     tid = _traveler_id(traveler_id, where)
-    if not isinstance(photos, list) or not photos:
+    if photos is not None and not isinstance(photos, list):
+        raise ManifestError(f"{where}: traveler {tid}: photos must be a list of paths, got {photos!r}")
+    if not photos:
         raise ManifestError(f"{where}: traveler {tid} needs at least one photo")
     if len(photos) > MAX_PHOTOS:
         raise ManifestError(f"{where}: traveler {tid} has {len(photos)} photos; at most {MAX_PHOTOS}")
@@ -179,11 +196,27 @@ def _from_csv(text: str, path: Path) -> Manifest:
     return Manifest(flight, departure, _unique(travelers, path), path)
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json's default keeps the last of repeated keys: a second "travelers" would silently drop travelers."""
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKeyError(key)
+        data[key] = value
+    return data
+
+
 def _from_json(text: str, path: Path) -> Manifest:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest {path.name} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except _DuplicateKeyError as exc:
+        raise ManifestError(f"manifest {path.name}: duplicate key '{exc.args[0]}' in one object") from None
     if not isinstance(data, dict):
         raise ManifestError(f"manifest {path.name}: top level must be an object")
     unknown = sorted(set(data) - {"flight_id", "departure", "travelers"})

@@ -173,3 +173,42 @@ def test_unknown_format_and_missing_manifest(tmp_path: Path) -> None:
         load_manifest(write(tmp_path, "m.txt", "x"))
     with pytest.raises(ManifestError, match="does not exist"):
         load_manifest(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(
+    "departure", ["9999-12-31T23:30:00Z", "0001-01-01T00:30:00+01:00", "1900-01-01T00:00Z"]
+)
+def test_departure_out_of_any_plausible_range_is_refused(
+    tmp_path: Path, photos: list[Path], departure: str
+) -> None:
+    text = HEADER + f"GM101,{departure},A,photos/{photos[0].name},\n"
+    with pytest.raises(ManifestError, match=r"line 2: departure .* outside"):
+        load_manifest(write(tmp_path, "m.csv", text))
+
+
+def test_json_duplicate_keys_are_refused_not_silently_overwritten(tmp_path: Path, photos: list[Path]) -> None:
+    """A second "travelers" key would silently drop every traveler of the first list."""
+    one = json.dumps({"traveler_id": "A", "photos": [str(photos[0])]})
+    text = (
+        f'{{"flight_id": "GM1", "departure": "2030-05-01T18:30:00Z", "travelers": [{one}], "travelers": []}}'
+    )
+    with pytest.raises(ManifestError, match="duplicate key 'travelers'"):
+        load_manifest(write(tmp_path, "m.json", text))
+
+
+def test_json_photos_of_the_wrong_type_say_so(tmp_path: Path, photos: list[Path]) -> None:
+    def manifest(value: object) -> Path:
+        traveler = {"traveler_id": "A", "photos": value}
+        data = {"flight_id": "GM1", "departure": "2030-05-01T18:30:00Z", "travelers": [traveler]}
+        return write(tmp_path, "m.json", json.dumps(data))
+
+    with pytest.raises(ManifestError, match="photos must be a list"):
+        load_manifest(manifest(str(photos[0])))
+    with pytest.raises(ManifestError, match="photo 2: photo path must be a text"):
+        load_manifest(manifest([str(photos[0]), 5]))
+
+
+def test_a_directory_is_not_a_photo(tmp_path: Path, photos: list[Path]) -> None:
+    text = HEADER + "GM101,2030-05-01T18:30:00Z,A,photos,\n"
+    with pytest.raises(ManifestError, match="line 2 photo 1: photo 'photos' is not a regular file"):
+        load_manifest(write(tmp_path, "m.csv", text))
