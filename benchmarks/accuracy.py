@@ -81,6 +81,11 @@ def check_dataset(dataset: Dataset, settings: AccuracySettings) -> None:
     counts: dict[str, int] = {}
     for sample in dataset.samples:
         counts[sample.identity] = counts.get(sample.identity, 0) + 1
+    if len(counts) < 2:
+        raise DatasetError(
+            f"{dataset.root} has {len(counts)} identity: a benchmark needs at least 2 identities "
+            "(travelers on the flight and people who are not)"
+        )
     if not 0 < settings.gallery_size < len(counts):
         raise DatasetError(
             f"gallery size {settings.gallery_size} must be between 1 and {len(counts) - 1}: "
@@ -284,7 +289,9 @@ def subgroup_summary(
     return result
 
 
-def lfw_summary(dataset: Dataset, embedded: EmbeddedSet, pairs: Sequence[metrics.Pair]) -> dict[str, object]:
+def pair_rows(dataset: Dataset, pairs: Sequence[metrics.Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """The sample rows of each pair's two images; a pair naming an image the data set lacks is refused
+    (the CLI calls this before embedding, so a wrong pairs file costs no model time)."""
     rows = {s.path.relative_to(dataset.root).as_posix(): i for i, s in enumerate(dataset.samples)}
 
     def row_of(path: Path) -> int:
@@ -293,8 +300,11 @@ def lfw_summary(dataset: Dataset, embedded: EmbeddedSet, pairs: Sequence[metrics
             raise DatasetError(f"pairs file names {relative}, which is not an image of {dataset.root}")
         return rows[relative]
 
-    first = np.array([row_of(p.path1) for p in pairs])
-    second = np.array([row_of(p.path2) for p in pairs])
+    return np.array([row_of(p.path1) for p in pairs]), np.array([row_of(p.path2) for p in pairs])
+
+
+def lfw_summary(dataset: Dataset, embedded: EmbeddedSet, pairs: Sequence[metrics.Pair]) -> dict[str, object]:
+    first, second = pair_rows(dataset, pairs)
     usable = embedded.acquired[first] & embedded.acquired[second]
     cosine = np.einsum("ij,ij->i", embedded.embeddings[first], embedded.embeddings[second])
     scores = np.where(usable, cosine, np.float32(FAILED_PAIR_SCORE))

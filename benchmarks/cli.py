@@ -30,15 +30,37 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     return shlex.join(words)
 
 
+def check_output_folder(path: Path, option: str) -> None:
+    """Refuse, before any work, a folder the run could not write into at its end (a file, or read-only)."""
+    from gatematch.errors import ConfigError
+
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{option} {path}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(f"{option} {path}: {folder} is not writable")
+            return
+
+
+def check_at_least(value: int, minimum: int, option: str) -> None:
+    from gatematch.errors import ConfigError
+
+    if value < minimum:
+        raise ConfigError(f"{option} must be >= {minimum}, got {value}")
+
+
 def _accuracy(args: argparse.Namespace) -> int:
     from gatematch.benchmarks.accuracy import (
         AccuracySettings,
         calibration_table,
         check_dataset,
         evaluate_pack,
+        pair_rows,
         read_labels,
     )
     from gatematch.benchmarks.dataset import scan_dataset
+    from gatematch.benchmarks.embeddings import default_cache_dir
     from gatematch.benchmarks.metrics import parse_lfw_pairs
     from gatematch.benchmarks.report import accuracy_report, percent, write_accuracy
     from gatematch.cards import get_pack
@@ -58,10 +80,14 @@ def _accuracy(args: argparse.Namespace) -> int:
                 "their calibration tables would overwrite each other; run them separately"
             )
         embedders[pack.embedder.name] = name
+    check_output_folder(args.out, "--out")
+    check_output_folder(args.cache or default_cache_dir(), "--cache")
     settings = AccuracySettings(gallery_size=args.gallery_size, departures=args.departures, seed=args.seed)
     dataset = scan_dataset(args.root)
     check_dataset(dataset, settings)
     pairs = parse_lfw_pairs(args.pairs, root=dataset.root) if args.pairs else None
+    if pairs:
+        pair_rows(dataset, pairs)
     labels = read_labels(args.labels, dataset.identities) if args.labels else None
     command = command_line(args.parser, args)
     store = ModelStore(args.model_dir)
@@ -115,6 +141,7 @@ def _latency(args: argparse.Namespace) -> int:
         run_load,
     )
     from gatematch.benchmarks.report import now_iso, write_latency
+    from gatematch.cards import get_pack
     from gatematch.errors import ConfigError
     from gatematch.facepipeline import FacePipeline, PipelineConfig
     from gatematch.modelstore import ModelStore
@@ -122,6 +149,19 @@ def _latency(args: argparse.Namespace) -> int:
 
     if args.no_stages and args.no_load:
         raise ConfigError("--no-stages and --no-load together leave nothing to measure")
+    check_output_folder(args.out, "--out")
+    for value, minimum, option in (
+        (args.repeats, 1, "--repeats"),
+        (args.stage_frames, 1, "--stage-frames"),
+        (args.search_gallery_size, 1, "--search-gallery-size"),
+        (args.threads, 0, "--threads"),
+        (args.workers, 0, "--workers"),
+    ):
+        check_at_least(value, minimum, option)
+    if get_pack(args.pack).embedder is None:
+        raise ConfigError(f"pack '{args.pack}' has no embedder: there is nothing to match")
+    if args.gallery is not None and not args.gallery.is_dir():
+        raise ConfigError(f"gallery folder {args.gallery} does not exist")
     settings = LoadSettings(tuple(args.video), args.flight, args.cameras, args.fps, args.seconds)
     if args.target:
         check_loopback(args.target)
@@ -146,15 +186,23 @@ def _latency(args: argparse.Namespace) -> int:
         report["stages"]["search_gallery_size"] = args.search_gallery_size
         del pipeline
     if not args.no_load:
-        if args.target:
-            if args.gallery:
-                report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
-            report["load"] = run_load(args.target, settings, args.server_pid, in_process=False)
-        else:
-            calibration = CalibrationTable.load(args.calibration) if args.calibration else None
-            with in_process_server(args.pack, store, calibration, args.workers) as target:
-                report["gallery"] = load_gallery(target, args.flight, args.gallery)
-                report["load"] = run_load(target, settings, None, in_process=True)
+        import grpc
+
+        target = args.target or "the in-process service"
+        try:
+            if args.target:
+                if args.gallery:
+                    report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
+                report["load"] = run_load(args.target, settings, args.server_pid, in_process=False)
+            else:
+                calibration = CalibrationTable.load(args.calibration) if args.calibration else None
+                with in_process_server(args.pack, store, calibration, args.workers) as target:
+                    report["gallery"] = load_gallery(target, args.flight, args.gallery)
+                    report["load"] = run_load(target, settings, None, in_process=True)
+        except grpc.RpcError as exc:
+            raise ConfigError(
+                f"cannot reach the service at {target}: {exc.code().name}: {exc.details()}"
+            ) from None
     written = write_latency(args.out, report)
     print(written[1].read_text(encoding="utf-8"))
     return 0

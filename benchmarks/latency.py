@@ -66,7 +66,10 @@ class LoadSettings:
 
 def check_loopback(target: str) -> None:
     """Refuse any address that is not this machine: a benchmark must not load a real gate's service."""
-    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
+    host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
+    host = host.strip("[]")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"target '{target}': port must be a number in 1..65535, got '{port}'")
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except socket.gaierror as exc:

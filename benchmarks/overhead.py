@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from gatematch.align import norm_crop
 from gatematch.benchmarks.search_latency import EMBEDDER, POINT, clustered, snapshot
+from gatematch.errors import ConfigError, GatematchError
 from gatematch.facepipeline import CROP_SIZE, FacePipeline, PipelineConfig
 from gatematch.gallery import Gallery, build_index
 from gatematch.images import decode_image
@@ -47,7 +48,7 @@ def video_frames(path: Path, count: int, size: tuple[int, int] = FRAME_SIZE) -> 
         frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     capture.release()
     if not frames:
-        raise SystemExit(f"no frames could be read from {path}")
+        raise ConfigError(f"no frames could be read from {path}")
     return frames
 
 
@@ -179,4 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except GatematchError as exc:
+        raise SystemExit(f"overhead: error: {exc}") from None

@@ -197,3 +197,26 @@ def test_impossible_protocols_and_bad_labels_fail_before_embedding(dataset_root,
     code = bench(dataset_root, tmp_path / "o", tmp_path / "c", model_dir, "--labels", str(labels))
     assert code == 2 and "have no row" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_unusable_outputs_and_protocols_fail_before_embedding(dataset_root, tmp_path, model_dir, capsys):
+    """--out/--cache pointing at a file, a pairs file naming absent images, a single identity: each is a
+    one-line exit 2 before any model runs (not a traceback after minutes of embedding)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cache = tmp_path / "cache"
+    assert bench(dataset_root, blocker, cache, model_dir) == 2
+    assert "--out" in capsys.readouterr().err
+    assert bench(dataset_root, tmp_path / "out", blocker, model_dir) == 2
+    assert "--cache" in capsys.readouterr().err
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1 1\nnobody 1 2\nnobody 1 somebody 1\n")
+    assert bench(dataset_root, tmp_path / "out", cache, model_dir, "--pairs", str(pairs)) == 2
+    assert "nobody/nobody_0001.jpg" in capsys.readouterr().err
+    assert not cache.exists()
+    solo = tmp_path / "solo" / "only_one"
+    solo.mkdir(parents=True)
+    for photo in sorted((dataset_root / "s1").iterdir())[:2]:
+        (solo / photo.name).write_bytes(photo.read_bytes())
+    assert main(["bench", "accuracy", str(solo.parent), "--gallery-size", "1", "--out", str(tmp_path)]) == 2
+    assert "at least 2 identities" in capsys.readouterr().err

@@ -86,3 +86,31 @@ def test_only_loopback_targets_and_bounded_loads_are_accepted():
 def test_process_sampling_reads_this_process():
     sample = sample_process(None)
     assert sample is not None and sample.cpu_s > 0 and sample.peak_rss_bytes > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--no-load", "--repeats", "0"], "--repeats"),
+        (["--no-load", "--stage-frames", "0"], "--stage-frames"),
+        (["--no-load", "--out", "{blocker}"], "--out"),
+        (["--no-load", "--pack", "ultraface"], "no embedder"),
+        (["--no-stages", "--gallery", "{tmp}/nowhere"], "gallery folder"),
+        (["--no-stages", "--target", "localhost:notaport"], "port"),
+        (["--no-stages", "--target", "127.0.0.1:1", "--seconds", "1"], "cannot reach"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(shared, model_dir, tmp_path, capsys, extra, message):
+    video = need(shared / "video" / "hieubkvn123_obama.mp4", "the Obama clip")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    extra = [arg.format(blocker=blocker, tmp=tmp_path) for arg in extra]
+    argv = ["bench", "latency", "--video", str(video), "--model-dir", str(model_dir), "--out", str(tmp_path)]
+    assert main([*argv, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreadable_video_is_a_one_line_error(model_dir, tmp_path, capsys):
+    argv = ["bench", "latency", "--video", str(tmp_path / "none.mp4"), "--no-load", "--out", str(tmp_path)]
+    assert main([*argv, "--model-dir", str(model_dir)]) == 2
+    assert "no frames could be read" in capsys.readouterr().err
