@@ -10,9 +10,7 @@ input size; the YuNet decoder is checked against cv2.FaceDetectorYN in the tests
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,8 +19,7 @@ import numpy as np
 import onnxruntime
 from gatematch.cards import ModelCard
 from gatematch.errors import BadImageError, CardError, ModelError
-
-_BUFFERS_PER_THREAD = 4  # frame sizes kept per thread; a camera has one, enrollment photos vary
+from gatematch.preprocess import ThreadBuffers
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,27 +60,6 @@ class Prepared:
     tensor: np.ndarray
     scale: float  # input pixels per original pixel
     image_size: tuple[int, int]  # (width, height) of the original image
-
-
-class _ThreadBuffers:
-    """Arrays kept per thread and key: a session is shared by many threads, so a buffer must never be."""
-
-    def __init__(self, limit: int = _BUFFERS_PER_THREAD):
-        self._local = threading.local()
-        self._limit = limit
-
-    def get(self, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
-        cache: OrderedDict | None = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = self._local.cache = OrderedDict()
-        array = cache.get(key)
-        if array is None:
-            array = cache[key] = make()
-            if len(cache) > self._limit:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        return array
 
 
 @lru_cache(maxsize=256)
@@ -177,9 +153,9 @@ class Detector:
         self._mean = mean.reshape(channel_shape)
         self._inv_std = inv_std.reshape(channel_shape)
         self._pad_value = (-mean * inv_std).reshape(channel_shape)  # a zero pixel, normalised
-        self._tensors = _ThreadBuffers()
-        self._resized = _ThreadBuffers()
-        self._planes = _ThreadBuffers()
+        self._tensors = ThreadBuffers()
+        self._resized = ThreadBuffers()
+        self._planes = ThreadBuffers()
 
     def _geometry(self, width: int, height: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
         """(scale, resized (w, h), input (w, h)) for an original frame of width x height."""

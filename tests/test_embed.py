@@ -121,3 +121,21 @@ def test_wrong_card_is_refused():
     card = load_cards()["lightqnet_dm100"]
     with pytest.raises(CardError, match="not an embedder"):
         ArcFaceEmbedder(card, None)  # type: ignore[arg-type]
+
+
+def test_prepare_reuses_a_per_thread_tensor(embedder: ArcFaceEmbedder, few_crops: np.ndarray):
+    """The per-frame path writes the model input into a buffer kept per thread (a fresh 150 KB float array per
+    face cost ~10x the normalisation itself); threads never share one, and reuse never changes the values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = embedder.prepare(few_crops[:1])
+    expected = first.copy()
+    second = embedder.prepare(few_crops[:1])
+    assert np.shares_memory(first, second)
+    np.testing.assert_array_equal(second, expected)
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(embedder.prepare, few_crops[:1]).result()
+    assert not np.shares_memory(other, first)
+    np.testing.assert_array_equal(other, expected)
+    embedder.prepare(few_crops[1:2])  # overwrites the buffer: embed() must not depend on earlier contents
+    np.testing.assert_allclose(embedder.embed(few_crops[:1]), embedder.embed(few_crops[:1].copy()), atol=1e-6)
