@@ -249,7 +249,8 @@ class Gallery:
                 f"{info.gallery_id} uses {info.embedder.sha256[:12]}: its scores would mean something else"
             )
         point = point or OperatingPoint()
-        size = len(self.traveler_ids)
+        # A gallery where every traveler failed to enroll cannot false-match; N=1 gives an upper bound.
+        size = max(len(self.traveler_ids), 1)
         if point.threshold is not None:
             threshold, target = point.threshold, None
         elif calibration is None:
@@ -265,7 +266,7 @@ class Gallery:
         return SearchResult(
             gallery_id=info.gallery_id,
             version=info.version,
-            gallery_size=size,
+            gallery_size=len(self.traveler_ids),
             candidates=candidates,
             threshold=threshold,
             target_fpir=target,

@@ -180,16 +180,19 @@ class GalleryStore:
         if retention <= timedelta(0):
             raise ValueError(f"retention must be positive, got {retention}")
         self.root = Path(root)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.key = key
         self.retention = retention
         self._cache: dict[str, tuple[tuple[int, str], Gallery]] = {}
         self._cache_lock = threading.Lock()
-        with self._transaction(write=True) as con:
-            for statement in SCHEMA.split(";"):
-                con.execute(statement)
-            self._collect_orphans(con)
-        os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._transaction(write=True) as con:
+                for statement in SCHEMA.split(";"):
+                    con.execute(statement)
+                self._collect_orphans(con)
+            os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise GalleryStoreError(f"gallery store {self.root} cannot be opened: {exc}") from None
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -229,6 +232,7 @@ class GalleryStore:
         with self._transaction(write=True) as con:
             if self._is_current(con, gid, draft.content_hash):
                 return WriteResult(self._info(con, gid), unchanged=True)
+            self._refuse_plaintext_over_encrypted(con, gid)
             current = con.execute(
                 "SELECT version, index_file FROM galleries WHERE gallery_id = ?", (gid,)
             ).fetchone()
@@ -299,6 +303,21 @@ class GalleryStore:
             "SELECT content_hash, encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
         ).fetchone()
         return row is not None and row[0] == content_hash and bool(row[1]) == (self.key is not None)
+
+    def _refuse_plaintext_over_encrypted(self, con: sqlite3.Connection, gallery_id: str) -> None:
+        """A rebuild without the key (a forgotten environment variable) must not silently store in the clear
+        templates that were encrypted: the operator sets the key, or purges the gallery first."""
+        row = con.execute("SELECT encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)).fetchone()
+        if row is not None and row[0] and self.key is None:
+            raise TemplateKeyError(
+                f"gallery {gallery_id} is encrypted; set GATEMATCH_TEMPLATE_KEY to replace it "
+                "(or purge it first)"
+            )
+
+    def check_replaceable(self, gallery_id: str) -> None:
+        """Raise now what `write` would raise for this gallery, before an hour of enrollment work."""
+        with self._transaction() as con:
+            self._refuse_plaintext_over_encrypted(con, gallery_id)
 
     def is_current(self, gallery_id: str, content_hash: str) -> bool:
         """Whether the current version already holds exactly this content (lets a rebuild skip all work)."""
@@ -465,7 +484,8 @@ class GalleryStore:
                 raise GalleryNotFoundError(f"no gallery '{gallery_id}' in store {self.root}")
             for table in (*CHILD_TABLES, "galleries"):
                 con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gallery_id,))
-        _shred(self.root / row[0])
+            # Its index file, and any earlier version's file a crashed writer left behind, are orphans now.
+            self._collect_orphans(con)
         with self._cache_lock:
             self._cache.pop(gallery_id, None)
 

@@ -341,3 +341,52 @@ def test_altered_index_file_is_refused_not_searched(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(GalleryStoreError, match="sha256"):
         GalleryStore(tmp_path).load(info.gallery_id, now=BEFORE)
+
+
+@pytest.mark.parametrize("kind", ["file", "not a database"])
+def test_store_that_is_not_a_store_is_a_clear_error(tmp_path: Path, kind: str) -> None:
+    if kind == "file":
+        root = tmp_path / "plain-file"
+        root.write_text("not a folder")
+    else:
+        root = tmp_path / "store"
+        root.mkdir()
+        (root / DB_NAME).write_text("garbage, not SQLite")
+    with pytest.raises(GalleryStoreError, match=str(root)):
+        GalleryStore(root)
+
+
+def test_purge_removes_files_of_every_version_left_by_a_crash(tmp_path: Path) -> None:
+    """A writer killed after its switch but before shredding leaves the previous version's file behind; a
+    long-lived store (the service's purge timer) must not leave those templates on disk after purging."""
+    store = GalleryStore(tmp_path)
+    gid = store.write(draft()[0], now=BEFORE).info.gallery_id
+    old = (tmp_path / f"{gid}.v1.faiss").read_bytes()
+    store.write(draft(seed=1)[0], now=BEFORE)
+    (tmp_path / f"{gid}.v1.faiss").write_bytes(old)  # what that crash leaves
+    store.purge(gid)
+    assert sorted(os.listdir(tmp_path)) == [DB_NAME]
+
+
+def test_encrypted_gallery_is_not_rewritten_in_plaintext_without_the_key(tmp_path: Path) -> None:
+    """Forgetting GATEMATCH_TEMPLATE_KEY on a rebuild must not silently store the templates in the clear."""
+    key = TemplateKey.from_base64(generate_key())
+    info = GalleryStore(tmp_path, key=key).write(draft()[0], now=BEFORE).info
+    with pytest.raises(TemplateKeyError, match="GATEMATCH_TEMPLATE_KEY"):
+        GalleryStore(tmp_path).write(draft(seed=1)[0], now=BEFORE)
+    assert GalleryStore(tmp_path).info(info.gallery_id) == info
+    assert sorted(p.name for p in tmp_path.glob("*.faiss*")) == [f"{info.gallery_id}.v1.faiss.enc"]
+
+
+def test_gallery_where_every_traveler_failed_gives_no_candidate(tmp_path: Path) -> None:
+    from gatematch.benchmarks.calibration import CalibrationTable
+
+    scores = np.random.default_rng(0).normal(0.0, 0.1, 20_000)
+    table = CalibrationTable.from_impostor_scores(
+        scores, embedder=EMBEDDER.name, embedder_sha256=EMBEDDER.sha256, dataset="synthetic"
+    )
+    store = GalleryStore(tmp_path)
+    empty = draft(travelers=0)[0]
+    gallery = store.load(store.write(empty, now=BEFORE).info.gallery_id, now=BEFORE)
+    result = gallery.search(probe_of(draft()[1], 0), EMBEDDER, table, now=BEFORE)
+    assert (result.gallery_size, result.candidates, result.match) == (0, (), None)
