@@ -15,10 +15,10 @@ import hashlib
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
-from gatematch.errors import BadImageError, PackError
+from gatematch.errors import BadImageError, GalleryExpiredError, PackError
 from gatematch.facepipeline import RIVAL_RATIO, Analysis, FacePipeline
 from gatematch.gallery import EnrollmentFailure, GalleryInfo, ModelRef, canonical_json, iso
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, gallery_id_for
@@ -28,6 +28,7 @@ from gatematch.modelstore import sha256_of
 from tqdm import tqdm
 
 BATCH_SIZE = 16
+UNREADABLE = "unreadable"  # stands for the sha256 of a photo that could not be read
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,16 @@ class EnrollmentPhoto:
 
 def content_hash(manifest: Manifest, photos: Sequence[EnrollmentPhoto], pipeline: FacePipeline) -> str:
     """Everything that determines the gallery's content, and nothing else (not times, not thread counts)."""
-    digests = {}
+    digests: dict[str, list[str]] = {}
     for photo in photos:
         digests.setdefault(photo.traveler_id, []).append(photo.sha256)
     basis = {
         "flight_id": manifest.flight_id,
         "departure": iso(manifest.departure),
-        "travelers": [[t.traveler_id, t.document_type, digests[t.traveler_id]] for t in manifest.travelers],
+        # Sorted: the same travelers and photos listed in another order are the same gallery.
+        "travelers": sorted(
+            [t.traveler_id, t.document_type or "", sorted(digests[t.traveler_id])] for t in manifest.travelers
+        ),
         "pack": pipeline.pack.name,
         "models": pipeline.pack.model_hashes,
         "detector": asdict(pipeline.config.detector),
@@ -108,22 +112,34 @@ def build_gallery(
     embedder = pipeline.pack.embedder
     if embedder is None:
         raise PackError(f"pack '{pipeline.pack.name}' has no embedder; it cannot build galleries")
-    photos = [
-        EnrollmentPhoto(t.traveler_id, str(path), sha256_of(path))
-        for t in manifest.travelers
-        for path in t.photos
-    ]
-    digest = content_hash(manifest, photos, pipeline)
     gid = gallery_id_for(manifest.flight_id, manifest.departure)
+    expires = manifest.departure + store.retention
+    if expires <= (now or datetime.now(UTC)):
+        raise GalleryExpiredError(
+            f"gallery {gid} would expire at {iso(expires)} ({store.retention} after departure): not built"
+        )
+    photos: list[EnrollmentPhoto] = []
+    failures: list[EnrollmentFailure] = []
+    for traveler in manifest.travelers:
+        for path in traveler.photos:
+            try:
+                sha256 = sha256_of(path)
+            except OSError as exc:  # vanished or unreadable since the manifest was checked
+                detail = f"cannot read: {exc.strerror or exc}"
+                failures.append(EnrollmentFailure(traveler.traveler_id, str(path), "unreadable", detail))
+                sha256 = UNREADABLE
+            photos.append(EnrollmentPhoto(traveler.traveler_id, str(path), sha256))
+    digest = content_hash(manifest, photos, pipeline)
     if store.is_current(gid, digest):
         return BuildReport(store.info(gid), True, tuple(store.failures(gid)))
+    store.check_replaceable(gid)
 
+    hashed = [photo for photo in photos if photo.sha256 != UNREADABLE]
     templates: list[TemplateRecord] = []
-    failures: list[EnrollmentFailure] = []
     with tqdm(
-        total=len(photos), unit="photo", desc=f"enrolling {gid}", file=sys.stderr, disable=not progress
+        total=len(hashed), unit="photo", desc=f"enrolling {gid}", file=sys.stderr, disable=not progress
     ) as bar:
-        for batch in _batches(photos, batch_size):
+        for batch in _batches(hashed, batch_size):
             readable, images = [], []
             for photo in batch:
                 try:

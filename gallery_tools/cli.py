@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -22,15 +23,18 @@ from gatematch.gallery_store import DEFAULT_RETENTION, GalleryStore
 from gatematch.gallery_tools.manifest import parse_departure
 from gatematch.template_crypto import TemplateKey
 
+MAX_RETENTION_HOURS = 366 * 24  # retention is about hours after a flight; a year or more is a typo
 
-def _positive(kind: type[int] | type[float]):
+
+def _positive(kind: type[int] | type[float], most: float = math.inf):
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             value = 0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        if not 0 < value <= most:
+            limit = "" if most == math.inf else f" up to {most:g}"
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}{limit}, got {text!r}")
         return value
 
     return parse
@@ -159,6 +163,8 @@ def _export(args: argparse.Namespace) -> int:
         fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise GalleryExportError(f"{args.output} exists; an export never overwrites a file") from None
+    except OSError as exc:
+        raise GalleryExportError(f"cannot create {args.output}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
@@ -184,7 +190,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--model-dir", type=Path, default=None, help="model store (default: $GATEMATCH_MODEL_DIR)"
     )
     build.add_argument(
-        "--retention-hours", type=_positive(float), default=None, help="expiry after departure (default 12)"
+        "--retention-hours",
+        type=_positive(float, MAX_RETENTION_HOURS),
+        default=None,
+        help="expiry after departure (default 12)",
     )
     build.add_argument(
         "--quality",

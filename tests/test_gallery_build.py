@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.cards import get_pack
-from gatematch.errors import CalibrationError, GalleryExportError, WrongPackError
+from gatematch.errors import CalibrationError, GalleryExpiredError, GalleryExportError, WrongPackError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Gallery, ModelRef, OperatingPoint
 from gatematch.gallery_store import GalleryStore
@@ -271,3 +271,61 @@ def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
     reasons = {f.traveler_id: f.reason for f in report.failures}
     assert reasons == {"pair": "several_faces", "broken": "unreadable"}
     assert report.info.travelers == 1
+
+
+def test_rebuild_with_travelers_and_photos_listed_in_another_order_is_idempotent(
+    built, pipeline: FacePipeline, tmp_path: Path
+) -> None:
+    store, report, manifest = built
+    rows = manifest.read_text(encoding="utf-8").splitlines()[1:]
+    shuffled = []
+    for row in reversed(rows):
+        flight, departure, traveler, photos, document = row.split(",")
+        shuffled.append(
+            f"{flight},{departure},{traveler},{';'.join(reversed(photos.split(';')))},{document}\n"
+        )
+    reordered = tmp_path / "GM200.csv"
+    reordered.write_text(HEADER + "".join(shuffled), encoding="utf-8")
+    again = build_gallery(load_manifest(reordered), store, pipeline, progress=False)
+    assert again.unchanged and again.info == report.info
+
+
+def test_photo_that_cannot_be_read_at_build_time_is_a_failure_not_a_crash(
+    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline
+) -> None:
+    """A photo can vanish (or turn unreadable) between manifest validation and enrollment."""
+    examples = faces_dir / "examples6"
+    for name in ("obama.jpg", "obama2.jpg"):
+        (tmp_path / name).write_bytes((examples / "obama" / name).read_bytes())
+    manifest = tmp_path / "GM500.csv"
+    manifest.write_text(
+        HEADER + f"GM500,{DEPARTURE},gone,obama.jpg,\nGM500,{DEPARTURE},obama,obama2.jpg,\n", encoding="utf-8"
+    )
+    loaded = load_manifest(manifest)
+    (tmp_path / "obama.jpg").unlink()
+    report = build_gallery(loaded, GalleryStore(tmp_path / "store"), pipeline, progress=False)
+    assert [(f.traveler_id, f.reason) for f in report.failures] == [("gone", "unreadable")]
+    assert report.info.failed_travelers == ("gone",) and report.info.travelers == 1
+
+
+def test_gallery_already_past_its_retention_is_not_built(
+    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline
+) -> None:
+    photo = (faces_dir / "examples6" / "obama" / "obama.jpg").as_uri()
+    manifest = tmp_path / "GM600.csv"
+    manifest.write_text(HEADER + f"GM600,2001-01-01T10:00:00Z,obama,{photo},\n", encoding="utf-8")
+    store = GalleryStore(tmp_path / "store")
+    with pytest.raises(GalleryExpiredError, match="2001-01-01T22:00:00Z"):
+        build_gallery(load_manifest(manifest), store, pipeline, progress=False)
+    assert store.galleries() == [] and sorted(p.name for p in store.root.iterdir()) == ["galleries.sqlite"]
+
+
+def test_cli_bad_retention_and_export_target_are_clear_errors(built, tmp_path: Path) -> None:
+    store, report, manifest = built
+    for hours in ("1e12", "inf", "0", "-3"):
+        with pytest.raises(SystemExit) as exited:
+            run_cli("build", str(manifest), "--out", str(store.root), "--retention-hours", hours)
+        assert exited.value.code == 2
+    target = tmp_path / "missing-folder" / "export.json"
+    with pytest.raises(GalleryExportError, match="missing-folder"):
+        run_cli("export", report.info.gallery_id, "--store", str(store.root), "--output", str(target))
