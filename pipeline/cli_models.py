@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gatematch.cards import ModelCard, load_cards, load_packs
-from gatematch.cli import print_json
+from gatematch.cli import add_model_dir_option, print_json
 from gatematch.modelstore import ModelStore
 
 
@@ -84,12 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="install, list and verify the pinned model files")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="model store (default: $GATEMATCH_MODEL_DIR or the per-user cache)",
-    )
+    add_model_dir_option(common)
     common.add_argument("--pack", help="only the models of this pack")
     listing = actions.add_parser("list", parents=[common], help="each model with its licence and state")
     listing.add_argument("--json", action="store_true")
