@@ -194,7 +194,12 @@ class GateMatchServer:
         purged = store.purge_expired()
         galleries = plane.warm()
         scheduler = StreamScheduler(
-            plane, config.encounter, config.budgets.encounter_ms / 1000, self.metrics, self.audit
+            plane,
+            config.encounter,
+            config.budgets.encounter_ms / 1000,
+            self.metrics,
+            self.audit,
+            max_streams=config.server.max_streams,
         )
         self._loaded = _Loaded(plane, scheduler)
         self._purger = threading.Thread(target=self._purge_loop, name="gatematch-retention", daemon=True)

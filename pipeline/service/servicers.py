@@ -6,13 +6,14 @@ streams and gallery loading live in the data plane and the stream scheduler.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 
 import grpc
 from gatematch.errors import GatematchError, ManifestError
 from gatematch.gallery import Candidate, GalleryInfo, SearchResult
-from gatematch.service.audit import AuditLog, AuditRecord
+from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
 from gatematch.service.dataplane import (
     Assessment,
     DataPlane,
@@ -24,10 +25,11 @@ from gatematch.service.dataplane import (
 )
 from gatematch.service.metrics import Metrics
 from gatematch.service.security import Authenticator, Identity
-from gatematch.service.status import abort
+from gatematch.service.status import RequestError, abort
 from gatematch.service.streams import FrameEvent, StreamEvent, StreamFrame, StreamScheduler
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 
+CANCEL_SETTLE_S = 0.2  # how long a finished gallery upload waits for a late-registered cancellation
 Ready = Callable[[], tuple[DataPlane, StreamScheduler]]  # raises ModelError while models are loading
 
 _DTYPE = {
@@ -59,10 +61,25 @@ def image_of(frame: match_pb2.Frame) -> bytes | RawPixels:
     return frame.image.encoded  # empty when no image was set: the data plane refuses it
 
 
+def frame_problem(frame: match_pb2.Frame) -> RequestError | None:
+    """Why the frame's own fields are unusable: ids longer than the audit log records, an impossible time."""
+    for name in ("camera_id", "gate_id", "flight_id"):
+        if len(getattr(frame, name)) > MAX_TEXT:
+            return RequestError(f"{name} is {len(getattr(frame, name))} characters, over {MAX_TEXT}")
+    if frame.HasField("captured_at"):
+        try:
+            frame.captured_at.ToDatetime(UTC)
+        except (ValueError, OverflowError) as exc:
+            return RequestError(f"captured_at is not a valid time: {exc}")
+    return None
+
+
 def stream_frame(frame: match_pb2.Frame) -> StreamFrame:
-    captured = frame.captured_at.ToDatetime(UTC) if frame.HasField("captured_at") else None
+    """A received frame for the scheduler; a frame with unusable fields carries its problem (an error event)."""
+    problem = frame_problem(frame)
+    captured = frame.captured_at.ToDatetime(UTC) if frame.HasField("captured_at") and not problem else None
     return StreamFrame(
-        frame.camera_id, frame.gate_id, frame.flight_id, frame.sequence, image_of(frame), captured
+        frame.camera_id, frame.gate_id, frame.flight_id, frame.sequence, image_of(frame), captured, problem
     )
 
 
@@ -167,12 +184,15 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         frame = request.frame
         try:
             identity = self.auth.identify(context)
+            problem = frame_problem(frame)
+            if problem is not None:
+                raise problem
             self._authorize(identity, frame)
             plane, _ = self.ready()
             budget = plane.budget(context.time_remaining(), self.margin_s)
             probe = Probe(frame.flight_id, image_of(frame), frame.sequence)
             result = plane.run_match(probe, budget, request.max_candidates or None)
-        except GatematchError as exc:
+        except Exception as exc:  # typed errors get their code; a bug is INTERNAL and leaks nothing
             abort(context, exc)
         self.metrics.observe_stages(result.stage_s)
         self.metrics.decisions.labels("unary", result.decision.value).inc()
@@ -209,7 +229,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
             )
             for event in events:
                 yield event_pb(event)
-        except GatematchError as exc:
+        except Exception as exc:  # typed errors get their code; a bug is INTERNAL and leaks nothing
             abort(context, exc)
 
 
@@ -254,6 +274,8 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
     def Load(
         self, request_iterator: Iterator[gallery_pb2.LoadGalleryRequest], context: grpc.ServicerContext
     ) -> gallery_pb2.LoadGalleryResponse:
+        ended = threading.Event()
+        context.add_callback(ended.set)  # runs when the call ends: before we answer, only if cancelled
         try:
             identity = self.auth.identify(context)
             plane, _ = self.ready()
@@ -270,6 +292,10 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
                     enrollment.add_templates([(t.traveler_id, t.values) for t in part.templates.templates])
                 else:
                     raise ManifestError(f"unexpected {kind or 'empty part'} after the header")
+            # A client cut off mid-upload can look like one that finished: grpc may end the request iterator
+            # before it registers the cancellation. Give that a moment to show, so no partial gallery is written.
+            if ended.wait(CANCEL_SETTLE_S) or not context.is_active():
+                raise RequestError("the gallery load was cancelled by the client; nothing was written")
             result = enrollment.finish()
         except GatematchError as exc:
             abort(context, exc)

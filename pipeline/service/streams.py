@@ -18,12 +18,12 @@ import grpc
 from gatematch.errors import BudgetExceededError, GatematchError
 from gatematch.gallery import GalleryInfo, SearchResult
 from gatematch.service.audit import AuditLog, AuditRecord
-from gatematch.service.config import EncounterConfig
+from gatematch.service.config import EncounterConfig, ServerConfig
 from gatematch.service.dataplane import Assessment, DataPlane, Decision, RawPixels, sighting_quality
 from gatematch.service.encounter import EncounterOutcome, EncounterTracker, Sighting
 from gatematch.service.flow import Budget, LatestSlot
 from gatematch.service.metrics import Metrics
-from gatematch.service.status import status_for
+from gatematch.service.status import CapacityError, status_for
 
 TICK_S = 0.1  # how often an idle stream checks its encounters' budgets
 
@@ -36,6 +36,7 @@ class StreamFrame:
     sequence: int
     image: bytes | RawPixels
     captured_at: datetime | None = None
+    problem: GatematchError | None = None  # the frame's fields are unusable: answered with this error
     received: float = field(default_factory=time.monotonic)
 
 
@@ -84,8 +85,10 @@ class StreamScheduler:
         encounter_s: float,
         metrics: Metrics,
         audit: AuditLog | None = None,
+        max_streams: int = ServerConfig.max_streams,
     ):
         self.plane = plane
+        self.max_streams = max_streams
         self.encounter = encounter
         self.encounter_s = encounter_s
         self.metrics = metrics
@@ -136,6 +139,11 @@ class StreamScheduler:
             raise BudgetExceededError("server is shutting down; reconnect to another instance")
         slot: LatestSlot[StreamFrame] = LatestSlot()
         with self._cond:
+            # Refused here, not by gRPC's call limit: that limit would refuse health checks and unary calls too.
+            if self._open >= self.max_streams:
+                raise CapacityError(
+                    f"the server already serves its maximum of {self.max_streams} camera streams"
+                )
             self._open += 1
             self._slots.add(slot)
         self.metrics.active_streams.inc()
@@ -152,7 +160,8 @@ class StreamScheduler:
                         break
                     yield from self._tick(flights, slot.dropped, client, time.monotonic())
                     continue
-                authorize(frame)
+                if frame.problem is None:
+                    authorize(frame)
                 yield from self._frame(flights, frame, slot.dropped, client)
             # the stream ends: every open encounter gets its one decision now
             yield from self._tick(flights, slot.dropped, client, time.monotonic(), closing=True)
@@ -179,6 +188,8 @@ class StreamScheduler:
         budget = Budget.start(self.plane.frame_budget_s)
         stage_s: dict[str, float] = {}
         try:
+            if frame.problem is not None:
+                raise frame.problem
             event, outcomes = self.plane.pool.run(
                 lambda b: self._process(state, frame, b, stage_s, dropped), budget
             )

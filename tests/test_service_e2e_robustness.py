@@ -1,0 +1,172 @@
+"""End to end, the edges a reviewer pushed on: malformed frame fields, streams beyond max_streams, a gallery load
+cut mid-way. A real server on 127.0.0.1 (port 0) with real models and an examples6 gallery; frames are sent in
+lock step (the next only after the previous one's observation) so that none is dropped as stale.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import need
+from gatematch.cli_service import load_requests, make_frame, open_channel
+from gatematch.facepipeline import FacePipeline
+from gatematch.service.server import pipeline_config
+from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
+from grpc_health.v1 import health_pb2
+from service_support import calibration_for, health_status, service_config, start_server
+
+FLIGHT = "GM404"
+MAX_STREAMS = 2
+
+
+@pytest.fixture(scope="module")
+def examples(faces_dir: Path) -> Path:
+    return need(faces_dir / "examples6", "examples6 photos")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, model_store, faces_dir, examples):
+    config = service_config(tmp_path_factory.mktemp("robust"), max_streams=MAX_STREAMS)
+    pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
+    server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
+    with open_channel(f"127.0.0.1:{server.port}") as channel:
+        photos = [("obama", (examples / "obama" / "obama.jpg").read_bytes())]
+        departure = datetime.now(UTC) + timedelta(hours=2)
+        gallery_pb2_grpc.GalleryServiceStub(channel).Load(
+            load_requests(FLIGHT, departure, photos), timeout=60
+        )
+    yield server
+    server.stop(1.0)
+
+
+@pytest.fixture(scope="module")
+def channel(service):
+    with open_channel(f"127.0.0.1:{service.port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def obama(examples) -> bytes:
+    return (examples / "obama" / "obama2.jpg").read_bytes()
+
+
+def lockstep(channel, frames: Iterable[match_pb2.Frame]) -> list[match_pb2.StreamEvent]:
+    """A stream that sends each frame only once the previous one was observed, so none is dropped."""
+    turn = threading.Semaphore(1)
+
+    def requests() -> Iterator[match_pb2.Frame]:
+        for frame in frames:
+            turn.acquire(timeout=30)
+            yield frame
+
+    events = []
+    for event in match_pb2_grpc.MatchServiceStub(channel).StreamMatch(requests(), timeout=60):
+        events.append(event)
+        if event.WhichOneof("event") == "observation":
+            turn.release()
+    return events
+
+
+def observations(events) -> list[match_pb2.FrameObservation]:
+    return [e.observation for e in events if e.WhichOneof("event") == "observation"]
+
+
+def matched(events) -> list[str]:
+    return [
+        e.decision.candidates[0].traveler_id
+        for e in events
+        if e.WhichOneof("event") == "decision" and e.decision.decision == match_pb2.DECISION_MATCH
+    ]
+
+
+def unary(channel, frame: match_pb2.Frame) -> match_pb2.MatchResponse:
+    return match_pb2_grpc.MatchServiceStub(channel).Match(match_pb2.MatchRequest(frame=frame), timeout=30)
+
+
+def _bad_capture_time(frame: match_pb2.Frame) -> None:
+    frame.captured_at.seconds = 2**62  # far past year 9999: no datetime can hold it
+
+
+def _long_camera_id(frame: match_pb2.Frame) -> None:
+    frame.camera_id = "c" * 300
+
+
+def _long_gate_id(frame: match_pb2.Frame) -> None:
+    frame.gate_id = "g" * 300
+
+
+@pytest.mark.parametrize("spoil", [_bad_capture_time, _long_camera_id, _long_gate_id])
+def test_a_frame_with_unusable_fields_is_an_error_for_that_frame_only(service, channel, obama, spoil):
+    bad = make_frame("cam-1", "A1", FLIGHT, 1, obama)
+    spoil(bad)
+    events = lockstep(channel, [bad, make_frame("cam-1", "A1", FLIGHT, 2, obama)])
+    first = observations(events)[0]
+    assert first.sequence == 1 and first.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert first.error.message
+    assert matched(events) == ["obama"]  # the stream went on and the next frame matched
+    if spoil is not _bad_capture_time:  # a unary call ignores the capture time
+        with pytest.raises(grpc.RpcError) as caught:
+            unary(channel, bad)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert unary(channel, make_frame("cam-1", "A1", FLIGHT, 3, obama)).decision == match_pb2.DECISION_MATCH
+
+
+def test_streams_beyond_max_streams_are_refused_while_health_and_matching_still_answer(
+    service, channel, obama
+):
+    release = threading.Event()
+
+    def idle_camera() -> Iterator[match_pb2.Frame]:
+        release.wait(30)
+        return
+        yield
+
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    calls = [stub.StreamMatch(idle_camera(), timeout=60) for _ in range(MAX_STREAMS + 3)]
+    try:
+        deadline = time.monotonic() + 10
+        while service.ready()[1].open_streams < MAX_STREAMS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the extra streams have arrived by now
+        assert service.ready()[1].open_streams == MAX_STREAMS
+        assert health_status(f"127.0.0.1:{service.port}") == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            unary(channel, make_frame("cam-1", "A1", FLIGHT, 1, obama)).decision == match_pb2.DECISION_MATCH
+        )
+    finally:
+        release.set()
+    codes = []
+    for call in calls:
+        try:
+            list(call)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+    assert codes.count(grpc.StatusCode.OK) == MAX_STREAMS
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 3
+
+
+def test_a_gallery_load_cut_midway_leaves_no_gallery(service, channel, examples):
+    photos = [(who, (examples / who / f"{who}.jpg").read_bytes()) for who in ("obama", "biden")]
+    stub = gallery_pb2_grpc.GalleryServiceStub(channel)
+
+    def dying_client(flight: str) -> Iterator[gallery_pb2.LoadGalleryRequest]:
+        requests = load_requests(flight, datetime.now(UTC) + timedelta(hours=2), photos, chunk_bytes=1)
+        yield next(requests)  # the header
+        yield next(requests)  # one traveler's photo
+        time.sleep(0.3)  # the server has enrolled it and waits for more
+        raise ConnectionError("the client process dies")
+
+    flights = [f"GM5{n}" for n in range(4)]
+    for flight in flights:  # the server half-finishing a cut load is a race: give it several chances
+        with pytest.raises(grpc.RpcError):
+            stub.Load(dying_client(flight), timeout=60)
+    time.sleep(1.0)  # a server that wrongly goes on finishing the load has written it by now
+    listed = stub.List(gallery_pb2.ListGalleriesRequest(include_expired=True), timeout=10).galleries
+    assert not {g.flight_id for g in listed} & set(flights)
