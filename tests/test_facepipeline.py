@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
+from conftest import need
 from gatematch.errors import BadImageError, ImageTooLargeError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.images import ImageLimits
@@ -68,7 +69,8 @@ def test_every_input_form_gives_the_same_faces(pipeline, examples):
 
 
 def test_batch_equals_single(pipeline, faces_dir):
-    paths = sorted((faces_dir / "celeba_wild").rglob("*.jpg"))[:12]
+    paths = sorted(need(faces_dir / "celeba_wild", "celeba_wild photos").rglob("*.jpg"))[:12]
+    assert len(paths) == 12  # an empty folder must not pass vacuously
     images = [cv2.imread(str(p)) for p in paths]
     batch = pipeline.analyze_batch(images)
     for image, analysis in zip(images, batch, strict=True):
@@ -81,7 +83,8 @@ def test_batch_equals_single(pipeline, faces_dir):
 
 
 def test_concurrent_callers_share_sessions_safely(pipeline, faces_dir):
-    paths = sorted((faces_dir / "celeb5").rglob("*.jpg"))[:16]
+    paths = sorted(need(faces_dir / "celeb5", "celeb5 photos").rglob("*.jpg"))[:16]
+    assert len(paths) == 16
     expected = [pipeline.analyze(p) for p in paths]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(pipeline.analyze, paths * 2))
