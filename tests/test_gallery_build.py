@@ -26,7 +26,7 @@ from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.cards import get_pack
 from gatematch.errors import CalibrationError, GalleryExpiredError, GalleryExportError, WrongPackError
 from gatematch.facepipeline import FacePipeline
-from gatematch.gallery import Gallery, ModelRef, OperatingPoint
+from gatematch.gallery import Gallery, ModelRef, OperatingPoint, load_default_calibration
 from gatematch.gallery_store import GalleryStore
 from gatematch.gallery_tools import cli
 from gatematch.gallery_tools.build import BuildReport, build_gallery
@@ -329,3 +329,27 @@ def test_cli_bad_retention_and_export_target_are_clear_errors(built, tmp_path: P
     target = tmp_path / "missing-folder" / "export.json"
     with pytest.raises(GalleryExportError, match="missing-folder"):
         run_cli("export", report.info.gallery_id, "--store", str(store.root), "--output", str(target))
+
+
+def test_shipped_calibration_sets_the_threshold_for_this_gallerys_size(built, probes) -> None:
+    """The table shipped in models/calibration/ (measured by `gatematch bench accuracy`), not one fitted here:
+    the threshold follows the gallery's size, and strangers rarely pass it."""
+    store, report, _ = built
+    gallery = store.load(report.info.gallery_id)
+    shipped = load_default_calibration(report.info.embedder.name)
+    mated, strangers = probes
+    size = report.info.travelers
+    first = gallery.search(mated[0][1], report.info.embedder, shipped)
+    assert first.gallery_size == size
+    assert first.threshold == pytest.approx(shipped.threshold_for_fpir(0.003, size))
+    assert first.threshold > shipped.threshold_for_fpir(0.003, 10), "a bigger gallery needs a higher bar"
+    assert first.estimated_fpir == pytest.approx(0.003, rel=0.05)
+    top = first.candidates[0]
+    assert top.confidence == pytest.approx(1 - shipped.fpir_at(top.score, size))
+    false_matches = sum(gallery.search(e, report.info.embedder, shipped).match is not None for e in strangers)
+    assert false_matches <= 3, f"{false_matches} of {len(strangers)} strangers matched at FPIR 0.003"
+    hits = [gallery.search(e, report.info.embedder, shipped).match for _, e in mated]
+    true_matches = np.mean(
+        [m is not None and m.traveler_id == t for (t, _), m in zip(mated, hits, strict=True)]
+    )
+    assert true_matches >= 0.7, f"true matches {true_matches:.3f}"
