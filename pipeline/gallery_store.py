@@ -57,6 +57,10 @@ DEFAULT_RETENTION = timedelta(hours=12)  # U.S. exit practice: citizens' photos 
 FLIGHT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 INDEX_SUFFIXES = (".faiss", ".faiss.enc")
 TMP_MARK = ".tmp-"
+# The names this store gives its index files (final or written aside); nothing else in the folder is ours.
+INDEX_FILE = re.compile(
+    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\d+)?"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS galleries (
@@ -215,8 +219,7 @@ class GalleryStore:
         """Remove index files no gallery points at (left by a crash). Caller holds the write lock."""
         live = {row[0] for row in con.execute("SELECT index_file FROM galleries")}
         for path in self.root.iterdir():
-            is_index = path.name.endswith(INDEX_SUFFIXES) or TMP_MARK in path.name
-            if is_index and path.name not in live:
+            if INDEX_FILE.fullmatch(path.name) and path.name not in live:
                 _shred(path)
 
     # -- writing -------------------------------------------------------------------------------------------

@@ -390,3 +390,16 @@ def test_gallery_where_every_traveler_failed_gives_no_candidate(tmp_path: Path) 
     gallery = store.load(store.write(empty, now=BEFORE).info.gallery_id, now=BEFORE)
     result = gallery.search(probe_of(draft()[1], 0), EMBEDDER, table, now=BEFORE)
     assert (result.gallery_size, result.candidates, result.match) == (0, (), None)
+
+
+def test_store_opened_on_the_wrong_folder_leaves_other_files_alone(tmp_path: Path) -> None:
+    """Orphan collection removes only files named like the store's own index files: `--store` pointed at the
+    wrong folder must not shred somebody's *.faiss or editor temp files."""
+    theirs = {"research.faiss": b"someone's index", "notes.txt.tmp-12": b"draft", "x.faiss.enc": b"blob"}
+    for name, data in theirs.items():
+        (tmp_path / name).write_bytes(data)
+    orphan = tmp_path / "GM101_20300501T1830Z.v3.faiss.tmp-999"
+    orphan.write_bytes(b"half-written")
+    GalleryStore(tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in theirs} == theirs
+    assert not orphan.exists()
