@@ -8,15 +8,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
 import grpc
+import numpy as np
 import pytest
 from conftest import need
 from gatematch.cli_service import load_requests, make_frame, open_channel
 from gatematch.facepipeline import FacePipeline
-from gatematch.service.server import pipeline_config
+from gatematch.service.config import BudgetConfig
+from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 from grpc_health.v1 import health_pb2
 from service_support import calibration_for, health_status, service_config, start_server
@@ -31,16 +35,28 @@ def examples(faces_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, model_store, faces_dir, examples):
-    config = service_config(tmp_path_factory.mktemp("robust"), max_streams=MAX_STREAMS)
-    pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
+def pipeline(model_store) -> FacePipeline:
+    config = pipeline_config(service_config(Path()))
+    return FacePipeline.from_pack("default", store=model_store, config=config)
+
+
+def serve(root: Path, model_store, pipeline, faces_dir, enrolled: Path, **changes) -> GateMatchServer:
+    """A loaded server whose FLIGHT gallery holds the one traveler of the photo `enrolled`."""
+    config = replace(service_config(root, max_streams=MAX_STREAMS), **changes)
     server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
     with open_channel(f"127.0.0.1:{server.port}") as channel:
-        photos = [("obama", (examples / "obama" / "obama.jpg").read_bytes())]
+        photos = [(enrolled.parent.name, enrolled.read_bytes())]
         departure = datetime.now(UTC) + timedelta(hours=2)
         gallery_pb2_grpc.GalleryServiceStub(channel).Load(
             load_requests(FLIGHT, departure, photos), timeout=60
         )
+    return server
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, model_store, pipeline, faces_dir, examples):
+    root = tmp_path_factory.mktemp("robust")
+    server = serve(root, model_store, pipeline, faces_dir, examples / "obama" / "obama.jpg")
     yield server
     server.stop(1.0)
 
@@ -56,14 +72,17 @@ def obama(examples) -> bytes:
     return (examples / "obama" / "obama2.jpg").read_bytes()
 
 
-def lockstep(channel, frames: Iterable[match_pb2.Frame]) -> list[match_pb2.StreamEvent]:
-    """A stream that sends each frame only once the previous one was observed, so none is dropped."""
+def lockstep(channel, frames: Iterable[match_pb2.Frame], hold_s: float = 0.0) -> list[match_pb2.StreamEvent]:
+    """A stream that sends each frame only once the previous one was observed, so none is dropped; it
+    stays open `hold_s` after the last observation."""
     turn = threading.Semaphore(1)
 
     def requests() -> Iterator[match_pb2.Frame]:
         for frame in frames:
             turn.acquire(timeout=30)
             yield frame
+        turn.acquire(timeout=30)
+        time.sleep(hold_s)
 
     events = []
     for event in match_pb2_grpc.MatchServiceStub(channel).StreamMatch(requests(), timeout=60):
@@ -170,3 +189,34 @@ def test_a_gallery_load_cut_midway_leaves_no_gallery(service, channel, examples)
     time.sleep(1.0)  # a server that wrongly goes on finishing the load has written it by now
     listed = stub.List(gallery_pb2.ListGalleriesRequest(include_expired=True), timeout=10).galleries
     assert not {g.flight_id for g in listed} & set(flights)
+
+
+def test_a_frame_abandoned_at_its_budget_leaves_no_trace_in_the_encounters(
+    tmp_path, model_store, pipeline, faces_dir, examples
+):
+    """An 8x8 grid of faces takes several frame budgets to analyse. The stream answers it BUDGET_EXCEEDED at
+    its budget; the worker still busy with it must not then open or close encounters behind the camera's
+    back: every encounter the camera hears decided is one it saw a face of, and each is decided once."""
+    budgets = BudgetConfig(frame_ms=150, encounter_ms=250)
+    server = serve(
+        tmp_path, model_store, pipeline, faces_dir, examples / "biden" / "biden.jpg", budgets=budgets
+    )
+    try:
+        faces = [cv2.resize(cv2.imread(str(p)), (240, 300)) for p in sorted(examples.glob("*/*"))]
+        tiles = [faces[i % len(faces)] for i in range(64)]
+        crowd = cv2.imencode(".jpg", np.vstack([np.hstack(tiles[r * 8 : r * 8 + 8]) for r in range(8)]))[1]
+        unknown = (examples / "obama" / "obama2.jpg").read_bytes()  # a usable face nobody enrolled
+        frames = [
+            make_frame("cam-1", "A1", FLIGHT, 1, unknown),
+            make_frame("cam-1", "A1", FLIGHT, 2, crowd.tobytes()),
+        ]
+        with open_channel(f"127.0.0.1:{server.port}") as channel:
+            events = lockstep(channel, frames, hold_s=1.0)  # the worker is done long before the stream ends
+    finally:
+        server.stop(1.0)
+    first, second = observations(events)
+    assert second.status == match_pb2.DECISION_BUDGET_EXCEEDED  # the crowd outlasted its 150 ms
+    seen = {face.encounter_id for obs in (first, second) for face in obs.faces if face.encounter_id}
+    decided = [e.decision for e in events if e.WhichOneof("event") == "decision"]
+    assert sorted(d.encounter_id for d in decided) == sorted(seen)
+    assert decided[0].decision == match_pb2.DECISION_NO_MATCH

@@ -143,14 +143,20 @@ class WorkerPool:
             self._depth(-1)
             raise
 
-    def run(self, fn: Callable[[Budget], T], budget: Budget) -> T:
-        """fn(budget) on a worker; BudgetExceededError when the budget ends first (the result is then discarded)."""
+    def run(self, fn: Callable[[Budget], T], budget: Budget, abandon: Callable[[], bool] = lambda: True) -> T:
+        """fn(budget) on a worker; BudgetExceededError when the budget ends first (the result is then discarded).
+
+        A running task cannot be stopped, so `abandon` is asked when the budget ends: False means the task has
+        already committed to changing shared state in time, and its short remainder is awaited instead.
+        """
         future = self.submit(fn, budget)
         try:
             return future.result(timeout=budget.remaining())
         except FutureTimeout:
             if future.cancel():
                 self._depth(-1)
+            elif not abandon():
+                return future.result()
             raise BudgetExceededError(f"abandoned after {budget.seconds * 1000:.0f} ms budget") from None
 
     def shutdown(self, wait: bool = True) -> None:

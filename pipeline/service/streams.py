@@ -75,6 +75,20 @@ class _Flight:
     gallery: GalleryInfo | None = None
 
 
+class _Claim:
+    """Who decides one frame's effect on its stream's encounters: the worker, if it gets there within the
+    budget, or the stream giving up on it. Exactly one wins, so abandoned work never changes encounters late."""
+
+    def __init__(self) -> None:
+        self._owner = ""
+        self._lock = threading.Lock()
+
+    def take(self, owner: str) -> bool:
+        with self._lock:
+            self._owner = self._owner or owner
+            return self._owner == owner
+
+
 class StreamScheduler:
     """Runs every camera stream of the server over the data plane's one worker pool."""
 
@@ -187,14 +201,19 @@ class StreamScheduler:
         state = self._state(flights, frame.flight_id)
         budget = Budget.start(self.plane.frame_budget_s)
         stage_s: dict[str, float] = {}
+        claim = _Claim()
         try:
             if frame.problem is not None:
                 raise frame.problem
             event, outcomes = self.plane.pool.run(
-                lambda b: self._process(state, frame, b, stage_s, dropped), budget
+                lambda b: self._process(state, frame, b, stage_s, dropped, claim),
+                budget,
+                lambda: claim.take("stream"),
             )
         except BudgetExceededError:
-            event, outcomes = FrameEvent(frame, Decision.BUDGET_EXCEEDED, None, 0, stage_s, dropped), []
+            # a copy: an abandoned worker may still be adding its stage times
+            event = FrameEvent(frame, Decision.BUDGET_EXCEEDED, None, 0, stage_s.copy(), dropped)
+            outcomes = []
         except GatematchError as exc:
             event, outcomes = FrameEvent(frame, None, None, 0, stage_s, dropped, status_for(exc)), []
         self.metrics.observe_stages(event.stage_s)
@@ -206,22 +225,29 @@ class StreamScheduler:
         )
 
     def _process(
-        self, state: _Flight, frame: StreamFrame, budget: Budget, stage_s: dict[str, float], dropped: int
+        self,
+        state: _Flight,
+        frame: StreamFrame,
+        budget: Budget,
+        stage_s: dict[str, float],
+        dropped: int,
+        claim: _Claim,
     ) -> tuple[FrameEvent, list[EncounterOutcome]]:
         """On a worker: resolve the gallery, assess the frame, feed the primary face to its encounter."""
         plane = self.plane
         stage_s["queue"] = budget.elapsed()
         gallery = plane._timed("gallery", budget, stage_s, plane.resolve, frame.flight_id)
-        state.gallery = gallery.info
         assessment = plane.assess(frame.image, budget, stage_s)
         face = assessment.face
+        usable = face is not None and assessment.decision is None
+        budget.require("search", plane.costs.estimate("search") if usable else 0.0)
+        if not claim.take("worker"):
+            raise BudgetExceededError("the stream gave up on this frame")
+        state.gallery = gallery.info
         if face is None:
             return FrameEvent(
                 frame, assessment.decision, assessment, 0, stage_s, dropped
             ), state.tracker.tick(time.monotonic())
-        usable = assessment.decision is None
-        if usable:
-            budget.require("search", plane.costs.estimate("search"))
         state.tracker.search = lambda embedding: plane.search(gallery, embedding)
         box = tuple(float(v) for v in face.detection.box)
         sighting = Sighting(box, sighting_quality(face), face.embedding if usable else None)
