@@ -148,13 +148,22 @@ def _traveler(
 
 
 def _unique(travelers: list[tuple[ManifestTraveler, str]], source: Path) -> tuple[ManifestTraveler, ...]:
+    """One entry per traveler, and no photo under two travelers: either is an identity mix-up upstream."""
     first: dict[str, str] = {}
+    owner: dict[Path, str] = {}
     for traveler, where in travelers:
         if traveler.traveler_id in first:
             raise ManifestError(
                 f"{where}: duplicate traveler_id {traveler.traveler_id} (first at {first[traveler.traveler_id]})"
             )
         first[traveler.traveler_id] = where
+        for photo in traveler.photos:
+            if photo in owner:
+                raise ManifestError(
+                    f"{where}: photo {photo.name} of traveler {traveler.traveler_id} is also listed for "
+                    f"traveler {owner[photo]}"
+                )
+            owner[photo] = traveler.traveler_id
     if not travelers:
         raise ManifestError(f"manifest {source}: no travelers")
     return tuple(t for t, _ in travelers)

@@ -50,7 +50,7 @@ def load_requests(
     retention: timedelta | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator:
-    """The GalleryService.Load stream: header, then photo chunks of at most about `chunk_bytes` each."""
+    """The GalleryService.Load stream: header, photo chunks of at most about `chunk_bytes` each, commit."""
     from gatematch.v1 import gallery_pb2
 
     header = gallery_pb2.GalleryHeader(flight_id=flight_id)
@@ -58,15 +58,17 @@ def load_requests(
     if retention is not None:
         header.retention.FromTimedelta(retention)
     yield gallery_pb2.LoadGalleryRequest(header=header)
-    chunk, size = [], 0
+    chunk, size, count = [], 0, 0
     for traveler_id, data in photos:
         if chunk and size + len(data) > chunk_bytes:
             yield gallery_pb2.LoadGalleryRequest(photos=gallery_pb2.PhotoChunk(photos=chunk))
             chunk, size = [], 0
         chunk.append(gallery_pb2.EnrollmentPhoto(traveler_id=traveler_id, image=data))
         size += len(data)
+        count += 1
     if chunk:
         yield gallery_pb2.LoadGalleryRequest(photos=gallery_pb2.PhotoChunk(photos=chunk))
+    yield gallery_pb2.LoadGalleryRequest(commit=gallery_pb2.LoadCommit(photo_count=count))
 
 
 def make_frame(camera: str, gate: str, flight: str, sequence: int, encoded: bytes):

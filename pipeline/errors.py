@@ -89,3 +89,12 @@ class AuthorizationError(GatematchError):
 
 class GalleryExportError(GatematchError):
     """A gallery export cannot be written where asked (the file exists, or templates were sent to a terminal)."""
+
+
+class RequestError(GatematchError):
+    """A request field the service cannot use (an id too long to audit, an impossible capture time, a load
+    whose commit is missing or disagrees with what arrived)."""
+
+
+class CapacityError(GatematchError):
+    """The server is at a configured limit (max_streams): the client should retry later or elsewhere."""

@@ -71,6 +71,12 @@ def test_duplicate_traveler_id_names_both_lines(tmp_path: Path, photos: list[Pat
         load_manifest(write(tmp_path, "m.csv", HEADER + rows))
 
 
+def test_one_photo_under_two_travelers_is_refused(tmp_path: Path, photos: list[Path]) -> None:
+    rows = "".join(f"GM101,2030-05-01T18:30:00Z,{t},photos/{photos[0].name},\n" for t in "AB")
+    with pytest.raises(ManifestError, match=r"line 3: photo .* of traveler B is also listed for traveler A"):
+        load_manifest(write(tmp_path, "m.csv", HEADER + rows))
+
+
 def test_missing_photo_file_names_line_and_path(tmp_path: Path, photos: list[Path]) -> None:
     text = HEADER + f"GM101,2030-05-01T18:30:00Z,A,photos/{photos[0].name};photos/gone.jpg,\n"
     with pytest.raises(ManifestError, match=r"line 2 photo 2: photo file 'photos/gone.jpg' not found"):

@@ -239,6 +239,51 @@ def test_expired_gallery_is_refused_then_purged_by_retention(service, channel, m
     assert_still_serving(service, match_stub, examples)
 
 
+def template_load(flight: str, pipeline: FacePipeline, templates: list[tuple[str, np.ndarray]], commit=None):
+    """A Load of precomputed templates: header naming the embedder, one template chunk, then `commit`."""
+    card = pipeline.pack.embedder
+    header = gallery_pb2.GalleryHeader(
+        flight_id=flight,
+        embedder=card.name,
+        embedder_sha256=card.sha256,
+        embedding_size=pipeline.embedding_size,
+    )
+    header.departure_utc.FromDatetime(datetime.now(UTC) + timedelta(hours=2))
+    yield gallery_pb2.LoadGalleryRequest(header=header)
+    chunk = [gallery_pb2.Template(traveler_id=who, values=vector.tolist()) for who, vector in templates]
+    yield gallery_pb2.LoadGalleryRequest(templates=gallery_pb2.TemplateChunk(templates=chunk))
+    if commit is not None:
+        yield gallery_pb2.LoadGalleryRequest(commit=commit)
+
+
+def test_gallery_loaded_from_precomputed_templates_matches_a_photo(service, channel, match_stub, examples):
+    """Templates computed elsewhere with the same embedder are a gallery like any other."""
+    templates = [
+        (who, service.pipeline.analyze(examples / who / name).primary().embedding)
+        for who, name in (("obama", "obama.jpg"), ("biden", "biden.jpg"))
+    ]
+    stub = gallery_pb2_grpc.GalleryServiceStub(channel)
+    response = stub.Load(
+        template_load("GM7T", service.pipeline, templates, gallery_pb2.LoadCommit(template_count=2)),
+        timeout=30,
+    )
+    assert (response.gallery.traveler_count, response.gallery.template_count) == (2, 2)
+    answer = match(match_stub, (examples / "biden" / "biden2.jpg").read_bytes(), flight="GM7T")
+    assert answer.decision == match_pb2.DECISION_MATCH and answer.candidates[0].traveler_id == "biden"
+
+
+def test_a_load_without_commit_or_with_wrong_counts_writes_nothing(service, channel, examples):
+    vector = service.pipeline.analyze(examples / "obama" / "obama.jpg").primary().embedding
+    stub = gallery_pb2_grpc.GalleryServiceStub(channel)
+    for flight, commit in (("GM7N", None), ("GM7W", gallery_pb2.LoadCommit(template_count=5))):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Load(template_load(flight, service.pipeline, [("obama", vector)], commit), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "nothing was written" in caught.value.details()
+    listed = stub.List(gallery_pb2.ListGalleriesRequest(include_expired=True), timeout=10).galleries
+    assert not {g.flight_id for g in listed} & {"GM7N", "GM7W"}
+
+
 def test_load_without_header_or_with_garbage_photos_is_refused_or_reported(channel):
     stub = gallery_pb2_grpc.GalleryServiceStub(channel)
     chunk = gallery_pb2.PhotoChunk(photos=[gallery_pb2.EnrollmentPhoto(traveler_id="x", image=b"junk")])

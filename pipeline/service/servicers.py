@@ -6,12 +6,11 @@ streams and gallery loading live in the data plane and the stream scheduler.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 
 import grpc
-from gatematch.errors import GatematchError, ManifestError
+from gatematch.errors import GatematchError, ManifestError, RequestError
 from gatematch.gallery import Candidate, GalleryInfo, SearchResult
 from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
 from gatematch.service.dataplane import (
@@ -25,11 +24,10 @@ from gatematch.service.dataplane import (
 )
 from gatematch.service.metrics import Metrics
 from gatematch.service.security import Authenticator, Identity
-from gatematch.service.status import RequestError, abort
+from gatematch.service.status import abort
 from gatematch.service.streams import FrameEvent, StreamEvent, StreamFrame, StreamScheduler
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 
-CANCEL_SETTLE_S = 0.2  # how long a finished gallery upload waits for a late-registered cancellation
 Ready = Callable[[], tuple[DataPlane, StreamScheduler]]  # raises ModelError while models are loading
 
 _DTYPE = {
@@ -274,8 +272,6 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
     def Load(
         self, request_iterator: Iterator[gallery_pb2.LoadGalleryRequest], context: grpc.ServicerContext
     ) -> gallery_pb2.LoadGalleryResponse:
-        ended = threading.Event()
-        context.add_callback(ended.set)  # runs when the call ends: before we answer, only if cancelled
         try:
             identity = self.auth.identify(context)
             plane, _ = self.ready()
@@ -283,19 +279,30 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
             if first is None or first.WhichOneof("part") != "header":
                 raise ManifestError("a gallery load starts with its header")
             enrollment = plane.enrollment(load_header(first.header))
+            photos = templates = 0
+            commit = None
             for part in request_iterator:
                 kind = part.WhichOneof("part")
+                if commit is not None:
+                    raise ManifestError(f"unexpected {kind or 'empty part'} after the commit")
                 if kind == "photos":
                     chunk = [(p.traveler_id, p.image) for p in part.photos.photos]
                     plane.pool.run(lambda _b, c=chunk: enrollment.add_photos(c), plane.admin_budget())
+                    photos += len(chunk)
                 elif kind == "templates":
                     enrollment.add_templates([(t.traveler_id, t.values) for t in part.templates.templates])
+                    templates += len(part.templates.templates)
+                elif kind == "commit":
+                    commit = part.commit
                 else:
                     raise ManifestError(f"unexpected {kind or 'empty part'} after the header")
-            # A client cut off mid-upload can look like one that finished: grpc may end the request iterator
-            # before it registers the cancellation. Give that a moment to show, so no partial gallery is written.
-            if ended.wait(CANCEL_SETTLE_S) or not context.is_active():
-                raise RequestError("the gallery load was cancelled by the client; nothing was written")
+            if commit is None:
+                raise RequestError("the gallery load ended without its commit message; nothing was written")
+            if (commit.photo_count, commit.template_count) != (photos, templates):
+                raise RequestError(
+                    f"the gallery load's commit announces {commit.photo_count} photos and {commit.template_count} "
+                    f"templates, but {photos} and {templates} arrived; nothing was written"
+                )
             result = enrollment.finish()
         except GatematchError as exc:
             abort(context, exc)

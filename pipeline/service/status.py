@@ -16,14 +16,6 @@ from gatematch import errors
 log = logging.getLogger(__name__)
 
 
-class RequestError(errors.GatematchError):
-    """A request field the service cannot use (an id too long to audit, an impossible capture time)."""
-
-
-class CapacityError(errors.GatematchError):
-    """The server is at a configured limit (max_streams): the client should retry later or elsewhere."""
-
-
 STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.GatematchError: grpc.StatusCode.UNKNOWN,
     errors.BadImageError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -46,8 +38,8 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.BudgetExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
     errors.AuthorizationError: grpc.StatusCode.PERMISSION_DENIED,
-    RequestError: grpc.StatusCode.INVALID_ARGUMENT,
-    CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
-from gatematch.errors import BudgetExceededError, GatematchError
+from gatematch.errors import BudgetExceededError, CapacityError, GatematchError
 from gatematch.gallery import GalleryInfo, SearchResult
 from gatematch.service.audit import AuditLog, AuditRecord
 from gatematch.service.config import EncounterConfig, ServerConfig
@@ -23,7 +23,7 @@ from gatematch.service.dataplane import Assessment, DataPlane, Decision, RawPixe
 from gatematch.service.encounter import EncounterOutcome, EncounterTracker, Sighting
 from gatematch.service.flow import Budget, LatestSlot
 from gatematch.service.metrics import Metrics
-from gatematch.service.status import CapacityError, status_for
+from gatematch.service.status import status_for
 
 TICK_S = 0.1  # how often an idle stream checks its encounters' budgets
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatematch/v1/gallery.proto\x12\x0cgatematch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\rGalleryHeader\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x31\n\rdeparture_utc\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x03 \x01(\t\x12,\n\tretention\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65mbedder\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\r\"5\n\x0f\x45nrollmentPhoto\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"/\n\x08Template\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\";\n\nPhotoChunk\x12-\n\x06photos\x18\x01 \x03(\x0b\x32\x1d.gatematch.v1.EnrollmentPhoto\":\n\rTemplateChunk\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.gatematch.v1.Template\"\xa9\x01\n\x12LoadGalleryRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.gatematch.v1.GalleryHeaderH\x00\x12*\n\x06photos\x18\x02 \x01(\x0b\x32\x18.gatematch.v1.PhotoChunkH\x00\x12\x30\n\ttemplates\x18\x03 \x01(\x0b\x32\x1b.gatematch.v1.TemplateChunkH\x00\x42\x06\n\x04part\":\n\x13\x45nrollmentRejection\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbe\x02\n\x0bGalleryInfo\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\rdeparture_utc\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x08 \x01(\t\x12\x16\n\x0etraveler_count\x18\t \x01(\r\x12\x16\n\x0etemplate_count\x18\n \x01(\r\x12\x0f\n\x07\x65xpired\x18\x0b \x01(\x08\"v\n\x13LoadGalleryResponse\x12*\n\x07gallery\x18\x01 \x01(\x0b\x32\x19.gatematch.v1.GalleryInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.gatematch.v1.EnrollmentRejection\"&\n\x11GetGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\"/\n\x14ListGalleriesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x15ListGalleriesResponse\x12,\n\tgalleries\x18\x01 \x03(\x0b\x32\x19.gatematch.v1.GalleryInfo\"9\n\x14\x44\x65leteGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x15\x44\x65leteGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10templates_purged\x18\x02 \x01(\r2\xc6\x02\n\x0eGalleryService\x12M\n\x04Load\x12 .gatematch.v1.LoadGalleryRequest\x1a!.gatematch.v1.LoadGalleryResponse(\x01\x12\x41\n\x03Get\x12\x1f.gatematch.v1.GetGalleryRequest\x1a\x19.gatematch.v1.GalleryInfo\x12O\n\x04List\x12\".gatematch.v1.ListGalleriesRequest\x1a#.gatematch.v1.ListGalleriesResponse\x12Q\n\x06\x44\x65lete\x12\".gatematch.v1.DeleteGalleryRequest\x1a#.gatematch.v1.DeleteGalleryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatematch/v1/gallery.proto\x12\x0cgatematch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\rGalleryHeader\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x31\n\rdeparture_utc\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x03 \x01(\t\x12,\n\tretention\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65mbedder\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\r\"5\n\x0f\x45nrollmentPhoto\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"/\n\x08Template\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\";\n\nPhotoChunk\x12-\n\x06photos\x18\x01 \x03(\x0b\x32\x1d.gatematch.v1.EnrollmentPhoto\":\n\rTemplateChunk\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.gatematch.v1.Template\"9\n\nLoadCommit\x12\x13\n\x0bphoto_count\x18\x01 \x01(\r\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\"\xd5\x01\n\x12LoadGalleryRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.gatematch.v1.GalleryHeaderH\x00\x12*\n\x06photos\x18\x02 \x01(\x0b\x32\x18.gatematch.v1.PhotoChunkH\x00\x12\x30\n\ttemplates\x18\x03 \x01(\x0b\x32\x1b.gatematch.v1.TemplateChunkH\x00\x12*\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x18.gatematch.v1.LoadCommitH\x00\x42\x06\n\x04part\":\n\x13\x45nrollmentRejection\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbe\x02\n\x0bGalleryInfo\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\rdeparture_utc\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x08 \x01(\t\x12\x16\n\x0etraveler_count\x18\t \x01(\r\x12\x16\n\x0etemplate_count\x18\n \x01(\r\x12\x0f\n\x07\x65xpired\x18\x0b \x01(\x08\"v\n\x13LoadGalleryResponse\x12*\n\x07gallery\x18\x01 \x01(\x0b\x32\x19.gatematch.v1.GalleryInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.gatematch.v1.EnrollmentRejection\"&\n\x11GetGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\"/\n\x14ListGalleriesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x15ListGalleriesResponse\x12,\n\tgalleries\x18\x01 \x03(\x0b\x32\x19.gatematch.v1.GalleryInfo\"9\n\x14\x44\x65leteGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x15\x44\x65leteGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10templates_purged\x18\x02 \x01(\r2\xc6\x02\n\x0eGalleryService\x12M\n\x04Load\x12 .gatematch.v1.LoadGalleryRequest\x1a!.gatematch.v1.LoadGalleryResponse(\x01\x12\x41\n\x03Get\x12\x1f.gatematch.v1.GetGalleryRequest\x1a\x19.gatematch.v1.GalleryInfo\x12O\n\x04List\x12\".gatematch.v1.ListGalleriesRequest\x1a#.gatematch.v1.ListGalleriesResponse\x12Q\n\x06\x44\x65lete\x12\".gatematch.v1.DeleteGalleryRequest\x1a#.gatematch.v1.DeleteGalleryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,24 +43,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHOTOCHUNK']._serialized_end=487
   _globals['_TEMPLATECHUNK']._serialized_start=489
   _globals['_TEMPLATECHUNK']._serialized_end=547
-  _globals['_LOADGALLERYREQUEST']._serialized_start=550
-  _globals['_LOADGALLERYREQUEST']._serialized_end=719
-  _globals['_ENROLLMENTREJECTION']._serialized_start=721
-  _globals['_ENROLLMENTREJECTION']._serialized_end=779
-  _globals['_GALLERYINFO']._serialized_start=782
-  _globals['_GALLERYINFO']._serialized_end=1100
-  _globals['_LOADGALLERYRESPONSE']._serialized_start=1102
-  _globals['_LOADGALLERYRESPONSE']._serialized_end=1220
-  _globals['_GETGALLERYREQUEST']._serialized_start=1222
-  _globals['_GETGALLERYREQUEST']._serialized_end=1260
-  _globals['_LISTGALLERIESREQUEST']._serialized_start=1262
-  _globals['_LISTGALLERIESREQUEST']._serialized_end=1309
-  _globals['_LISTGALLERIESRESPONSE']._serialized_start=1311
-  _globals['_LISTGALLERIESRESPONSE']._serialized_end=1380
-  _globals['_DELETEGALLERYREQUEST']._serialized_start=1382
-  _globals['_DELETEGALLERYREQUEST']._serialized_end=1439
-  _globals['_DELETEGALLERYRESPONSE']._serialized_start=1441
-  _globals['_DELETEGALLERYRESPONSE']._serialized_end=1507
-  _globals['_GALLERYSERVICE']._serialized_start=1510
-  _globals['_GALLERYSERVICE']._serialized_end=1836
+  _globals['_LOADCOMMIT']._serialized_start=549
+  _globals['_LOADCOMMIT']._serialized_end=606
+  _globals['_LOADGALLERYREQUEST']._serialized_start=609
+  _globals['_LOADGALLERYREQUEST']._serialized_end=822
+  _globals['_ENROLLMENTREJECTION']._serialized_start=824
+  _globals['_ENROLLMENTREJECTION']._serialized_end=882
+  _globals['_GALLERYINFO']._serialized_start=885
+  _globals['_GALLERYINFO']._serialized_end=1203
+  _globals['_LOADGALLERYRESPONSE']._serialized_start=1205
+  _globals['_LOADGALLERYRESPONSE']._serialized_end=1323
+  _globals['_GETGALLERYREQUEST']._serialized_start=1325
+  _globals['_GETGALLERYREQUEST']._serialized_end=1363
+  _globals['_LISTGALLERIESREQUEST']._serialized_start=1365
+  _globals['_LISTGALLERIESREQUEST']._serialized_end=1412
+  _globals['_LISTGALLERIESRESPONSE']._serialized_start=1414
+  _globals['_LISTGALLERIESRESPONSE']._serialized_end=1483
+  _globals['_DELETEGALLERYREQUEST']._serialized_start=1485
+  _globals['_DELETEGALLERYREQUEST']._serialized_end=1542
+  _globals['_DELETEGALLERYRESPONSE']._serialized_start=1544
+  _globals['_DELETEGALLERYRESPONSE']._serialized_end=1610
+  _globals['_GALLERYSERVICE']._serialized_start=1613
+  _globals['_GALLERYSERVICE']._serialized_end=1939
 # @@protoc_insertion_point(module_scope)

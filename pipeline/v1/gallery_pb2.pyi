@@ -56,15 +56,25 @@ class TemplateChunk(_message.Message):
     templates: _containers.RepeatedCompositeFieldContainer[Template]
     def __init__(self, templates: _Optional[_Iterable[_Union[Template, _Mapping]]] = ...) -> None: ...
 
+class LoadCommit(_message.Message):
+    __slots__ = ("photo_count", "template_count")
+    PHOTO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    photo_count: int
+    template_count: int
+    def __init__(self, photo_count: _Optional[int] = ..., template_count: _Optional[int] = ...) -> None: ...
+
 class LoadGalleryRequest(_message.Message):
-    __slots__ = ("header", "photos", "templates")
+    __slots__ = ("header", "photos", "templates", "commit")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     header: GalleryHeader
     photos: PhotoChunk
     templates: TemplateChunk
-    def __init__(self, header: _Optional[_Union[GalleryHeader, _Mapping]] = ..., photos: _Optional[_Union[PhotoChunk, _Mapping]] = ..., templates: _Optional[_Union[TemplateChunk, _Mapping]] = ...) -> None: ...
+    commit: LoadCommit
+    def __init__(self, header: _Optional[_Union[GalleryHeader, _Mapping]] = ..., photos: _Optional[_Union[PhotoChunk, _Mapping]] = ..., templates: _Optional[_Union[TemplateChunk, _Mapping]] = ..., commit: _Optional[_Union[LoadCommit, _Mapping]] = ...) -> None: ...
 
 class EnrollmentRejection(_message.Message):
     __slots__ = ("traveler_id", "reason")
