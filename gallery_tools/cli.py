@@ -17,9 +17,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from gatematch.cli import print_json
-from gatematch.errors import GalleryExportError
+from gatematch.errors import GalleryExportError, GalleryStoreError
 from gatematch.gallery import GalleryInfo, iso
-from gatematch.gallery_store import DEFAULT_RETENTION, GalleryStore
+from gatematch.gallery_store import DB_NAME, DEFAULT_RETENTION, GalleryStore
 from gatematch.gallery_tools.manifest import parse_departure
 from gatematch.template_crypto import TemplateKey
 
@@ -40,7 +40,10 @@ def _positive(kind: type[int] | type[float], most: float = math.inf):
     return parse
 
 
-def _store(args: argparse.Namespace) -> GalleryStore:
+def _store(args: argparse.Namespace, create: bool = False) -> GalleryStore:
+    """The store at --store; only `build` may create one (a typo must not leave stores around)."""
+    if not create and not (Path(args.store) / DB_NAME).is_file():
+        raise GalleryStoreError(f"no gallery store at {args.store} (build one with `gatematch gallery build`)")
     hours = getattr(args, "retention_hours", None)
     retention = timedelta(hours=hours) if hours is not None else DEFAULT_RETENTION
     return GalleryStore(args.store, key=TemplateKey.from_env(), retention=retention)
@@ -62,7 +65,7 @@ def _build(args: argparse.Namespace) -> int:
     from gatematch.quality import QualityThresholds
 
     manifest = load_manifest(args.manifest)
-    store = _store(args)
+    store = _store(args, create=True)
     quality = QualityThresholds.enrollment() if args.quality == "enrollment" else QualityThresholds()
     config = PipelineConfig(quality=quality)
     pipeline = FacePipeline.from_pack(args.pack, store=ModelStore(args.model_dir), config=config)

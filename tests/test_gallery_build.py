@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.cards import get_pack
-from gatematch.errors import CalibrationError, GalleryExpiredError, GalleryExportError, WrongPackError
+from gatematch.errors import (
+    CalibrationError,
+    GalleryExpiredError,
+    GalleryExportError,
+    GalleryStoreError,
+    WrongPackError,
+)
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Gallery, ModelRef, OperatingPoint, load_default_calibration
 from gatematch.gallery_store import GalleryStore
@@ -329,6 +335,13 @@ def test_cli_bad_retention_and_export_target_are_clear_errors(built, tmp_path: P
     target = tmp_path / "missing-folder" / "export.json"
     with pytest.raises(GalleryExportError, match="missing-folder"):
         run_cli("export", report.info.gallery_id, "--store", str(store.root), "--output", str(target))
+
+
+def test_read_only_commands_refuse_a_folder_without_a_store(tmp_path: Path) -> None:
+    for argv in (("list",), ("inspect", "GM1_20300501T1830Z"), ("purge",), ("export", "GM1_20300501T1830Z")):
+        with pytest.raises(GalleryStoreError, match="no gallery store"):
+            run_cli(*argv, "--store", str(tmp_path))
+    assert list(tmp_path.iterdir()) == []  # a mistyped --store leaves nothing behind
 
 
 def test_shipped_calibration_sets_the_threshold_for_this_gallerys_size(built, probes) -> None:

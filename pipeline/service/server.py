@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from gatematch.errors import ModelError
+from gatematch.errors import ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration
 from gatematch.gallery_store import GalleryStore
@@ -180,6 +180,8 @@ class GateMatchServer:
             store=self._model_store or ModelStore(config.store.model_dir or None),
             config=pipeline_config(config),
         )
+        if pipeline.pack.embedder is None:
+            raise PackError(f"pack '{pipeline.pack.name}' has no embedder: it can detect faces but not match them")
         calibration = self._calibration or load_default_calibration(pipeline.pack.embedder.name)
         store = GalleryStore(config.store.gallery_dir, key=TemplateKey.from_env())
         plane = DataPlane(

@@ -218,12 +218,13 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     ) -> Iterator[match_pb2.StreamEvent]:
         try:
             identity = self.auth.identify(context)
-            _, scheduler = self.ready()
+            plane, scheduler = self.ready()
             events = scheduler.run(
                 (stream_frame(f) for f in request_iterator),
                 lambda frame: self._authorize(identity, frame),
                 identity.name,
                 context.is_active,
+                lambda: plane.budget(context.time_remaining(), self.margin_s),
             )
             for event in events:
                 yield event_pb(event)

@@ -147,8 +147,14 @@ class StreamScheduler:
         authorize: Callable[[StreamFrame], None],
         client: str,
         is_active: Callable[[], bool] = lambda: True,
+        budget_for: Callable[[], Budget] | None = None,
     ) -> Iterator[StreamEvent]:
-        """Events of one stream until the client closes it, goes away, or the server drains."""
+        """Events of one stream until the client closes it, goes away, or the server drains.
+
+        `budget_for` gives each frame its budget when it starts (the servicer tightens the configured frame
+        budget by the stream's gRPC deadline); by default the configured budget alone.
+        """
+        budget_for = budget_for or (lambda: self.plane.budget(None, 0.0))
         if self._draining.is_set():
             raise BudgetExceededError("server is shutting down; reconnect to another instance")
         slot: LatestSlot[StreamFrame] = LatestSlot()
@@ -176,7 +182,7 @@ class StreamScheduler:
                     continue
                 if frame.problem is None:
                     authorize(frame)
-                yield from self._frame(flights, frame, slot.dropped, client)
+                yield from self._frame(flights, frame, slot.dropped, client, budget_for())
             # the stream ends: every open encounter gets its one decision now
             yield from self._tick(flights, slot.dropped, client, time.monotonic(), closing=True)
         finally:
@@ -196,10 +202,9 @@ class StreamScheduler:
         return state
 
     def _frame(
-        self, flights: dict[str, _Flight], frame: StreamFrame, dropped: int, client: str
+        self, flights: dict[str, _Flight], frame: StreamFrame, dropped: int, client: str, budget: Budget
     ) -> Iterator[StreamEvent]:
         state = self._state(flights, frame.flight_id)
-        budget = Budget.start(self.plane.frame_budget_s)
         stage_s: dict[str, float] = {}
         claim = _Claim()
         try:
