@@ -43,7 +43,9 @@ def _positive(kind: type[int] | type[float], most: float = math.inf):
 def _store(args: argparse.Namespace, create: bool = False) -> GalleryStore:
     """The store at --store; only `build` may create one (a typo must not leave stores around)."""
     if not create and not (Path(args.store) / DB_NAME).is_file():
-        raise GalleryStoreError(f"no gallery store at {args.store} (build one with `gatematch gallery build`)")
+        raise GalleryStoreError(
+            f"no gallery store at {args.store} (build one with `gatematch gallery build`)"
+        )
     hours = getattr(args, "retention_hours", None)
     retention = timedelta(hours=hours) if hours is not None else DEFAULT_RETENTION
     return GalleryStore(args.store, key=TemplateKey.from_env(), retention=retention)

@@ -181,7 +181,9 @@ class GateMatchServer:
             config=pipeline_config(config),
         )
         if pipeline.pack.embedder is None:
-            raise PackError(f"pack '{pipeline.pack.name}' has no embedder: it can detect faces but not match them")
+            raise PackError(
+                f"pack '{pipeline.pack.name}' has no embedder: it can detect faces but not match them"
+            )
         calibration = self._calibration or load_default_calibration(pipeline.pack.embedder.name)
         store = GalleryStore(config.store.gallery_dir, key=TemplateKey.from_env())
         plane = DataPlane(
