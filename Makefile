@@ -27,6 +27,7 @@ serve: models
 
 test: models
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
 lint: setup
