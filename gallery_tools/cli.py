@@ -129,6 +129,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.gallery:
+        for gallery_id in args.gallery:  # all or nothing: an unknown id is reported before anything is purged
+            store.info(gallery_id)
         for gallery_id in args.gallery:
             store.purge(gallery_id)
         purged = list(args.gallery)

@@ -28,6 +28,7 @@ from gatematch.errors import (
     CalibrationError,
     GalleryExpiredError,
     GalleryExportError,
+    GalleryNotFoundError,
     GalleryStoreError,
     WrongPackError,
 )
@@ -366,3 +367,11 @@ def test_shipped_calibration_sets_the_threshold_for_this_gallerys_size(built, pr
         [m is not None and m.traveler_id == t for (t, _), m in zip(mated, hits, strict=True)]
     )
     assert true_matches >= 0.7, f"true matches {true_matches:.3f}"
+
+
+def test_purge_naming_an_unknown_gallery_purges_nothing(built) -> None:
+    store, report, _ = built
+    gid = report.info.gallery_id
+    with pytest.raises(GalleryNotFoundError):
+        run_cli("purge", gid, "GM999_20300501T1830Z", "--store", str(store.root))
+    assert store.info(gid).gallery_id == gid  # still there: all or nothing
