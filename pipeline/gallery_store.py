@@ -378,10 +378,15 @@ class GalleryStore:
         with self._transaction() as con:
             return self._info(con, gallery_id)
 
-    def galleries(self) -> list[GalleryInfo]:
+    def galleries(self, flight_id: str | None = None) -> list[GalleryInfo]:
+        """Every gallery, or only those of one flight (the service resolves a camera's flight per frame)."""
+        where, args = ("WHERE flight_id = ? ", (flight_id,)) if flight_id is not None else ("", ())
         with self._transaction() as con:
             ids = [
-                r[0] for r in con.execute("SELECT gallery_id FROM galleries ORDER BY departure, gallery_id")
+                r[0]
+                for r in con.execute(
+                    f"SELECT gallery_id FROM galleries {where}ORDER BY departure, gallery_id", args
+                )
             ]
             return [self._info(con, gid) for gid in ids]
 
@@ -417,26 +422,36 @@ class GalleryStore:
         return [TemplateProvenance(r[0], r[1], r[2], r[3], json.loads(r[4]), parse_iso(r[5])) for r in rows]
 
     def load(self, gallery_id: str, now: datetime | None = None) -> Gallery:
-        """An immutable snapshot of the current version (cached until a new version is written)."""
+        """An immutable snapshot of the current version (cached until a new version is written).
+
+        Called for every frame a camera sends, so a cache hit costs one indexed row read; the traveler rows
+        and the index file are only read when the version changed.
+        """
         for _attempt in range(3):
             with self._transaction() as con:
-                info = self._info(con, gallery_id)
-                index_file, index_sha256 = con.execute(
-                    "SELECT index_file, index_sha256 FROM galleries WHERE gallery_id = ?", (gallery_id,)
+                row = con.execute(
+                    "SELECT version, content_hash, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
+                    (gallery_id,),
                 ).fetchone()
-                owners = [
-                    r[0]
-                    for r in con.execute(
-                        "SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ? ORDER BY row",
-                        (gallery_id, info.version),
-                    )
-                ]
+                if row is None:
+                    raise GalleryNotFoundError(f"no gallery '{gallery_id}' in store {self.root}")
+                stamp, index_file, index_sha256 = (row[0], row[1]), row[2], row[3]
+                with self._cache_lock:
+                    cached = self._cache.get(gallery_id)
+                if cached and cached[0] == stamp:
+                    info, owners = cached[1].info, None
+                else:
+                    info = self._info(con, gallery_id)
+                    owners = [
+                        r[0]
+                        for r in con.execute(
+                            "SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ? ORDER BY row",
+                            (gallery_id, info.version),
+                        )
+                    ]
             if info.expired(now):
                 raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(info.expires_at)}")
-            stamp = (info.version, info.content_hash)
-            with self._cache_lock:
-                cached = self._cache.get(gallery_id)
-            if cached and cached[0] == stamp:
+            if owners is None:
                 return cached[1]
             try:
                 data = (self.root / index_file).read_bytes()

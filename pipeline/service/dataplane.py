@@ -320,7 +320,7 @@ class DataPlane:
         return self.store.load(max(live, key=lambda info: info.departure).gallery_id, now)
 
     def _of_flight(self, flight_id: str) -> list[GalleryInfo]:
-        mine = [info for info in self.store.galleries() if info.flight_id == flight_id]
+        mine = self.store.galleries(flight_id)
         if not mine:
             raise GalleryNotFoundError(f"no gallery is loaded for flight {flight_id!r}")
         return mine
