@@ -93,21 +93,20 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
         raise BadImageError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(f"image is {len(data)} bytes, over the limit of {limits.max_bytes}")
-    fmt, size = encoded_size(bytes(data[:65536]) if len(data) > 65536 else bytes(data))
-    if size is None and len(data) > 65536:
-        fmt, size = encoded_size(bytes(data))
+    data = bytes(data)
+    fmt, size = encoded_size(data)
     if size is None:
         raise BadImageError(f"truncated {fmt.upper()}: the header ends before the image size")
     _check_pixels(*size, limits)
+    # Truncation is checked before decoding: libpng would print its own error line first, and libjpeg fills a
+    # cut-off JPEG with grey and only warns (a probe must not be half a face).
     if fmt == "png" and PNG_END not in data:
-        # libpng would print its own error line to stderr before failing; the operator gets one message.
         raise BadImageError("truncated PNG: the IEND chunk that ends the image is missing")
+    if fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise BadImageError("truncated JPEG: the end-of-image marker is missing")
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise BadImageError(f"corrupt or truncated {fmt.upper()}: it could not be decoded")
-    if fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        # libjpeg fills a cut-off JPEG with grey and only warns; a probe must not be half a face.
-        raise BadImageError("truncated JPEG: the end-of-image marker is missing")
     return to_bgr(decoded, limits)
 
 
