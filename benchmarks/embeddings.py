@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from gatematch.benchmarks.dataset import Dataset
 from gatematch.errors import BadImageError
 from gatematch.facepipeline import FacePipeline
 from gatematch.images import load_image
+from gatematch.modelstore import user_cache_dir
 from tqdm import tqdm
 
 
@@ -35,8 +35,7 @@ class EmbeddedSet:
 
 
 def default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "gatematch" / "embeddings"
+    return user_cache_dir() / "embeddings"
 
 
 def cache_key(pipeline: FacePipeline) -> str:

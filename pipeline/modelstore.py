@@ -21,12 +21,16 @@ from gatematch.errors import ModelError
 ENV_MODEL_DIR = "GATEMATCH_MODEL_DIR"
 
 
+def user_cache_dir() -> Path:
+    """gatematch's per-user cache: $XDG_CACHE_HOME/gatematch, else ~/.cache/gatematch."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gatematch"
+
+
 def default_model_dir() -> Path:
     """$GATEMATCH_MODEL_DIR, else the per-user cache ($XDG_CACHE_HOME or ~/.cache)/gatematch/models."""
     if os.environ.get(ENV_MODEL_DIR):
         return Path(os.environ[ENV_MODEL_DIR]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "gatematch" / "models"
+    return user_cache_dir() / "models"
 
 
 def sha256_of(path: Path) -> str:
