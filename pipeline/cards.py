@@ -6,13 +6,13 @@ the card's name and the field at fault, not later inside a model wrapper.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gatematch.errors import CardError, PackError
+from gatematch.tomlfile import read_toml
 
 TASKS = ("detector", "embedder", "quality", "liveness")
 
@@ -152,10 +152,7 @@ def load_cards(directory: Path | None = None) -> dict[str, ModelCard]:
     directory = directory or _models_dir() / "cards"
     cards: dict[str, ModelCard] = {}
     for path in sorted(directory.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise CardError(f"model card {path.name}: not valid TOML ({exc})") from None
+        data = read_toml(path, CardError, "model card")
         card = parse_card(data, path.name)
         if card.name in cards:
             raise CardError(f"model card {path.name}: name '{card.name}' is used twice")
@@ -196,10 +193,7 @@ def build_pack(name: str, spec: dict[str, Any], cards: dict[str, ModelCard]) -> 
 def load_packs(path: Path | None = None, cards: dict[str, ModelCard] | None = None) -> dict[str, Pack]:
     path = path or _models_dir() / "packs.toml"
     cards = cards if cards is not None else load_cards()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CardError(f"packs file {path.name}: not valid TOML ({exc})") from None
+    data = read_toml(path, CardError, "packs file")
     return {name: build_pack(name, spec, cards) for name, spec in data.items()}
 
 

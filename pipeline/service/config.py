@@ -8,7 +8,6 @@ Relative paths in the file are resolved against the file's folder, so a config t
 from __future__ import annotations
 
 import os
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gatematch.errors import ConfigError
+from gatematch.tomlfile import read_toml
 
 ENV_PREFIX = "GATEMATCH_"
 ENV_CONFIG = "GATEMATCH_CONFIG"
@@ -195,12 +195,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     parts = {name: getattr(ServiceConfig(), name) for name in sections}
     if path is not None:
         path = Path(path)
-        try:
-            document = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        document = read_toml(path, ConfigError, "config")
         for name, values in document.items():
             if name not in sections or not isinstance(values, dict):
                 raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(sections)}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import grpc
 from gatematch.errors import AuthenticationError, AuthorizationError, ConfigError
 from gatematch.service.config import ServiceConfig, TLSConfig
 from gatematch.service.status import status_for
+from gatematch.tomlfile import read_toml
 from gatematch.v1 import gallery_pb2, match_pb2
 
 CAMERA, GALLERY_ADMIN, ANALYST = "camera", "gallery-admin", "analyst"
@@ -74,12 +74,7 @@ class Policy:
     def load(cls, path: Path | str) -> Policy:
         """Parse a policy file ([clients.NAME] roles/cameras/token_sha256, [cameras] id=gate, [gates] gate=[...])."""
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read policy {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"policy {path}: {exc}") from None
+        doc = read_toml(path, ConfigError, "policy")
         unknown = set(doc) - {"clients", "cameras", "gates"}
         if unknown:
             raise ConfigError(f"policy {path}: unknown sections {sorted(unknown)}")
