@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from gatematch.cards import load_cards
 from gatematch.modelstore import ModelStore
 

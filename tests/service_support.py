@@ -10,6 +10,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.errors import CardError
 from gatematch.facepipeline import FacePipeline
@@ -18,7 +20,6 @@ from gatematch.images import load_image
 from gatematch.modelstore import ModelStore
 from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PER_IDENTITY = 12  # glint24 crops per identity for a test calibration: 288 crops, ~39k impostor pairs
 

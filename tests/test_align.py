@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.align import ARCFACE_TEMPLATE, norm_crop, similarity_transform
 from gatematch.errors import BadImageError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from conftest import need
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.calibration import CalibrationTable

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import need
 from gatematch.benchmarks.latency import LoadSettings, check_loopback, sample_process
 from gatematch.cli import main

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.embeddings import EmbeddedSet
 from gatematch.benchmarks.protocols import simulate_flights, verification_scores

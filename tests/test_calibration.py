@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gatematch.benchmarks.calibration import CalibrationTable, dataset_fingerprint
 from gatematch.benchmarks.metrics import threshold_at_fmr
 from gatematch.errors import CalibrationError

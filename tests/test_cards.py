@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gatematch.cards import build_pack, load_cards, load_packs, parse_card
 from gatematch.errors import CardError, PackError
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.cards import ModelCard, load_cards
 from gatematch.detect import Detection, Detector, DetectorConfig, Prepared, YuNetDetector, create_detector
 from gatematch.errors import BadImageError, CardError, ModelError

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.cards import load_cards
 from gatematch.embed import ArcFaceEmbedder
 from gatematch.errors import BadImageError, CardError

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
+
 from conftest import need
 from gatematch.errors import BadImageError, ImageTooLargeError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig

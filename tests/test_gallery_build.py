@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.cards import get_pack
 from gatematch.errors import (

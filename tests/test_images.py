@@ -7,6 +7,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.errors import BadImageError, ImageTooLargeError
 from gatematch.images import ImageLimits, decode_image, encoded_size, load_image, to_bgr
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.cards import load_cards
 from gatematch.detect import Detection, Detector, create_detector
 from gatematch.errors import BadImageError, CardError

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from gatematch.errors import ManifestError
 from gatematch.gallery_tools.manifest import load_manifest
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gatematch.benchmarks.metrics import (
     NOT_RETURNED,
     by_group,

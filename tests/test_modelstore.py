@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from gatematch.cards import load_cards
 from gatematch.cli import main
 from gatematch.errors import ModelError

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from gatematch.align import norm_crop
 from gatematch.cards import load_cards
 from gatematch.detect import Detection, Detector, create_detector

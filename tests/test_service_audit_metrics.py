@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
 from gatematch.service.metrics import Metrics
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from gatematch.errors import ConfigError
 from gatematch.service.config import ServiceConfig, load_config
 

@@ -19,13 +19,14 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2
+
 from conftest import REPO, need
 from gatematch.cli_service import load_requests, make_frame, open_channel, video_frames
 from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import MatchConfig
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from grpc_health.v1 import health_pb2
 from service_support import calibration_for, health_status, service_config, start_server
 
 FLIGHT = "GM101"

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import need
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2
+
+from conftest import need
 from gatematch.cli_service import load_requests, make_frame
 from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import AuthConfig, TLSConfig
 from gatematch.service.security import channel_credentials
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from grpc_health.v1 import health_pb2
 from service_support import calibration_for, health_status, service_config, start_server
 
 FLIGHT, OTHER_FLIGHT = "GM202", "GM303"

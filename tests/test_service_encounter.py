@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gatematch.gallery import Candidate, SearchResult
 from gatematch.service.config import EncounterConfig
 from gatematch.service.encounter import MATCH, NO_MATCH, EncounterTracker, Sighting, centre_shift, iou

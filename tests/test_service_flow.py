@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from gatematch.errors import BudgetExceededError
 from gatematch.service.flow import Budget, LatestSlot, StageCosts, WorkerPool
 from gatematch.service.metrics import Metrics

@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from gatematch.errors import AuthorizationError, ConfigError
 from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
 from gatematch.service.security import (
@@ -26,7 +28,6 @@ from gatematch.service.security import (
     token_digest,
 )
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 ADMIN_TOKEN = "admin-token-7f3a"
 

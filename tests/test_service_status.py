@@ -6,6 +6,7 @@ import inspect
 
 import grpc
 import pytest
+
 from gatematch import errors
 from gatematch.service.status import INTERNAL_MESSAGE, STATUS_BY_ERROR, status_for
 

@@ -1,0 +1,377 @@
+"""The accuracy run behind `gatematch bench accuracy`: a labelled photo set -> 1:1 and 1:N error rates per pack.
+
+Per pack: embed every image once (cached by file hash), score all pairs (1:1 verification), simulate departures
+(open-set 1:N as NIST's paperless-travel tests do), fold failures to acquire/enrol in, break the rates down by
+subgroup when labels are given, and measure the calibration table galleries use for thresholds and confidences.
+The arithmetic lives in `metrics`, the score sets in `protocols`; this module only wires them and states the
+conventions the report quotes.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gatematch.benchmarks import metrics
+from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.dataset import Dataset
+from gatematch.benchmarks.embeddings import EmbeddedSet, embed_dataset
+from gatematch.benchmarks.protocols import (
+    FlightSearches,
+    VerificationScores,
+    simulate_flights,
+    verification_scores,
+)
+from gatematch.errors import DatasetError
+from gatematch.facepipeline import FacePipeline
+
+FMR_TARGETS = (1e-2, 1e-3, 1e-4)
+FPIR_TARGETS = (0.003, 0.01)
+DEFAULT_GALLERY_SIZE = 420
+DEFAULT_DEPARTURES = 40
+FAILED_PAIR_SCORE = -1.0  # the lowest cosine: an LFW pair with a failed capture is decided "different"
+UNLABELLED = "unknown"
+
+CONVENTIONS = {
+    "scores": "cosine similarity of L2-normalised embeddings; a comparison matches when score >= threshold",
+    "fta": "failure to acquire: share of all images whose photo gave no face (no template)",
+    "fte": "failure to enrol: share of identities whose enrolment photo (their first by file name) gave no face",
+    "verification": "all pairs of acquired images (ISO/IEC 19795-1 FMR/FNMR over comparisons that ran); "
+    "generalized_fmr/fnmr fold failures in as 19795-1 does for one attempt: GFNMR = FTE + (1-FTE)FTA + "
+    "(1-FTE)(1-FTA)FNMR, GFMR = (1-FTE)(1-FTA)FMR, with both FTA and FTE = the image FTA rate because either "
+    "side of an all-pairs comparison is an arbitrary image",
+    "identification": "open-set, rank 1 (NIST FRVT): a mated search whose probe gave no face or whose traveler "
+    "failed to enrol is a miss at every threshold (counts in FNIR and rank-1); a non-mated probe without a "
+    "face is a correct rejection (counts in the FPIR denominator only)",
+    "thresholds": "exact for the data: the smallest threshold meeting the target; supported=false when the "
+    "target is below 1/n of the comparisons or searches that can produce a false positive",
+    "spread": "per departure, at the threshold set on all departures pooled",
+    "lfw": "10-fold View-2 accuracy, threshold chosen on 9 folds and applied to the 10th; a pair with an "
+    "image that gave no face scores -1 (decided 'different')",
+    "subgroups": "at the pooled thresholds: 1:1 pairs with both images in the group (within-group FMR), "
+    "1:N searches whose probe is in the group",
+}
+
+
+@dataclass(frozen=True)
+class AccuracySettings:
+    gallery_size: int = DEFAULT_GALLERY_SIZE
+    departures: int = DEFAULT_DEPARTURES
+    seed: int = 0
+    fmr_targets: tuple[float, ...] = FMR_TARGETS
+    fpir_targets: tuple[float, ...] = FPIR_TARGETS
+
+
+@dataclass(frozen=True)
+class PackRun:
+    """One pack's results: the JSON-ready summary and the raw score sets the plots are drawn from."""
+
+    pack: str
+    summary: dict
+    scores: VerificationScores
+    searches: FlightSearches
+
+
+def check_dataset(dataset: Dataset, settings: AccuracySettings) -> None:
+    """Refuse a protocol the data set cannot carry before minutes of embedding are spent on it."""
+    counts: dict[str, int] = {}
+    for sample in dataset.samples:
+        counts[sample.identity] = counts.get(sample.identity, 0) + 1
+    if len(counts) < 2:
+        raise DatasetError(
+            f"{dataset.root} has {len(counts)} identity: a benchmark needs at least 2 identities "
+            "(travelers on the flight and people who are not)"
+        )
+    if not 0 < settings.gallery_size < len(counts):
+        raise DatasetError(
+            f"gallery size {settings.gallery_size} must be between 1 and {len(counts) - 1}: "
+            f"{dataset.root} has {len(counts)} identities and some must stay out as non-mated searches"
+        )
+    if settings.departures < 1:
+        raise DatasetError(f"at least one departure must be simulated, got {settings.departures}")
+    single = sorted(name for name, n in counts.items() if n < 2)
+    if single:
+        raise DatasetError(
+            f"{len(single)} identities have a single image (one to enrol, one to search are needed), "
+            f"e.g. {single[:3]}"
+        )
+
+
+def read_labels(path: Path, identities: Sequence[str]) -> dict[str, dict[str, str]]:
+    """attribute -> {identity -> value} from a CSV with an `identity` column (else the first) and any others.
+
+    Every identity of the data set must have a row: a silently unlabelled identity would bias every subgroup.
+    An empty cell reads as "unknown".
+    """
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read labels file {path}: {exc}") from exc
+    if not rows or len(rows[0]) < 2:
+        raise DatasetError(f"{path}:1: header must name an identity column and at least one attribute")
+    header = [name.strip() for name in rows[0]]
+    key = header.index("identity") if "identity" in header else 0
+    attributes = [i for i in range(len(header)) if i != key]
+    labels: dict[str, dict[str, str]] = {header[i]: {} for i in attributes}
+    seen: set[str] = set()
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DatasetError(f"{path}:{line}: expected {len(header)} columns, got {len(row)}")
+        identity = row[key].strip()
+        if identity in seen:
+            raise DatasetError(f"{path}:{line}: identity '{identity}' is labelled twice")
+        seen.add(identity)
+        for i in attributes:
+            labels[header[i]][identity] = row[i].strip() or UNLABELLED
+    missing = sorted(set(identities) - seen)
+    if missing:
+        raise DatasetError(
+            f"{path}: {len(missing)} identities of the data set have no row, e.g. {missing[:3]}"
+        )
+    return labels
+
+
+def _subset(embedded: EmbeddedSet, keep: np.ndarray) -> EmbeddedSet:
+    return EmbeddedSet(
+        embedded.identities[keep],
+        embedded.embeddings[keep],
+        embedded.acquired[keep],
+        embedded.quality_passed[keep],
+    )
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "min": float(array.min()),
+        "median": float(np.median(array)),
+        "max": float(array.max()),
+        "std": float(array.std()),
+    }
+
+
+def enrolment_failures(embedded: EmbeddedSet) -> float:
+    """FTE: identities whose first image (the one `simulate_flights` enrols) gave no template."""
+    _, first = np.unique(embedded.identities, return_index=True)
+    return float(1.0 - embedded.acquired[first].mean())
+
+
+def verification_summary(
+    scores: VerificationScores, fta: float, targets: Sequence[float]
+) -> dict[str, object]:
+    points = metrics.fnmr_at_fmr(scores.genuine, scores.impostor, targets)
+    eer_rate, eer_threshold = metrics.eer(scores.genuine, scores.impostor)
+    rows = []
+    for point in points:
+        gfmr, gfnmr = metrics.generalized_verification_rates(point.fmr, point.fnmr, fta, fte=fta)
+        rows.append(
+            {
+                "target": point.target,
+                "threshold": point.threshold,
+                "fmr": point.fmr,
+                "fnmr": point.fnmr,
+                "supported": point.supported,
+                "generalized_fmr": float(gfmr),
+                "generalized_fnmr": float(gfnmr),
+            }
+        )
+    return {
+        "genuine_comparisons": int(scores.genuine.size),
+        "impostor_comparisons": int(scores.impostor.size),
+        "fnmr_at_fmr": rows,
+        "eer": eer_rate,
+        "eer_threshold": eer_threshold,
+    }
+
+
+def _rates_at(searches: FlightSearches, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return metrics.fpir_fnir(
+        searches.mated_scores,
+        searches.mated_ranks,
+        searches.nonmated_top,
+        thresholds,
+        mated_failed=int(searches.mated_failed.sum()),
+        nonmated_failed=int(searches.nonmated_failed.sum()),
+    )
+
+
+def _rank1(searches: FlightSearches) -> float:
+    return metrics.rank1_rate(searches.mated_ranks, int(searches.mated_failed.sum()))
+
+
+def identification_summary(
+    searches: FlightSearches, gallery_size: int, targets: Sequence[float]
+) -> dict[str, object]:
+    mated_failed, nonmated_failed = int(searches.mated_failed.sum()), int(searches.nonmated_failed.sum())
+    points = metrics.fnir_at_fpir(
+        searches.mated_scores,
+        searches.mated_ranks,
+        searches.nonmated_top,
+        targets,
+        mated_failed=mated_failed,
+        nonmated_failed=nonmated_failed,
+    )
+    per_departure = [searches.departure(i) for i in range(searches.departures)]
+    thresholds = np.array([p.threshold for p in points])
+    departure_fnir = np.array([_rates_at(d, thresholds)[1] for d in per_departure])  # (departures, targets)
+    return {
+        "gallery_size": gallery_size,
+        "departures": searches.departures,
+        "mated_searches": int(searches.mated_ranks.size) + mated_failed,
+        "nonmated_searches": int(searches.nonmated_top.size) + nonmated_failed,
+        "mated_failed": mated_failed,
+        "nonmated_failed": nonmated_failed,
+        "fnir_at_fpir": [
+            {
+                "target": p.target,
+                "threshold": p.threshold,
+                "fpir": p.fpir,
+                "fnir": p.fnir,
+                "supported": p.supported,
+                "fnir_spread": _spread(departure_fnir[:, k]),
+            }
+            for k, p in enumerate(points)
+        ],
+        "rank1": _rank1(searches),
+        "rank1_spread": _spread([_rank1(d) for d in per_departure]),
+    }
+
+
+def subgroup_summary(
+    embedded: EmbeddedSet,
+    searches: FlightSearches,
+    labels: dict[str, dict[str, str]],
+    verification: dict,
+    identification: dict,
+) -> dict[str, dict[str, dict[str, object]]]:
+    """Per attribute and value, the rates at the pooled thresholds (None where the group has no such trials)."""
+    fmr_thresholds = np.array([row["threshold"] for row in verification["fnmr_at_fmr"]])
+    fpir_thresholds = np.array([row["threshold"] for row in identification["fnir_at_fpir"]])
+    result: dict[str, dict[str, dict[str, object]]] = {}
+    for attribute, mapping in labels.items():
+        result[attribute] = {}
+        for value in sorted(set(mapping.values())):
+            members = [identity for identity, v in mapping.items() if v == value]
+            keep = np.isin(embedded.identities, members)
+            if not keep.any():
+                continue
+            group = _subset(embedded, keep)
+            scores = verification_scores(group)
+            row: dict[str, object] = {
+                "identities": int(np.unique(group.identities).size),
+                "images": int(keep.sum()),
+                "fta_rate": group.fta_rate,
+                "fmr": None,
+                "fnmr": None,
+                "fpir": None,
+                "fnir": None,
+                "rank1": None,
+            }
+            if scores.genuine.size and scores.impostor.size:
+                fmr, fnmr = metrics.fmr_fnmr(scores.genuine, scores.impostor, fmr_thresholds)
+                row["fmr"], row["fnmr"] = fmr.tolist(), fnmr.tolist()
+            probes = searches.probes_of(members)
+            mated = probes.mated_ranks.size + int(probes.mated_failed.sum())
+            nonmated = probes.nonmated_top.size + int(probes.nonmated_failed.sum())
+            if mated and nonmated:
+                fpir, fnir = _rates_at(probes, fpir_thresholds)
+                row["fpir"], row["fnir"] = fpir.tolist(), fnir.tolist()
+            if mated:
+                row["rank1"] = _rank1(probes)
+            result[attribute][value] = row
+    return result
+
+
+def pair_rows(dataset: Dataset, pairs: Sequence[metrics.Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """The sample rows of each pair's two images; a pair naming an image the data set lacks is refused
+    (the CLI calls this before embedding, so a wrong pairs file costs no model time)."""
+    rows = {s.path.relative_to(dataset.root).as_posix(): i for i, s in enumerate(dataset.samples)}
+
+    def row_of(path: Path) -> int:
+        relative = path.relative_to(dataset.root).as_posix()
+        if relative not in rows:
+            raise DatasetError(f"pairs file names {relative}, which is not an image of {dataset.root}")
+        return rows[relative]
+
+    return np.array([row_of(p.path1) for p in pairs]), np.array([row_of(p.path2) for p in pairs])
+
+
+def lfw_summary(dataset: Dataset, embedded: EmbeddedSet, pairs: Sequence[metrics.Pair]) -> dict[str, object]:
+    first, second = pair_rows(dataset, pairs)
+    usable = embedded.acquired[first] & embedded.acquired[second]
+    cosine = np.einsum("ij,ij->i", embedded.embeddings[first], embedded.embeddings[second])
+    scores = np.where(usable, cosine, np.float32(FAILED_PAIR_SCORE))
+    same = np.array([p.same for p in pairs])
+    accuracy, std, thresholds = metrics.kfold_accuracy(scores, same, np.array([p.fold for p in pairs]))
+    return {
+        "pairs": len(pairs),
+        "folds": int(np.unique([p.fold for p in pairs]).size),
+        "failed_pairs": int((~usable).sum()),
+        "accuracy": accuracy,
+        "std": std,
+        "thresholds": thresholds.tolist(),
+    }
+
+
+def evaluate_pack(
+    dataset: Dataset,
+    pipeline: FacePipeline,
+    settings: AccuracySettings,
+    *,
+    pairs: Sequence[metrics.Pair] | None = None,
+    labels: dict[str, dict[str, str]] | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> PackRun:
+    pack = pipeline.pack
+    start = time.perf_counter()
+    embedded = embed_dataset(dataset, pipeline, cache_dir, progress=progress)
+    embed_s = time.perf_counter() - start
+    fta = embedded.fta_rate
+    scores = verification_scores(embedded)
+    searches = simulate_flights(embedded, settings.gallery_size, settings.departures, settings.seed)
+    verification = verification_summary(scores, fta, settings.fmr_targets)
+    if pairs:
+        verification["lfw_accuracy"] = lfw_summary(dataset, embedded, pairs)
+    identification = identification_summary(searches, settings.gallery_size, settings.fpir_targets)
+    acquired = embedded.acquired
+    summary: dict[str, object] = {
+        "pack": pack.name,
+        "commercial_use": pack.commercial_use,
+        "embedder": {
+            "name": pack.embedder.name,
+            "sha256": pack.embedder.sha256,
+            "dim": pipeline.embedding_size,
+        },
+        "models": pack.model_hashes,
+        "images": int(acquired.size),
+        "fta_rate": fta,
+        "fte_rate": enrolment_failures(embedded),
+        "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
+        "embedding_s": round(embed_s, 1),
+        "verification": verification,
+        "identification": identification,
+    }
+    if labels:
+        summary["subgroups"] = subgroup_summary(embedded, searches, labels, verification, identification)
+    return PackRun(pack.name, summary, scores, searches)
+
+
+def calibration_table(run: PackRun, dataset: Dataset) -> CalibrationTable:
+    """The table galleries read: this pack's impostor scores, traceable to the data set's fingerprint."""
+    embedder = run.summary["embedder"]
+    return CalibrationTable.from_impostor_scores(
+        run.scores.impostor,
+        embedder=embedder["name"],
+        embedder_sha256=embedder["sha256"],
+        dataset=f"{dataset.root.name} (fingerprint {dataset.fingerprint[:16]}, {len(dataset.samples)} images, "
+        f"pack {run.pack})",
+    )

@@ -1,0 +1,314 @@
+"""The latency run behind `gatematch bench latency`: end-to-end load on a loopback service, and per-stage times.
+
+Load: N simulated gate cameras, each a StreamMatch call sending real video frames (JPEG, looped if the clip is
+shorter than the run) at F fps for T seconds. Frames are encoded before the clock starts, so the clients only
+pace and serialise. Measured on the client: frame latency (frame sent -> its observation back) and decision
+latency (an encounter's first frame sent -> its decision back); from the server's answers: frames dropped
+(latest frame wins) and the encounter time it reports; from /proc: the server process's CPU time and peak RSS.
+Loopback only and bounded in cameras, rate, time and frames: this is a measurement, never a load generator
+pointed at a production gate.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from gatematch.cli_service import folder_photos, load_requests, make_frame, open_channel, video_frames
+from gatematch.errors import ConfigError
+from gatematch.gallery import Calibration
+from gatematch.modelstore import ModelStore
+
+MAX_CAMERAS = 32
+MAX_FPS = 60.0
+MAX_SECONDS = 600.0
+MAX_FRAMES = 20_000  # cameras x fps x seconds
+DRAIN_S = 30.0  # after the last frame, how long a stream may take to answer its open encounters
+GALLERY_LOAD_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    videos: tuple[Path, ...]
+    flight: str
+    cameras: int = 2
+    fps: float = 5.0
+    seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.videos:
+            raise ConfigError("at least one --video is needed for the cameras to stream")
+        if not 1 <= self.cameras <= MAX_CAMERAS:
+            raise ConfigError(f"cameras must be 1..{MAX_CAMERAS}, got {self.cameras}")
+        if not 0 < self.fps <= MAX_FPS:
+            raise ConfigError(f"fps must be in (0, {MAX_FPS:g}], got {self.fps}")
+        if not 0 < self.seconds <= MAX_SECONDS:
+            raise ConfigError(f"seconds must be in (0, {MAX_SECONDS:g}], got {self.seconds}")
+        if self.frames_per_camera * self.cameras > MAX_FRAMES:
+            raise ConfigError(
+                f"{self.cameras} cameras x {self.fps:g} fps x {self.seconds:g} s is more than {MAX_FRAMES} frames"
+            )
+
+    @property
+    def frames_per_camera(self) -> int:
+        return max(1, round(self.fps * self.seconds))
+
+
+def check_loopback(target: str) -> None:
+    """Refuse any address that is not this machine: a benchmark must not load a real gate's service."""
+    host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
+    host = host.strip("[]")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"target '{target}': port must be a number in 1..65535, got '{port}'")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve target host '{host}': {exc}") from None
+    remote = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+    if remote:
+        raise ConfigError(f"the latency benchmark runs on loopback only; '{host}' resolves to {remote}")
+
+
+# -------------------------------------------------------------------------------------- server process
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    cpu_s: float
+    peak_rss_bytes: int
+
+
+def sample_process(pid: int | None) -> ProcessSample | None:
+    """CPU seconds (user + system) and peak RSS (VmHWM) of a process from /proc; None where unavailable."""
+    where = Path("/proc") / (str(pid) if pid else "self")
+    try:
+        fields = (where / "stat").read_text().rsplit(")", 1)[1].split()
+        status = (where / "status").read_text()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
+    peak = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return ProcessSample(cpu, peak)
+
+
+@contextmanager
+def in_process_server(
+    pack: str, model_store: ModelStore, calibration: Calibration | None, workers: int = 0
+) -> Iterator[str]:
+    """A real GateMatchServer on 127.0.0.1 (free port), its galleries and audit log in a temporary folder."""
+    from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
+    from gatematch.service.server import GateMatchServer
+
+    with tempfile.TemporaryDirectory(prefix="gatematch-bench-") as tmp:
+        config = ServiceConfig(
+            server=ServerConfig(host="127.0.0.1", port=0, workers=workers),
+            store=StoreConfig(gallery_dir=str(Path(tmp) / "galleries"), pack=pack),
+            audit=AuditConfig(path=str(Path(tmp) / "audit.jsonl")),
+        )
+        server = GateMatchServer(config, calibration=calibration, model_store=model_store)
+        server.start()
+        try:
+            server.load()
+            yield f"127.0.0.1:{server.port}"
+        finally:
+            server.stop(2.0)
+
+
+def load_gallery(target: str, flight: str, folder: Path) -> dict[str, int]:
+    """Enrol FOLDER/<traveler>/<photos> as the flight's gallery over GalleryService.Load."""
+    from gatematch.v1 import gallery_pb2_grpc
+
+    photos = folder_photos(folder)
+    if not photos:
+        raise ConfigError(f"gallery folder {folder} holds no photos in <traveler>/<photo> layout")
+    with open_channel(target) as channel:
+        response = gallery_pb2_grpc.GalleryServiceStub(channel).Load(
+            load_requests(flight, datetime.now(UTC) + timedelta(hours=2), photos),
+            timeout=GALLERY_LOAD_TIMEOUT_S,
+        )
+    return {"travelers": response.gallery.traveler_count, "rejected": len(response.rejected)}
+
+
+# --------------------------------------------------------------------------------------------- cameras
+
+
+def encoded_clip(video: Path, fps: float, seconds: float) -> list[bytes]:
+    """JPEG frames of the clip at `fps` (at most the video's own rate), for at most `seconds`."""
+    frames = [f.image.encoded for f in video_frames(video, "", "", "", fps, seconds, realtime=False)]
+    if not frames:
+        raise ConfigError(f"no frames could be read from {video}")
+    return frames
+
+
+@dataclass
+class CameraLog:
+    """What one camera saw; filled by its thread, read after it ended."""
+
+    sent: int = 0
+    observations: int = 0
+    errors: int = 0
+    dropped: int = 0
+    frame_latency_s: list[float] = field(default_factory=list)
+    decision_latency_s: dict[str, list[float]] = field(default_factory=dict)  # by decision kind
+    encounter_elapsed_ms: list[float] = field(default_factory=list)
+    server_stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+    failure: str = ""
+
+
+def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettings, log: CameraLog) -> None:
+    from gatematch.v1 import match_pb2, match_pb2_grpc
+
+    sent_at: dict[int, float] = {}
+    camera_id, gate = f"bench-cam-{camera}", f"BENCH{camera}"
+
+    def frames() -> Iterator:
+        start = time.monotonic()
+        for i in range(settings.frames_per_camera):
+            time.sleep(max(start + i / settings.fps - time.monotonic(), 0.0))
+            sent_at[i + 1] = time.monotonic()
+            log.sent = i + 1
+            yield make_frame(camera_id, gate, settings.flight, i + 1, clip[i % len(clip)])
+
+    try:
+        with open_channel(target) as channel:
+            stub = match_pb2_grpc.MatchServiceStub(channel)
+            for event in stub.StreamMatch(frames(), timeout=settings.seconds + DRAIN_S):
+                now = time.monotonic()
+                if event.WhichOneof("event") == "observation":
+                    obs = event.observation
+                    log.observations += 1
+                    log.dropped = max(log.dropped, int(obs.dropped_frames))
+                    log.errors += obs.HasField("error")
+                    log.frame_latency_s.append(now - sent_at[obs.sequence])
+                    for stage, ms in obs.stage_ms.items():
+                        log.server_stage_ms.setdefault(stage, []).append(ms)
+                else:
+                    decision = event.decision
+                    name = match_pb2.Decision.Name(decision.decision).removeprefix("DECISION_")
+                    log.decisions[name] = log.decisions.get(name, 0) + 1
+                    log.encounter_elapsed_ms.append(decision.elapsed_ms)
+                    if decision.first_sequence in sent_at:
+                        latency = now - sent_at[decision.first_sequence]
+                        log.decision_latency_s.setdefault(name, []).append(latency)
+    except Exception as exc:  # a failed camera is reported in the result, not lost in a thread
+        log.failure = f"{type(exc).__name__}: {exc}"
+
+
+def percentiles_ms(seconds: list[float], scale: float = 1000.0) -> dict[str, float | int | None]:
+    if not seconds:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None, "count": 0}
+    ms = np.asarray(seconds) * scale
+    p50, p95, p99 = (round(float(v), 2) for v in np.percentile(ms, [50, 95, 99]))
+    return {
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "max_ms": round(float(ms.max()), 2),
+        "count": int(ms.size),
+    }
+
+
+def run_load(
+    target: str, settings: LoadSettings, server_pid: int | None, in_process: bool
+) -> dict[str, object]:
+    """Stream from every camera at once and summarise; the server process is sampled before and after."""
+    check_loopback(target)
+    clips = [encoded_clip(video, settings.fps, settings.seconds) for video in settings.videos]
+    warm_up(target, settings.flight, clips[0])
+    logs = [CameraLog() for _ in range(settings.cameras)]
+    threads = [
+        threading.Thread(
+            target=run_camera,
+            args=(target, i, clips[i % len(clips)], settings, logs[i]),
+            name=f"bench-cam-{i}",
+        )
+        for i in range(settings.cameras)
+    ]
+    pid = None if in_process else server_pid
+    measurable = in_process or server_pid is not None
+    before = sample_process(pid) if measurable else None
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(settings.seconds + 2 * DRAIN_S)
+    wall = time.monotonic() - start
+    after = sample_process(pid) if measurable else None
+    failures = [log.failure for log in logs if log.failure]
+    if failures:
+        raise ConfigError(f"{len(failures)} camera stream(s) failed against {target}: {failures[0]}")
+    processed = sum(log.observations - log.errors for log in logs)
+    decisions: dict[str, int] = {}
+    for log in logs:
+        for name, count in log.decisions.items():
+            decisions[name] = decisions.get(name, 0) + count
+    server: dict[str, object] = {"cpu_s": None, "cpu_cores": None, "peak_rss_mib": None}
+    if before and after:
+        cpu = after.cpu_s - before.cpu_s
+        server = {
+            "cpu_s": round(cpu, 2),
+            "cpu_cores": round(cpu / wall, 2),
+            "peak_rss_mib": round(after.peak_rss_bytes / 2**20, 1),
+        }
+    server["pid"] = os.getpid() if in_process else server_pid
+    server["note"] = (
+        "in-process: the process also runs the camera clients (pre-encoded frames: pacing and serialisation)"
+        if in_process
+        else "external server process"
+        if server_pid
+        else "not measured: give --server-pid"
+    )
+    return {
+        "target": target,
+        "in_process": in_process,
+        "flight": settings.flight,
+        "videos": [str(v) for v in settings.videos],
+        "cameras": settings.cameras,
+        "fps": settings.fps,
+        "seconds": settings.seconds,
+        "wall_s": round(wall, 2),
+        "frames_sent": sum(log.sent for log in logs),
+        "frames_processed": processed,
+        "frames_dropped": sum(log.dropped for log in logs),
+        "frame_errors": sum(log.errors for log in logs),
+        "throughput_fps": round(processed / wall, 2),
+        "decisions": decisions,
+        "frame_latency": percentiles_ms([s for log in logs for s in log.frame_latency_s]),
+        "decision_latency": percentiles_ms(
+            [s for log in logs for v in log.decision_latency_s.values() for s in v]
+        ),
+        "decision_latency_by_kind": {
+            kind: percentiles_ms([s for log in logs for s in log.decision_latency_s.get(kind, [])])
+            for kind in sorted(decisions)
+        },
+        "encounter_elapsed": percentiles_ms([s for log in logs for s in log.encounter_elapsed_ms], scale=1.0),
+        "server_stage_mean_ms": {
+            stage: round(float(np.mean([v for log in logs for v in log.server_stage_ms.get(stage, [])])), 2)
+            for stage in sorted({stage for log in logs for stage in log.server_stage_ms})
+        },
+        "server": server,
+    }
+
+
+def warm_up(target: str, flight: str, clip: list[bytes], frames: int = 3) -> None:
+    """A few unary matches first, so arenas and caches are settled before the clock starts."""
+    from gatematch.v1 import match_pb2, match_pb2_grpc
+
+    with open_channel(target) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        for i in range(frames):
+            frame = make_frame("bench-warm-up", "BENCH-WARM", flight, i + 1, clip[i % len(clip)])
+            stub.Match(match_pb2.MatchRequest(frame=frame), timeout=60)

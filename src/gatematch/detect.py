@@ -1,0 +1,356 @@
+"""Face detectors (YuNet, SCRFD, RetinaFace, UltraFace) in numpy around one shared onnxruntime session.
+
+Every family shares one path: letterbox the frame onto the card's input (top-left, zero padding), run the
+session, decode the family's raw outputs into boxes in input pixels, then threshold, NMS, map back to the
+original frame and clip there. Only the decoding differs per family. The gate runs this on every frame, so
+buffers are reused per thread (sessions are shared by many threads) and anchor grids are computed once per
+input size; the YuNet decoder is checked against cv2.FaceDetectorYN in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import onnxruntime
+
+from gatematch.cards import ModelCard
+from gatematch.errors import BadImageError, CardError, ModelError
+from gatematch.preprocess import ThreadBuffers
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2 in the original image's pixels
+    landmarks: (
+        np.ndarray | None
+    )  # (5, 2) float32: left eye, right eye, nose, left/right mouth (image-left first)
+    score: float
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.3
+    min_face_size: float = 0.0  # faces whose shorter box side (original px) is smaller are dropped
+    top_k: int = 50  # at most this many faces returned, best score first
+    pre_nms_top_k: int = 5000
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """The input tensor and how to map back. The tensor is this thread's reusable buffer: the next `prepare`
+    in the same thread at the same input size overwrites it."""
+
+    tensor: np.ndarray
+    scale: float  # input pixels per original pixel
+    image_size: tuple[int, int]  # (width, height) of the original image
+
+
+@lru_cache(maxsize=256)
+def _cell_grid(width: int, height: int, stride: int, per_cell: int) -> np.ndarray:
+    """(col, row) of every anchor in feature-map cells, row-major, `per_cell` copies of each cell in a row."""
+    cols, rows = math.ceil(width / stride), math.ceil(height / stride)
+    grid = np.stack(np.meshgrid(np.arange(cols), np.arange(rows)), axis=-1).reshape(-1, 2)
+    grid = np.repeat(grid, per_cell, axis=0).astype(np.float32)
+    grid.flags.writeable = False
+    return grid
+
+
+@lru_cache(maxsize=64)
+def _retinaface_priors(
+    width: int, height: int, strides: tuple[int, ...], min_sizes: tuple[tuple[int, ...], ...]
+) -> np.ndarray:
+    """(cx, cy, w, h) priors in input pixels, in the order of biubug6's PriorBox (cell-major, sizes inner)."""
+    parts = []
+    for stride, sizes in zip(strides, min_sizes, strict=True):
+        centres = (_cell_grid(width, height, stride, len(sizes)) + 0.5) * stride
+        side = np.tile(np.asarray(sizes, np.float32), len(centres) // len(sizes))[:, None]
+        parts.append(np.hstack([centres, side, side]))
+    priors = np.concatenate(parts).astype(np.float32)
+    priors.flags.writeable = False
+    return priors
+
+
+def nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS over `boxes` already sorted best first; indices kept (IoU <= threshold survives, as OpenCV)."""
+    x1, y1, x2, y2 = boxes.T
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.arange(len(boxes))
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        inter_w = np.clip(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None)
+        inter_h = np.clip(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None)
+        inter = inter_w * inter_h
+        union = np.maximum(areas[best] + areas[rest] - inter, np.finfo(np.float32).tiny)
+        order = rest[inter / union <= threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def _check_count(card: ModelCard, what: str, got: int, expected: int) -> None:
+    if got != expected:
+        raise ModelError(
+            f"detector '{card.name}': {what} has {got} rows but the input size implies {expected}; "
+            "the model does not match its card"
+        )
+
+
+def _yunet_scores(cls: np.ndarray, obj: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores) with sqrt(clip(cls) * clip(obj)) >= threshold, OpenCV's YuNet score.
+
+    A coarse pass on the raw product first: for a positive threshold a face needs both values positive, where
+    clipping can only lower the product, so the pass drops no face and the exact score runs on a handful.
+    """
+    rows = np.arange(len(cls)) if threshold <= 0 else np.flatnonzero(cls * obj >= threshold**2 * (1 - 1e-5))
+    score = np.sqrt(np.clip(cls[rows], 0, 1) * np.clip(obj[rows], 0, 1))
+    exact = score >= threshold
+    return rows[exact], score[exact]
+
+
+class Detector:
+    """Letterbox, run, decode. Subclasses implement `_candidates` for their family's raw outputs."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        session: onnxruntime.InferenceSession,
+        config: DetectorConfig = DetectorConfig(),
+    ):
+        if card.task != "detector":
+            raise CardError(f"model card '{card.name}' is a {card.task}, not a detector")
+        graph_outputs = {output.name for output in session.get_outputs()}
+        missing = [name for name in card.outputs if name not in graph_outputs]
+        if missing or not card.outputs:
+            raise ModelError(f"detector '{card.name}': card outputs {missing or '(none)'} not in the graph")
+        self.card = card
+        self.session = session
+        self.config = config
+        self._output_names = list(card.outputs)
+        spec = card.input
+        self._nchw = spec.layout == "NCHW"
+        channel_shape = (3, 1, 1) if self._nchw else (3,)
+        self._channels = slice(None, None, -1) if spec.color == "RGB" else slice(None)  # input is BGR
+        mean = np.asarray(spec.mean, np.float32)
+        inv_std = 1.0 / np.asarray(spec.std, np.float32)
+        self._raw = not mean.any() and bool((inv_std == 1.0).all())
+        self._mean = mean.reshape(channel_shape)
+        self._inv_std = inv_std.reshape(channel_shape)
+        self._pad_value = (-mean * inv_std).reshape(channel_shape)  # a zero pixel, normalised
+        self._tensors = ThreadBuffers()
+        self._resized = ThreadBuffers()
+        self._planes = ThreadBuffers()
+
+    def _geometry(self, width: int, height: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
+        """(scale, resized (w, h), input (w, h)) for an original frame of width x height."""
+        spec = self.card.input
+        if spec.size is not None:
+            in_w, in_h = spec.size
+            scale = min(in_w / width, in_h / height)
+        else:
+            scale = min(1.0, spec.max_side / max(width, height)) if spec.max_side else 1.0
+        resized_w = max(1, round(width * scale))
+        resized_h = max(1, round(height * scale))
+        if spec.size is not None:
+            return scale, (min(resized_w, in_w), min(resized_h, in_h)), (in_w, in_h)
+        step = spec.size_multiple
+        return scale, (resized_w, resized_h), (-(-resized_w // step) * step, -(-resized_h // step) * step)
+
+    def _new_tensor(self, in_w: int, in_h: int) -> np.ndarray:
+        shape = (1, 3, in_h, in_w) if self._nchw else (1, in_h, in_w, 3)
+        return np.empty(shape, np.float32)
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """BGR uint8 HxWx3 -> the card's input tensor: letterboxed top-left, zero pixels padding bottom/right."""
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            raise BadImageError(
+                f"detector input must be a BGR uint8 HxWx3 array, got "
+                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+            )
+        height, width = image.shape[:2]
+        if width == 0 or height == 0:
+            raise BadImageError(f"image has no pixels ({width}x{height})")
+        scale, (res_w, res_h), (in_w, in_h) = self._geometry(width, height)
+        if (res_w, res_h) != (width, height):
+            resized = self._resized.get((res_w, res_h), lambda: np.empty((res_h, res_w, 3), np.uint8))
+            cv2.resize(image, (res_w, res_h), dst=resized, interpolation=cv2.INTER_LINEAR)
+            image = resized
+        tensor = self._tensors.get((in_w, in_h), lambda: self._new_tensor(in_w, in_h))
+        frame = tensor[0]
+        if self._nchw:
+            # cv2.split into uint8 planes, then one contiguous convert: 3x faster than converting a transpose.
+            source = self._planes.get((res_w, res_h), lambda: np.empty((3, res_h, res_w), np.uint8))
+            cv2.split(image, list(source)[self._channels])  # an RGB card's planes are filled reversed
+            region, below, right = frame[:, :res_h, :res_w], frame[:, res_h:], frame[:, :res_h, res_w:]
+        else:
+            source = image[:, :, self._channels]
+            region, below, right = frame[:res_h, :res_w], frame[res_h:], frame[:res_h, res_w:]
+        np.copyto(region, source, casting="unsafe")
+        if not self._raw:
+            region -= self._mean
+            region *= self._inv_std
+        below[...] = self._pad_value
+        right[...] = self._pad_value
+        return Prepared(tensor, scale, (width, height))
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self._output_names, {self.card.input.name: tensor})
+
+    def _input_size(self, prepared: Prepared) -> tuple[int, int]:
+        shape = prepared.tensor.shape
+        return (shape[3], shape[2]) if self._nchw else (shape[2], shape[1])
+
+    def _candidates(
+        self, outputs: Sequence[np.ndarray], in_w: int, in_h: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(boxes (n, 4) corners, scores (n,), landmarks (n, 5, 2) or None) in input pixels, every score at
+        or above the threshold."""
+        raise NotImplementedError
+
+    def decode(self, outputs: list[np.ndarray], prepared: Prepared) -> list[Detection]:
+        boxes, scores, landmarks = self._candidates(outputs, *self._input_size(prepared))
+        if not len(scores):
+            return []
+        cfg = self.config
+        order = np.argsort(-scores, kind="stable")[: cfg.pre_nms_top_k]
+        order = order[nms(boxes[order], cfg.nms_threshold)]
+        width, height = prepared.image_size
+        boxes = boxes[order] / np.float32(prepared.scale)
+        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        chosen = np.flatnonzero(sides >= max(cfg.min_face_size, np.finfo(np.float32).tiny))[: cfg.top_k]
+        points = None if landmarks is None else landmarks[order[chosen]] / np.float32(prepared.scale)
+        return [
+            Detection(
+                box=boxes[i].astype(np.float32),
+                landmarks=None if points is None else points[n].astype(np.float32),
+                score=float(scores[order[i]]),
+            )
+            for n, i in enumerate(chosen)
+        ]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 frame, best score first, in the frame's own pixel coordinates."""
+        prepared = self.prepare(image)
+        return self.decode(self.infer(prepared.tensor), prepared)
+
+
+class YuNetDetector(Detector):
+    """Anchor-free, one prior per cell; decoded exactly as OpenCV's FaceDetectorYN::postProcess."""
+
+    def _candidates(self, outputs, in_w, in_h):
+        strides = self.card.params.get("strides", [8, 16, 32])
+        levels = len(strides)
+        boxes, scores, points = [], [], []
+        for level, stride in enumerate(strides):
+            grid = _cell_grid(in_w, in_h, stride, 1)
+            cls, obj = outputs[level].reshape(-1), outputs[levels + level].reshape(-1)
+            _check_count(self.card, f"output '{self._output_names[level]}'", len(cls), len(grid))
+            keep, score = _yunet_scores(cls, obj, self.config.score_threshold)
+            cells = grid[keep]
+            box = outputs[2 * levels + level].reshape(-1, 4)[keep]
+            centre = (cells + box[:, :2]) * stride
+            half = np.exp(box[:, 2:]) * stride / 2
+            boxes.append(np.hstack([centre - half, centre + half]))
+            scores.append(score)
+            points.append((outputs[3 * levels + level].reshape(-1, 5, 2)[keep] + cells[:, None]) * stride)
+        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
+
+
+class SCRFDDetector(Detector):
+    """Anchor centres at (col, row) * stride, `anchors_per_cell` per cell; distances in stride units."""
+
+    def _candidates(self, outputs, in_w, in_h):
+        strides = self.card.params.get("strides", [8, 16, 32])
+        per_cell = int(self.card.params.get("anchors_per_cell", 2))
+        levels = len(strides)
+        boxes, scores, points = [], [], []
+        for level, stride in enumerate(strides):
+            grid = _cell_grid(in_w, in_h, stride, per_cell)
+            score = outputs[level].reshape(-1)  # 500m has no batch axis, 2.5g has one
+            _check_count(self.card, f"output '{self._output_names[level]}'", len(score), len(grid))
+            keep = np.flatnonzero(score >= self.config.score_threshold)
+            centre = grid[keep] * stride
+            distance = outputs[levels + level].reshape(-1, 4)[keep] * stride
+            boxes.append(np.hstack([centre - distance[:, :2], centre + distance[:, 2:]]))
+            scores.append(score[keep])
+            kps = outputs[2 * levels + level].reshape(-1, 5, 2)[keep]
+            points.append(kps * stride + centre[:, None])
+        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
+
+
+class RetinaFaceDetector(Detector):
+    """SSD-style priors and variances from the card; class scores arrive soft-maxed (column 1 = face)."""
+
+    def _candidates(self, outputs, in_w, in_h):
+        params = self.card.params
+        strides = tuple(params.get("strides", (8, 16, 32)))
+        min_sizes = tuple(
+            tuple(sizes) for sizes in params.get("min_sizes", ((16, 32), (64, 128), (256, 512)))
+        )
+        centre_var, size_var = params.get("variances", (0.1, 0.2))
+        priors = _retinaface_priors(in_w, in_h, strides, min_sizes)
+        score = outputs[1].reshape(-1, 2)[:, 1]
+        _check_count(self.card, f"output '{self._output_names[1]}'", len(score), len(priors))
+        keep = np.flatnonzero(score >= self.config.score_threshold)
+        prior = priors[keep]
+        loc = outputs[0].reshape(-1, 4)[keep]
+        centre = prior[:, :2] + loc[:, :2] * centre_var * prior[:, 2:]
+        half = prior[:, 2:] * np.exp(loc[:, 2:] * size_var) / 2
+        landmarks = outputs[2].reshape(-1, 5, 2)[keep]
+        points = prior[:, None, :2] + landmarks * centre_var * prior[:, None, 2:]
+        return np.hstack([centre - half, centre + half]), score[keep], points.astype(np.float32)
+
+
+class UltraFaceDetector(Detector):
+    """Relative corner boxes, soft-maxed scores; no landmarks, so its detections cannot be aligned."""
+
+    def _candidates(self, outputs, in_w, in_h):
+        score = outputs[0].reshape(-1, 2)[:, 1]
+        keep = np.flatnonzero(score >= self.config.score_threshold)
+        boxes = outputs[1].reshape(-1, 4)[keep] * np.asarray([in_w, in_h, in_w, in_h], np.float32)
+        return boxes, score[keep], None
+
+
+DETECTORS: dict[str, type[Detector]] = {
+    "yunet": YuNetDetector,
+    "scrfd": SCRFDDetector,
+    "retinaface": RetinaFaceDetector,
+    "ultraface": UltraFaceDetector,
+}
+
+
+def create_detector(
+    card: ModelCard,
+    session: onnxruntime.InferenceSession,
+    config: DetectorConfig = DetectorConfig(),
+) -> Detector:
+    if card.family not in DETECTORS:
+        raise CardError(
+            f"model card '{card.name}': unknown detector family '{card.family}' "
+            f"(known: {', '.join(sorted(DETECTORS))})"
+        )
+    return DETECTORS[card.family](card, session, config)

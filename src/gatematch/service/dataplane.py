@@ -1,0 +1,444 @@
+"""The service's data plane, free of any protocol: one frame -> decision, and gallery loading.
+
+Matching one frame is: resolve the flight's current gallery (before any inference, so an unknown flight costs
+nothing), decode, analyse (detect, align, quality, embed, liveness), apply the frame rules (NO_FACE,
+MULTIPLE_FACES, QUALITY_FAILED, LIVENESS_FAILED), then search. Every stage is only started when the running
+cost estimate says it can finish inside the budget; a frame that cannot is answered BUDGET_EXCEEDED, never late.
+gRPC servicers and the stream scheduler are thin layers over this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import numpy as np
+
+from gatematch.errors import (
+    BadImageError,
+    BudgetExceededError,
+    GalleryExpiredError,
+    GalleryNotFoundError,
+    ManifestError,
+    WrongPackError,
+)
+from gatematch.facepipeline import Analysis, Face, FacePipeline
+from gatematch.gallery import (
+    Calibration,
+    EnrollmentFailure,
+    Gallery,
+    GalleryInfo,
+    ModelRef,
+    OperatingPoint,
+    SearchResult,
+    canonical_json,
+    iso,
+)
+from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord
+from gatematch.gallery_tools.build import EnrollmentPhoto, judge
+from gatematch.gallery_tools.manifest import MAX_PHOTOS, TRAVELER_ID
+from gatematch.images import ImageLimits, decode_image, to_bgr
+from gatematch.quality import QualityThresholds
+from gatematch.service.flow import Budget, StageCosts, WorkerPool
+
+LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
+ENROLL_BATCH = 8
+ADMIN_BUDGET_S = 600.0  # one chunk of enrollment photos on the inference pool
+T = TypeVar("T")
+
+
+class Decision(StrEnum):
+    """Named as in the contract (gatematch.v1.Decision without the DECISION_ prefix)."""
+
+    MATCH = "MATCH"
+    NO_MATCH = "NO_MATCH"
+    NO_FACE = "NO_FACE"
+    QUALITY_FAILED = "QUALITY_FAILED"
+    MULTIPLE_FACES = "MULTIPLE_FACES"
+    LIVENESS_FAILED = "LIVENESS_FAILED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+
+
+_DTYPES = {"uint8": np.dtype(np.uint8), "uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    """Decoded camera pixels, row-major, channels interleaved."""
+
+    pixels: bytes
+    width: int
+    height: int
+    channels: int
+    dtype: str = "uint8"  # uint8 | uint16 | float32 (little-endian)
+    rgb: bool = False  # False: BGR(A), the order most camera SDKs hand out
+
+    def to_bgr(self, limits: ImageLimits) -> np.ndarray:
+        """The pixels as BGR uint8, refusing any size or layout mismatch before touching the data."""
+        dtype = _DTYPES.get(self.dtype)
+        if dtype is None:
+            raise BadImageError(f"raw pixel type {self.dtype!r} is not one of {sorted(_DTYPES)}")
+        if self.width <= 0 or self.height <= 0 or self.channels not in (1, 3, 4):
+            raise BadImageError(
+                f"raw image {self.width}x{self.height}x{self.channels}: width and height must be > 0, "
+                "channels 1, 3 or 4"
+            )
+        if self.width * self.height > limits.max_pixels:
+            raise BadImageError(
+                f"raw image is {self.width}x{self.height} pixels, over the limit of {limits.max_pixels}"
+            )
+        expected = self.width * self.height * self.channels * dtype.itemsize
+        if len(self.pixels) != expected:
+            raise BadImageError(
+                f"raw image {self.width}x{self.height}x{self.channels} {self.dtype} needs {expected} bytes, "
+                f"got {len(self.pixels)}"
+            )
+        array = np.frombuffer(self.pixels, dtype=dtype).reshape(self.height, self.width, self.channels)
+        if self.rgb and self.channels >= 3:
+            array = array[:, :, [2, 1, 0, *range(3, self.channels)]]
+        return to_bgr(array.astype(dtype.newbyteorder("=")), limits)
+
+
+@dataclass(frozen=True)
+class Probe:
+    flight_id: str
+    image: bytes | RawPixels
+    sequence: int = 0
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One frame analysed and judged, before any search."""
+
+    analysis: Analysis | None  # None when the budget ended before analysis
+    decision: Decision | None  # None: the primary face is usable and goes to search
+    face: Face | None  # the face the frame is about (the primary face)
+    rivals: int  # other faces competing with the primary one (Analysis.rivals)
+    reasons: tuple[str, ...]  # quality reasons of the primary face
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    decision: Decision
+    assessment: Assessment | None
+    search: SearchResult | None
+    gallery: GalleryInfo | None
+    stage_s: dict[str, float]
+    budget_s: float
+    detail: str = ""  # why the budget ran out, when it did
+
+
+def sighting_quality(face: Face) -> float:
+    """Ranks a track's frames for fusion: large, confidently detected, sharp (LightQNet when present)."""
+    report = face.quality
+    if report is None:
+        return 0.0
+    size = min(report.inter_eye_px / 60.0, 1.0)
+    return size * report.detector_score * (report.lightqnet if report.lightqnet is not None else 1.0)
+
+
+@dataclass(frozen=True)
+class LoadHeader:
+    flight_id: str
+    departure: datetime
+    pack: str = ""  # empty = the server's pack
+    retention: timedelta | None = None  # None = the store's default
+    embedder: str = ""  # templates only: the model they came from
+    embedder_sha256: str = ""
+    embedding_size: int = 0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    info: GalleryInfo
+    unchanged: bool
+    failures: tuple[EnrollmentFailure, ...]
+
+
+@dataclass
+class Enrollment:
+    """A gallery being loaded chunk by chunk; only templates are kept, never the photos."""
+
+    plane: DataPlane
+    header: LoadHeader
+    kind: str = ""  # "photos" or "templates", fixed by the first chunk
+    templates: list[TemplateRecord] = field(default_factory=list)
+    failures: list[EnrollmentFailure] = field(default_factory=list)
+    digests: dict[str, list[str]] = field(default_factory=dict)  # traveler -> input sha256s, in order
+
+    def _begin(self, kind: str, traveler_ids: Iterable[str]) -> None:
+        if self.kind and self.kind != kind:
+            raise ManifestError(f"a load holds photos or templates, not both (got {kind} after {self.kind})")
+        self.kind = kind
+        for traveler_id in traveler_ids:
+            if not TRAVELER_ID.fullmatch(traveler_id):
+                raise ManifestError(
+                    f"traveler id {traveler_id!r} must be 1-64 letters, digits or . _ : - (starting with one "
+                    "letter or digit)"
+                )
+            if len(self.digests.get(traveler_id, ())) >= MAX_PHOTOS:
+                raise ManifestError(f"traveler {traveler_id!r} has more than {MAX_PHOTOS} photos/templates")
+
+    def _note(self, traveler_id: str, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.digests.setdefault(traveler_id, []).append(digest)
+        return digest
+
+    def add_photos(self, photos: Sequence[tuple[str, bytes]]) -> None:
+        """Detect, judge (exactly one enrollment-quality face) and embed a chunk of (traveler id, photo bytes)."""
+        self._begin("photos", (t for t, _ in photos))
+        pipeline = self.plane.enroller
+        for start in range(0, len(photos), ENROLL_BATCH):
+            readable, images = [], []
+            for traveler_id, data in photos[start : start + ENROLL_BATCH]:
+                digest = self._note(traveler_id, data)
+                photo = EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest)
+                try:
+                    images.append(self.plane.decode(data))
+                    readable.append(photo)
+                except BadImageError as exc:
+                    self.failures.append(EnrollmentFailure(traveler_id, photo.path, "unreadable", str(exc)))
+            for photo, analysis in zip(readable, pipeline.analyze_batch(images), strict=True):
+                outcome = judge(analysis, photo)
+                if isinstance(outcome, EnrollmentFailure):
+                    self.failures.append(outcome)
+                else:
+                    embedding, quality = outcome
+                    self.templates.append(
+                        TemplateRecord(photo.traveler_id, photo.path, photo.sha256, quality, embedding)
+                    )
+
+    def add_templates(self, templates: Sequence[tuple[str, Sequence[float]]]) -> None:
+        """Precomputed templates; refused unless they come from this server's embedder file."""
+        self._begin("templates", (t for t, _ in templates))
+        card = self.plane.pipeline.pack.embedder
+        header = self.header
+        if (header.embedder, header.embedder_sha256) != (card.name, card.sha256):
+            raise WrongPackError(
+                f"templates come from embedder {header.embedder or '(unnamed)'} "
+                f"(sha256 {header.embedder_sha256[:12] or '?'}), this server embeds with {card.name} "
+                f"(sha256 {card.sha256[:12]})"
+            )
+        dim = self.plane.pipeline.embedding_size
+        for traveler_id, values in templates:
+            vector = np.asarray(values, dtype=np.float32)
+            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
+            if vector.shape != (dim,) or not np.isfinite(norm) or norm == 0.0:
+                raise ManifestError(
+                    f"template of {traveler_id!r}: expected {dim} finite values, not all zero; got {vector.size}"
+                )
+            digest = self._note(traveler_id, vector.tobytes())
+            self.templates.append(
+                TemplateRecord(traveler_id, f"template:{digest[:16]}", digest, {}, vector / norm)
+            )
+
+    def finish(self) -> LoadResult:
+        """Write the gallery as the departure's current version (a no-op when the content is unchanged)."""
+        if not self.digests:
+            raise ManifestError("the load held no photos or templates")
+        plane, header = self.plane, self.header
+        pipeline = plane.pipeline
+        basis = {
+            "flight_id": header.flight_id,
+            "departure": iso(header.departure),
+            "source": self.kind,
+            "travelers": sorted(self.digests.items()),
+            "pack": pipeline.pack.name,
+            "models": pipeline.pack.model_hashes,
+            "quality": asdict(plane.enroller.config.quality),
+            "flip": pipeline.config.flip,
+        }
+        draft = GalleryDraft(
+            flight_id=header.flight_id,
+            departure=header.departure,
+            pack=pipeline.pack.name,
+            model_hashes=pipeline.pack.model_hashes,
+            embedder=ModelRef.of(pipeline.pack.embedder),
+            dim=pipeline.embedding_size,
+            travelers=tuple(TravelerRecord(t) for t in self.digests),
+            templates=tuple(self.templates),
+            failures=tuple(self.failures),
+            content_hash=hashlib.sha256(canonical_json(basis).encode()).hexdigest(),
+        )
+        store = plane.store
+        if header.retention is not None:
+            store = GalleryStore(store.root, store.key, header.retention)
+        expires = header.departure + store.retention
+        if expires <= datetime.now(UTC):
+            raise GalleryExpiredError(
+                f"gallery of flight {header.flight_id} would expire at {iso(expires)}, before it is loaded"
+            )
+        try:
+            written = store.write(draft)
+        except ValueError as exc:  # a flight id the store cannot name a gallery after
+            raise ManifestError(str(exc)) from None
+        plane.store.load(written.info.gallery_id)  # warm the snapshot cache before cameras ask
+        return LoadResult(written.info, written.unchanged, tuple(self.failures))
+
+
+class DataPlane:
+    """Frame matching and gallery loading over one pipeline, one store and one bounded worker pool."""
+
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        store: GalleryStore,
+        calibration: Calibration | None,
+        pool: WorkerPool,
+        *,
+        target_fpir: float,
+        max_candidates: int,
+        frame_budget_s: float,
+    ):
+        self.pipeline = pipeline
+        self.enroller = pipeline.with_quality(QualityThresholds.enrollment())
+        self.store = store
+        self.calibration = calibration
+        self.pool = pool
+        self.point = OperatingPoint(target_fpir)
+        self.max_candidates = max_candidates
+        self.frame_budget_s = frame_budget_s
+        self.costs = StageCosts()
+        self.embedder = ModelRef.of(pipeline.pack.embedder)
+
+    # -- galleries -------------------------------------------------------------------------------------
+
+    def resolve(self, flight_id: str, now: datetime | None = None) -> Gallery:
+        """The flight's current gallery: the newest departure whose retention is not over."""
+        now = now or datetime.now(UTC)
+        mine = self._of_flight(flight_id)
+        live = [info for info in mine if not info.expired(now)]
+        if not live:
+            newest = max(mine, key=lambda info: info.departure)
+            raise GalleryExpiredError(
+                f"the gallery of flight {flight_id!r} expired at {iso(newest.expires_at)}"
+            )
+        return self.store.load(max(live, key=lambda info: info.departure).gallery_id, now)
+
+    def _of_flight(self, flight_id: str) -> list[GalleryInfo]:
+        mine = self.store.galleries(flight_id)
+        if not mine:
+            raise GalleryNotFoundError(f"no gallery is loaded for flight {flight_id!r}")
+        return mine
+
+    def current_info(self, flight_id: str) -> GalleryInfo:
+        """The flight's newest gallery, expired or not (what an administrator inspects)."""
+        return max(self._of_flight(flight_id), key=lambda info: info.departure)
+
+    def purge_flight(self, flight_id: str) -> int:
+        """Purge every gallery of the flight now; the number of templates deleted."""
+        infos = self._of_flight(flight_id)
+        for info in infos:
+            self.store.purge(info.gallery_id)
+        return sum(info.templates for info in infos)
+
+    @staticmethod
+    def admin_budget() -> Budget:
+        return Budget.start(ADMIN_BUDGET_S)
+
+    def enrollment(self, header: LoadHeader) -> Enrollment:
+        if header.pack and header.pack != self.pipeline.pack.name:
+            raise WrongPackError(
+                f"gallery asks for pack {header.pack!r}; this server runs pack {self.pipeline.pack.name!r}"
+            )
+        return Enrollment(self, header)
+
+    def warm(self) -> list[str]:
+        """Load every unexpired gallery into the snapshot cache (start-up, before reporting SERVING)."""
+        now = datetime.now(UTC)
+        ids = [info.gallery_id for info in self.store.galleries() if not info.expired(now)]
+        for gallery_id in ids:
+            self.store.load(gallery_id, now)
+        return ids
+
+    # -- frames ----------------------------------------------------------------------------------------
+
+    def decode(self, image: bytes | RawPixels) -> np.ndarray:
+        limits = self.pipeline.config.limits
+        if isinstance(image, RawPixels):
+            return image.to_bgr(limits)
+        if not image:
+            raise BadImageError("the frame holds no image")
+        return decode_image(bytes(image), limits)
+
+    def _timed(
+        self, stage: str, budget: Budget, stage_s: dict[str, float], fn: Callable[..., T], *args: Any
+    ) -> T:
+        """Run one stage if its estimated cost fits in what is left of the budget; record its time."""
+        budget.require(stage, self.costs.estimate(stage))
+        start = time.perf_counter()
+        value = fn(*args)
+        seconds = time.perf_counter() - start
+        self.costs.observe(stage, seconds)
+        stage_s[stage] = seconds
+        return value
+
+    def assess(self, image: bytes | RawPixels, budget: Budget, stage_s: dict[str, float]) -> Assessment:
+        """Decode and analyse one frame and apply the frame rules; BudgetExceededError if it cannot finish."""
+        decoded = self._timed("decode", budget, stage_s, self.decode, image)
+        analysis = self._timed("analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0])
+        stage_s.pop("analyze")
+        stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
+        face = analysis.primary()
+        if face is None:
+            return Assessment(analysis, Decision.NO_FACE, None, 0, ())
+        rivals = len(analysis.rivals(face))
+        reasons = face.quality.reasons if face.quality is not None else ("face has no landmarks to align",)
+        if rivals:
+            decision: Decision | None = Decision.MULTIPLE_FACES
+        elif face.quality is None or face.embedding is None or not face.quality.passed:
+            decision = Decision.QUALITY_FAILED
+        elif face.liveness is not None and face.liveness < LIVENESS_MIN_REAL:
+            decision = Decision.LIVENESS_FAILED
+        else:
+            decision = None
+        return Assessment(analysis, decision, face, rivals, tuple(reasons))
+
+    def search(self, gallery: Gallery, embedding: np.ndarray, k: int | None = None) -> SearchResult:
+        return gallery.search(
+            embedding, self.embedder, self.calibration, k=k or self.max_candidates, point=self.point
+        )
+
+    def match(self, probe: Probe, budget: Budget, k: int | None = None) -> FrameResult:
+        """One frame, start to finish, on the calling thread (run it on the pool: see `run_match`)."""
+        stage_s: dict[str, float] = {"queue": budget.elapsed()}
+        gallery = self._timed("gallery", budget, stage_s, self.resolve, probe.flight_id)
+        assessment = None
+        try:
+            assessment = self.assess(probe.image, budget, stage_s)
+            if assessment.decision is not None:
+                return FrameResult(
+                    assessment.decision, assessment, None, gallery.info, stage_s, budget.seconds
+                )
+            result = self._timed(
+                "search", budget, stage_s, self.search, gallery, assessment.face.embedding, k
+            )
+        except BudgetExceededError as exc:
+            return FrameResult(
+                Decision.BUDGET_EXCEEDED, assessment, None, gallery.info, stage_s, budget.seconds, str(exc)
+            )
+        decision = Decision.MATCH if result.match is not None else Decision.NO_MATCH
+        return FrameResult(decision, assessment, result, gallery.info, stage_s, budget.seconds)
+
+    def run_match(self, probe: Probe, budget: Budget, k: int | None = None) -> FrameResult:
+        """`match` on the worker pool; a frame whose budget ends while it waits is BUDGET_EXCEEDED."""
+        try:
+            return self.pool.run(lambda b: self.match(probe, b, k), budget)
+        except BudgetExceededError as exc:
+            return FrameResult(
+                Decision.BUDGET_EXCEEDED,
+                None,
+                None,
+                None,
+                {"queue": budget.elapsed()},
+                budget.seconds,
+                str(exc),
+            )
+
+    def budget(self, time_remaining_s: float | None, margin_s: float) -> Budget:
+        return Budget.start(self.frame_budget_s, time_remaining_s, margin_s)

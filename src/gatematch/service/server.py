@@ -1,0 +1,275 @@
+"""Server bootstrap: listen first (health NOT_SERVING), load models and galleries, then report SERVING.
+
+Listening before loading lets orchestrators see the process come up and wait on its health instead of killing
+it for a slow start. Inference runs on one WorkerPool sized to the cores; gRPC's own threads only move
+messages (one per open call, capped by max_streams). Shutdown drains: health goes NOT_SERVING, streams stop
+taking frames, finish the one in flight and announce their open encounters, then the server stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gatematch.errors import ModelError, PackError
+from gatematch.facepipeline import FacePipeline, PipelineConfig
+from gatematch.gallery import Calibration, load_default_calibration
+from gatematch.gallery_store import GalleryStore
+from gatematch.images import ImageLimits
+from gatematch.modelstore import ModelStore
+from gatematch.runtime import RuntimeConfig
+from gatematch.service.audit import AuditLog
+from gatematch.service.config import ServiceConfig
+from gatematch.service.dataplane import DataPlane
+from gatematch.service.flow import WorkerPool
+from gatematch.service.metrics import Metrics
+from gatematch.service.security import AuthInterceptor, authenticator_for, check_exposure, server_credentials
+from gatematch.service.servicers import GalleryServicer, MatchServicer
+from gatematch.service.streams import StreamScheduler
+from gatematch.template_crypto import TemplateKey
+from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
+
+log = logging.getLogger("gatematch.service")
+
+PURGE_INTERVAL_S = 60.0
+SERVICE_NAMES = (
+    match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
+    gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, plus any `extra` fields given to the call."""
+
+    _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def pipeline_config(config: ServiceConfig) -> PipelineConfig:
+    """Gate-probe pipeline: one thread per session call, because the worker pool already fills the cores."""
+    return PipelineConfig(
+        runtime=RuntimeConfig(intra_op_threads=1, allow_spinning=False),
+        limits=ImageLimits(max_pixels=config.match.max_pixels, max_bytes=config.server.max_message_bytes),
+        liveness=config.match.liveness,
+    )
+
+
+@dataclass
+class _Loaded:
+    plane: DataPlane
+    scheduler: StreamScheduler
+
+
+class GateMatchServer:
+    """One gatematch service: `start()` listens, `load()` makes it ready, `stop()` drains and ends it."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        pipeline: FacePipeline | None = None,
+        calibration: Calibration | None = None,
+        model_store: ModelStore | None = None,
+    ):
+        check_exposure(config)
+        self.config = config
+        self._pipeline = pipeline
+        self._calibration = calibration
+        self._model_store = model_store
+        self.metrics = Metrics()
+        self.audit = AuditLog(config.audit.path)
+        self.health = health.HealthServicer()
+        self._loaded: _Loaded | None = None
+        self._stopped = threading.Event()
+        self._purger: threading.Thread | None = None
+        self.pool = WorkerPool(
+            config.server.worker_count,
+            config.server.max_streams + 2 * config.server.worker_count,
+            self.metrics,
+        )
+        limit = config.server.max_message_bytes
+        # gRPC threads carry calls (a stream holds one while open); they never run inference.
+        threads = config.server.max_streams + 4
+        auth = authenticator_for(config)
+        self.grpc = grpc.server(
+            ThreadPoolExecutor(threads, thread_name_prefix="gatematch-grpc"),
+            interceptors=[AuthInterceptor(auth)],
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            maximum_concurrent_rpcs=threads,
+        )
+        match_pb2_grpc.add_MatchServiceServicer_to_server(
+            MatchServicer(self.ready, auth, self.audit, self.metrics, config.budgets.reply_margin_ms / 1000),
+            self.grpc,
+        )
+        gallery_pb2_grpc.add_GalleryServiceServicer_to_server(
+            GalleryServicer(self.ready, auth, self.audit), self.grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = 0
+        self.metrics_port = 0
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def ready(self) -> tuple[DataPlane, StreamScheduler]:
+        loaded = self._loaded
+        if loaded is None or self._stopped.is_set():
+            raise ModelError("the service is not ready (loading models and galleries, or shutting down)")
+        return loaded.plane, loaded.scheduler
+
+    def start(self) -> int:
+        """Listen (NOT_SERVING until `load`); returns the bound port."""
+        server = self.config.server
+        address = f"{server.host}:{server.port}"
+        credentials = server_credentials(self.config.tls)
+        if credentials is None:
+            self.port = self.grpc.add_insecure_port(address)
+        else:
+            self.port = self.grpc.add_secure_port(address, credentials)
+        self.grpc.start()
+        if self.config.metrics.port:
+            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        log.info(
+            "listening",
+            extra={
+                "host": server.host,
+                "port": self.port,
+                "tls": credentials is not None,
+                "metrics": self.metrics_port,
+            },
+        )
+        return self.port
+
+    def load(self) -> None:
+        """Models, calibration and galleries; then SERVING and the retention timer."""
+        config = self.config
+        pipeline = self._pipeline or FacePipeline.from_pack(
+            config.store.pack,
+            store=self._model_store or ModelStore(config.store.model_dir or None),
+            config=pipeline_config(config),
+        )
+        if pipeline.pack.embedder is None:
+            raise PackError(
+                f"pack '{pipeline.pack.name}' has no embedder: it can detect faces but not match them"
+            )
+        calibration = self._calibration or load_default_calibration(pipeline.pack.embedder.name)
+        store = GalleryStore(config.store.gallery_dir, key=TemplateKey.from_env())
+        plane = DataPlane(
+            pipeline,
+            store,
+            calibration,
+            self.pool,
+            target_fpir=config.match.target_fpir,
+            max_candidates=config.match.max_candidates,
+            frame_budget_s=config.budgets.frame_ms / 1000,
+        )
+        purged = store.purge_expired()
+        galleries = plane.warm()
+        scheduler = StreamScheduler(
+            plane,
+            config.encounter,
+            config.budgets.encounter_ms / 1000,
+            self.metrics,
+            self.audit,
+            max_streams=config.server.max_streams,
+        )
+        self._loaded = _Loaded(plane, scheduler)
+        self._purger = threading.Thread(target=self._purge_loop, name="gatematch-retention", daemon=True)
+        self._purger.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={
+                "pack": pipeline.pack.name,
+                "galleries": galleries,
+                "purged": purged,
+                "workers": config.server.worker_count,
+            },
+        )
+
+    def _purge_loop(self) -> None:
+        while not self._stopped.wait(PURGE_INTERVAL_S):
+            self.purge_expired()
+
+    def purge_expired(self) -> list[str]:
+        """Run the retention purge now (the timer calls this every PURGE_INTERVAL_S)."""
+        loaded = self._loaded
+        if loaded is None:
+            return []
+        try:
+            purged = loaded.plane.store.purge_expired()
+        except Exception:  # the timer must outlive a transient store problem; it retries next interval
+            log.exception("retention purge failed")
+            return []
+        if purged:
+            log.info("retention purge", extra={"galleries": purged})
+        return purged
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Drain streams (up to the grace period), then stop listening and release the workers."""
+        grace = self.config.server.shutdown_grace_s if grace_s is None else grace_s
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        loaded = self._loaded
+        drained = loaded.scheduler.drain(grace) if loaded else True
+        self._stopped.set()
+        self.grpc.stop(grace).wait()
+        self.pool.shutdown(wait=True)
+        self.audit.close()
+        log.info("stopped", extra={"drained": drained})
+
+    def wait(self) -> None:
+        self.grpc.wait_for_termination()
+
+
+def serve_forever(server: GateMatchServer) -> None:
+    """Start, load and serve until SIGTERM/SIGINT, then shut down gracefully (main thread only)."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+            threading.Thread(target=server.stop, name="gatematch-shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    try:
+        server.load()
+    except BaseException:
+        server.stop(0)
+        raise
+    server.wait()
