@@ -1,4 +1,4 @@
-"""Shared fixtures: the real models and photos from ../shared.
+"""Shared fixtures: the real models, photos and videos from ../shared (helpers live in the `support` package).
 
 Tests that need ../shared skip with a message when it is missing, except under CI=true, where a missing
 ../shared is a failure: a silent skip in CI would hide breakage.
@@ -6,26 +6,14 @@ Tests that need ../shared skip with a message when it is missing, except under C
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from gatematch.cards import load_cards
+from gatematch.facepipeline import FacePipeline
 from gatematch.modelstore import ModelStore
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GATEMATCH_SHARED", REPO.parent / "shared"))
-
-
-def need(path: Path, what: str) -> Path:
-    """`path` if it exists; otherwise skip (or fail under CI=true) naming what is missing."""
-    if path.exists():
-        return path
-    message = f"{what} not found at {path} (set GATEMATCH_SHARED to the shared data folder)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {message}")
-    pytest.skip(message)
+from support.data import SHARED, need
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +24,17 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def faces_dir(shared: Path) -> Path:
     return need(shared / "faces", "../shared/faces")
+
+
+@pytest.fixture(scope="session")
+def examples(faces_dir: Path) -> Path:
+    """examples6: six public figures, the demo gallery that matches the videos."""
+    return need(faces_dir / "examples6", "examples6 photos")
+
+
+@pytest.fixture(scope="session")
+def video_dir(shared: Path) -> Path:
+    return need(shared / "video", "../shared/video")
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +49,9 @@ def model_dir(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_store(model_dir: Path) -> ModelStore:
     return ModelStore(model_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_store: ModelStore) -> FacePipeline:
+    """The default pack with default settings (all cores), shared by the tests that only read from it."""
+    return FacePipeline.from_pack("default", store=model_store)

@@ -12,15 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import need
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.benchmarks.dataset import scan_dataset
 from gatematch.benchmarks.embeddings import embed_dataset
 from gatematch.benchmarks.protocols import verification_scores
 from gatematch.cards import get_pack
-from gatematch.cli import main
+from gatematch.cli.main import main
 from gatematch.facepipeline import FacePipeline
+from support.data import need
 
 PACKS = ("default", "accurate")
 CELEB5_PER_IDENTITY = 8

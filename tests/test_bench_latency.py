@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
 from gatematch.benchmarks.latency import LoadSettings, check_loopback, sample_process
-from gatematch.cli import main
+from gatematch.cli.main import main
 from gatematch.errors import ConfigError
 from gatematch.facepipeline import FacePipeline
-from service_support import calibration_for
+from support.data import need
+from support.server import calibration_for
 
 CAMERAS, FPS, SECONDS = 2, 2.0, 2.0
 STAGES = ("decode", "detect", "align", "embed", "quality", "search", "raw_detector", "raw_embedder")
@@ -114,4 +114,5 @@ def test_bad_arguments_are_one_line_errors(shared, model_dir, tmp_path, capsys, 
 def test_unreadable_video_is_a_one_line_error(model_dir, tmp_path, capsys):
     argv = ["bench", "latency", "--video", str(tmp_path / "none.mp4"), "--no-load", "--out", str(tmp_path)]
     assert main([*argv, "--model-dir", str(model_dir)]) == 2
-    assert "no frames could be read" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("gatematch: error: cannot open video") and err.count("\n") == 1

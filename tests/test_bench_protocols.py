@@ -39,8 +39,8 @@ def test_every_search_is_counted_once_and_clean_mates_are_rank_one():
         assert len(mates) == 5 and len(strangers) == 3 and not mates & strangers
 
 
-def test_failed_enrolment_and_probe_failures_are_counted_not_scored():
-    # p0 cannot enrol (its first image failed); p1's other images all failed (any mated probe of p1 fails).
+def test_failed_enrollment_and_probe_failures_are_counted_not_scored():
+    # p0 cannot enroll (its first image failed); p1's other images all failed (any mated probe of p1 fails).
     searches = simulate_flights(embedded_set(failed_rows=(0, 4, 5)), gallery_size=7, departures=3, seed=0)
     total_mated = searches.mated_ranks.size + searches.mated_failed.sum()
     assert total_mated == 7 * 3

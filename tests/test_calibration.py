@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatematch.benchmarks.calibration import CalibrationTable, dataset_fingerprint
+from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.benchmarks.metrics import threshold_at_fmr
 from gatematch.errors import CalibrationError
 
@@ -47,7 +47,6 @@ def test_hand_computed_table() -> None:
     assert small.threshold_for_fmr(0.5) == above(0.1)
     assert small.threshold_for_fmr(1.0) == 0.0
     assert small.fpir_at(0.3, 2) == pytest.approx(1 - 0.75**2)
-    assert small.match_confidence(0.3, 2) == pytest.approx(0.75**2)
     assert small.threshold_for_fpir(1 - 0.75**2, 2) == pytest.approx(above(0.2))
 
 
@@ -114,7 +113,7 @@ def test_fpir_grows_with_gallery_size(table: CalibrationTable) -> None:
     assert fpir[0] == pytest.approx(1e-3)
     assert np.all(np.diff(fpir) > 0)
     assert fpir[-1] == pytest.approx(1 - (1 - 1e-3) ** 100_000)
-    assert table.fpir_at(-1.0, 5) == 1.0 and table.match_confidence(-1.0, 5) == 0.0
+    assert table.fpir_at(-1.0, 5) == 1.0
     with pytest.raises(CalibrationError, match="gallery_size"):
         table.fpir_at(0.3, 0)
 
@@ -160,18 +159,6 @@ def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CalibrationError, match="not valid JSON"):
         CalibrationTable.load(tmp_path / "bad.json")
-
-
-def test_dataset_fingerprint_tracks_names_and_contents(tmp_path: Path) -> None:
-    for name, content in (("a/1.jpg", b"one"), ("b/2.jpg", b"two")):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(content)
-    files = [tmp_path / "a/1.jpg", tmp_path / "b/2.jpg"]
-    first = dataset_fingerprint(tmp_path, files)
-    assert first == dataset_fingerprint(tmp_path, files[::-1])
-    (tmp_path / "b/2.jpg").write_bytes(b"twO")
-    assert dataset_fingerprint(tmp_path, files) != first
-    assert dataset_fingerprint(tmp_path, files[:1]) != first
 
 
 @pytest.mark.parametrize("n", [1, 49])  # (1/49) * 49 < 1 in floats: the floor check must tolerate rounding

@@ -19,7 +19,7 @@ def test_every_shared_model_has_a_card_with_its_hash(shared):
         assert card.sha256 == sums[card.file], card.name
 
 
-def test_packs_resolve_and_state_licences():
+def test_packs_resolve_and_state_licenses():
     packs = load_packs()
     assert packs["default"].detector.name == "yunet_2023mar"
     assert packs["default"].embedder.name == "mobilefacenet_128d"

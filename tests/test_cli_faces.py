@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from support.cli import run_gatematch
 
 
 @pytest.fixture(scope="module")
 def run(model_dir):
-    def _run(*args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir)}
-        return subprocess.run(
-            [sys.executable, "-m", "gatematch.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-
-    return _run
+    return functools.partial(run_gatematch, model_dir=model_dir)
 
 
 def test_detect_json(run, faces_dir):

@@ -8,20 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import need
 from gatematch.errors import BadImageError, ImageTooLargeError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.images import ImageLimits
-
-
-@pytest.fixture(scope="module")
-def pipeline(model_store) -> FacePipeline:
-    return FacePipeline.from_pack("default", store=model_store)
-
-
-@pytest.fixture(scope="module")
-def examples(faces_dir):
-    return faces_dir / "examples6"
+from support.data import need
 
 
 def test_analyze_real_photo(pipeline, examples):

@@ -40,7 +40,6 @@ from gatematch.gallery_tools import cli
 from gatematch.gallery_tools.build import BuildReport, build_gallery
 from gatematch.gallery_tools.manifest import load_manifest
 from gatematch.images import load_image
-from gatematch.modelstore import ModelStore
 
 ENROLLED = 200
 HEADER = "flight_id,departure,traveler_id,photos,document_type\n"
@@ -53,11 +52,6 @@ def identities(faces_dir: Path) -> list[Path]:
 
 def photos_of(identity: Path) -> list[Path]:
     return sorted(p for p in identity.iterdir() if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def pipeline(model_store: ModelStore) -> FacePipeline:
-    return FacePipeline.from_pack("default", store=model_store)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from gatematch.gallery_store import (
     DB_NAME,
     GalleryDraft,
     GalleryStore,
-    PurgeTimer,
     TemplateRecord,
     TravelerRecord,
 )
@@ -111,7 +109,7 @@ def test_write_load_search_roundtrip(tmp_path: Path) -> None:
     assert gallery.search(stranger, EMBEDDER, None, point=RAW, now=BEFORE).match is None
 
     provenance = store.provenance(info.gallery_id)
-    assert provenance[found.match.template].traveler_id == "T0007"
+    assert provenance[found.match.template_row].traveler_id == "T0007"
     assert store.failures(info.gallery_id)[0].reason == "no_face"
 
 
@@ -164,11 +162,11 @@ sys.path.insert(0, {tests!r})
 import gatematch.gallery_store as gs
 from test_gallery_store import draft, BEFORE
 
-real = gs._write_aside
-def write_then_die(path, data):
-    real(path, data)  # the new index file is complete and renamed into place...
+real = gs.write_atomic
+def write_then_die(path, data, **options):
+    real(path, data, **options)  # the new index file is complete and renamed into place...
     os.kill(os.getpid(), signal.SIGKILL)  # ...and the process dies before the SQLite switch
-gs._write_aside = write_then_die
+gs.write_atomic = write_then_die
 gs.GalleryStore({root!r}).write(draft(travelers=5, seed=7, tag="NEW")[0], now=BEFORE)
 """
 
@@ -313,24 +311,6 @@ def test_files_are_owner_only_and_purge_leaves_only_the_database(tmp_path: Path)
     assert sorted(os.listdir(tmp_path)) == [DB_NAME]
     with pytest.raises(GalleryNotFoundError):
         store.purge(gid)
-
-
-def test_purge_timer_purges_expired_galleries_in_the_background(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path, retention=timedelta(hours=1))
-    past, _ = draft()
-    past = GalleryDraft(**{**past.__dict__, "departure": datetime.now(UTC) - timedelta(hours=2)})
-    current, _ = draft(flight="GM202", seed=1)
-    store.write(past)
-    store.write(current, now=BEFORE)
-    timer = PurgeTimer(store, interval=0.05).start()
-    try:
-        deadline = time.monotonic() + 10
-        while len(store.galleries()) > 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        timer.stop()
-    assert [g.flight_id for g in store.galleries()] == ["GM202"]
-    assert timer.purged == [past.gallery_id]
 
 
 def test_altered_index_file_is_refused_not_searched(tmp_path: Path) -> None:

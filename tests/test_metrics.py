@@ -9,7 +9,6 @@ import pytest
 
 from gatematch.benchmarks.metrics import (
     NOT_RETURNED,
-    by_group,
     det_curve,
     eer,
     fmr_fnmr,
@@ -19,7 +18,6 @@ from gatematch.benchmarks.metrics import (
     generalized_verification_rates,
     kfold_accuracy,
     lfw_image_path,
-    mate_rank,
     parse_lfw_pairs,
     rank1_rate,
     threshold_at_fmr,
@@ -277,14 +275,6 @@ def test_identification_rejects_bad_input(scores: list, ranks: list, tops: list,
         fpir_fnir(scores, ranks, tops, T, max_rank)
 
 
-def test_mate_rank_is_pessimistic_on_ties() -> None:
-    candidates = [("a", 0.9), ("b", 0.7), ("c", 0.7), ("b", 0.75)]
-    assert mate_rank(candidates, "b") == (2.0, 0.75)  # best of its two entries
-    assert mate_rank(candidates, "c") == (3.0, 0.7)  # tied with b's 0.7, and b also has 0.75
-    rank, score = mate_rank(candidates, "z")
-    assert rank == NOT_RETURNED and np.isnan(score)
-
-
 def test_generalized_verification_rates() -> None:
     assert generalized_verification_rates(0.01, 0.1, fta=0.2) == (pytest.approx(0.008), pytest.approx(0.28))
     gfmr, gfnmr = generalized_verification_rates(np.array([0.01, 0.0]), np.array([0.1, 0.0]), 0.2, fte=0.5)
@@ -292,27 +282,3 @@ def test_generalized_verification_rates() -> None:
     np.testing.assert_allclose(gfnmr, [0.5 + 0.5 * 0.2 + 0.4 * 0.1, 0.6])
     with pytest.raises(MetricInputError, match="fta"):
         generalized_verification_rates(0.01, 0.1, fta=1.5)
-
-
-# ------------------------------------------------------------------------------------------- subgroups
-
-LABELS = {"a": "F", "b": "F", "c": "M", "d": "M", "e": "X"}
-
-
-def test_by_group_pairs_keep_cross_group_apart() -> None:
-    split = by_group(LABELS, ["a", "a", "c", "b", "d"], ["b", "c", "d", "d", "d"])
-    assert {k: v.tolist() for k, v in split.within.items()} == {"F": [0], "M": [2, 4]}
-    assert split.cross.tolist() == [1, 3]
-
-
-def test_by_group_searches() -> None:
-    split = by_group(LABELS, ["c", "a", "d"])
-    assert {k: v.tolist() for k, v in split.within.items()} == {"F": [1], "M": [0, 2]}
-    assert split.cross.size == 0
-
-
-def test_by_group_rejects_unlabelled_identity() -> None:
-    with pytest.raises(MetricInputError, match="no group label"):
-        by_group(LABELS, ["a", "zz"])
-    with pytest.raises(MetricInputError, match="differ in length"):
-        by_group(LABELS, ["a", "b"], ["c"])

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from gatematch.cards import load_cards
-from gatematch.cli import main
+from gatematch.cli.main import main
 from gatematch.errors import ModelError
 from gatematch.modelstore import ModelStore, default_model_dir
 

@@ -7,8 +7,6 @@ One server and one pipeline for the module; clips are short and sent at a low ra
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -21,13 +19,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from conftest import REPO, need
-from gatematch.cli_service import load_requests, make_frame, open_channel, video_frames
+from gatematch.client import camera_frames, load_requests, make_frame, open_channel
 from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import MatchConfig
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from service_support import calibration_for, health_status, service_config, start_server
+from support.cli import run_gatematch
+from support.server import calibration_for, health_status, service_config, start_server
 
 FLIGHT = "GM101"
 ENROLLED = {  # traveler -> enrollment photo; the other photos of these people are probes
@@ -39,16 +37,6 @@ ENROLLED = {  # traveler -> enrollment photo; the other photos of these people a
 }
 MAX_MESSAGE = 4 * 1024 * 1024
 MAX_PIXELS = 4000 * 3000
-
-
-@pytest.fixture(scope="module")
-def examples(faces_dir: Path) -> Path:
-    return need(faces_dir / "examples6", "examples6 photos")
-
-
-@pytest.fixture(scope="module")
-def video_dir(shared: Path) -> Path:
-    return need(shared / "video", "../shared/video")
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +290,7 @@ def test_load_without_header_or_with_garbage_photos_is_refused_or_reported(chann
 
 
 def test_stream_of_the_obama_video_matches_obama(match_stub, video_dir):
-    frames = video_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=8, seconds=2.5)
+    frames = camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=8, seconds=2.5)
     events = stream(match_stub, frames)
     matched = [d for d in decisions(events) if d.decision == match_pb2.DECISION_MATCH]
     assert matched and all(d.candidates[0].traveler_id == "obama" for d in matched)
@@ -312,7 +300,7 @@ def test_stream_of_the_obama_video_matches_obama(match_stub, video_dir):
 
 
 def test_the_unknown_person_video_never_matches(match_stub, video_dir):
-    frames = video_frames(video_dir / "dunaifuentes_my_video.mp4", "cam-1", "A1", FLIGHT, fps=6, seconds=4)
+    frames = camera_frames(video_dir / "dunaifuentes_my_video.mp4", "cam-1", "A1", FLIGHT, fps=6, seconds=4)
     events = stream(match_stub, frames)
     observations = [e for e in events if e.WhichOneof("event") == "observation"]
     assert len(observations) >= 10
@@ -322,7 +310,7 @@ def test_the_unknown_person_video_never_matches(match_stub, video_dir):
 
 def test_stream_survives_garbage_frames_then_matches(service, match_stub, video_dir, examples):
     good = list(
-        video_frames(
+        camera_frames(
             video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=5, seconds=1.5, realtime=False
         )
     )
@@ -346,7 +334,7 @@ def test_stream_survives_garbage_frames_then_matches(service, match_stub, video_
 
 
 def test_client_disconnecting_mid_stream_leaves_the_server_serving(service, match_stub, video_dir, examples):
-    frames = video_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=10, seconds=4)
+    frames = camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=10, seconds=4)
     call = match_stub.StreamMatch(frames, timeout=60)
     next(call)
     call.cancel()
@@ -367,7 +355,7 @@ def _rss_bytes() -> int:
 def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, match_stub, video_dir):
     """Four cameras at full frame rate (30 fps each, far beyond two cores): latest frame wins."""
     source = list(
-        video_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, seconds=2, realtime=False)
+        camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, seconds=2, realtime=False)
     )
 
     def camera(results: list, index: int) -> None:
@@ -409,16 +397,10 @@ def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, mat
 # -- CLI clients ---------------------------------------------------------------------------------------------
 
 
-def _gatematch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gatematch.cli", *args], capture_output=True, text=True, timeout=120, cwd=REPO
-    )
-
-
 def test_camera_command_prints_the_match_as_it_comes(service, video_dir):
     video = video_dir / "hieubkvn123_obama.mp4"
     target = f"127.0.0.1:{service.port}"
-    done = _gatematch(
+    done = run_gatematch(
         "camera",
         "--video",
         str(video),
@@ -439,10 +421,12 @@ def test_camera_command_prints_the_match_as_it_comes(service, video_dir):
 
 def test_match_command_does_one_unary_call(service, examples):
     target = f"127.0.0.1:{service.port}"
-    done = _gatematch("match", str(examples / "obama" / "obama2.jpg"), "--flight", FLIGHT, "--target", target)
+    done = run_gatematch(
+        "match", str(examples / "obama" / "obama2.jpg"), "--flight", FLIGHT, "--target", target
+    )
     assert done.returncode == 0, done.stderr
     assert '"travelerId": "obama"' in done.stdout
-    refused = _gatematch(
+    refused = run_gatematch(
         "match", str(examples / "obama" / "obama2.jpg"), "--flight", "ZZ999", "--target", target
     )
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
@@ -460,7 +444,7 @@ def test_graceful_shutdown_drains_an_open_stream(tmp_path, model_store, service,
         gallery_pb2_grpc.GalleryServiceStub(channel).Load(
             load_requests(FLIGHT, datetime.now(UTC) + timedelta(hours=1), photos), timeout=60
         )
-        frames = video_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=5)
+        frames = camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, fps=5)
         call = match_pb2_grpc.MatchServiceStub(channel).StreamMatch(frames, timeout=60)
         first = next(call)
         stopper = threading.Thread(target=server.stop, args=(5.0,))

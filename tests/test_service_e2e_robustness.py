@@ -18,21 +18,15 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from conftest import need
-from gatematch.cli_service import load_requests, make_frame, open_channel
+from gatematch.client import load_requests, make_frame, open_channel
 from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import BudgetConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from service_support import calibration_for, health_status, service_config, start_server
+from support.server import calibration_for, health_status, service_config, start_server
 
 FLIGHT = "GM404"
 MAX_STREAMS = 2
-
-
-@pytest.fixture(scope="module")
-def examples(faces_dir: Path) -> Path:
-    return need(faces_dir / "examples6", "examples6 photos")
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,21 @@ a rogue CA); the server, models and photos are real.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2
 
-from conftest import need
-from gatematch.cli_service import load_requests, make_frame
+from gatematch.client import load_requests, make_frame
 from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import AuthConfig, TLSConfig
 from gatematch.service.security import channel_credentials
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from service_support import calibration_for, health_status, service_config, start_server
+from support.pki import Issued, issue
+from support.server import calibration_for, health_status, service_config, start_server
 
 FLIGHT, OTHER_FLIGHT = "GM202", "GM303"
 POLICY = f"""
@@ -44,51 +39,17 @@ B2 = ["{OTHER_FLIGHT}"]
 """
 
 
-def _cert(name: str, issuer: tuple | None, tmp: Path, server: bool = False) -> tuple:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    cert_file, key_file = tmp / f"{name}.crt", tmp / f"{name}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert, key, str(cert_file), str(key_file)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, tuple]:
+def pki(tmp_path_factory) -> dict[str, Issued]:
     tmp = tmp_path_factory.mktemp("pki")
-    ca = _cert("test-ca", None, tmp)
-    rogue_ca = _cert("rogue-ca", None, tmp)
-    (tmp / "rogue").mkdir()
+    ca = issue(tmp, "test-ca")
     made = {
         "ca": ca,
-        "server": _cert("server", ca, tmp, server=True),
-        "rogue": _cert("cam-a1", rogue_ca, tmp / "rogue"),
+        "server": issue(tmp, "server", ca, server=True),
+        "rogue": issue(tmp / "rogue", "cam-a1", issue(tmp, "rogue-ca")),
     }
     for name in ("cam-a1", "admin", "analyst", "stranger"):
-        made[name] = _cert(name, ca, tmp)
+        made[name] = issue(tmp, name, ca)
     return made
 
 
@@ -99,7 +60,11 @@ def service(tmp_path_factory, model_store, faces_dir, pki):
     config = service_config(root)
     config = replace(
         config,
-        tls=TLSConfig(cert_file=pki["server"][2], key_file=pki["server"][3], client_ca_file=pki["ca"][2]),
+        tls=TLSConfig(
+            cert_file=pki["server"].cert_file,
+            key_file=pki["server"].key_file,
+            client_ca_file=pki["ca"].cert_file,
+        ),
         auth=AuthConfig(policy_file=str(root / "policy.toml")),
     )
     pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
@@ -111,17 +76,12 @@ def service(tmp_path_factory, model_store, faces_dir, pki):
 
 
 def client(pki, name: str) -> grpc.ChannelCredentials:
-    return channel_credentials(pki["ca"][2], pki[name][2], pki[name][3])
+    return channel_credentials(pki["ca"].cert_file, pki[name].cert_file, pki[name].key_file)
 
 
 def channel(service, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
     target = f"127.0.0.1:{service.port}"
     return grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-
-
-@pytest.fixture(scope="module")
-def examples(faces_dir: Path) -> Path:
-    return need(faces_dir / "examples6", "examples6 photos")
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +115,13 @@ def test_the_assigned_camera_matches_over_mtls(service, pki, loaded, examples):
 
 
 def test_a_certificate_from_another_ca_is_refused_at_the_handshake(service, pki, loaded, examples):
-    rogue = channel_credentials(pki["ca"][2], pki["rogue"][2], pki["rogue"][3])
+    rogue = channel_credentials(pki["ca"].cert_file, pki["rogue"].cert_file, pki["rogue"].key_file)
     with channel(service, rogue) as ch:
         assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_no_client_certificate_or_plaintext_is_refused(service, pki, loaded, examples):
-    with channel(service, channel_credentials(pki["ca"][2])) as ch:
+    with channel(service, channel_credentials(pki["ca"].cert_file)) as ch:
         assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE
     with channel(service, None) as ch:
         assert refused(lambda: match(ch, examples)) == grpc.StatusCode.UNAVAILABLE

@@ -9,7 +9,7 @@ import pytest
 
 from gatematch.errors import BudgetExceededError
 from gatematch.service.flow import Budget, LatestSlot, StageCosts, WorkerPool
-from gatematch.service.metrics import Metrics
+from gatematch.service.telemetry import Telemetry
 
 
 def test_budget_is_the_tighter_of_config_and_deadline() -> None:
@@ -78,8 +78,8 @@ def test_pool_returns_results_and_abandons_late_work() -> None:
 
 
 def test_work_whose_budget_ends_in_the_queue_never_starts() -> None:
-    metrics = Metrics()
-    pool = WorkerPool(workers=1, max_pending=2, metrics=metrics)
+    metrics = Telemetry()
+    pool = WorkerPool(workers=1, max_pending=2, telemetry=metrics)
     release = threading.Event()
     ran = threading.Event()
     try:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gatematch.errors import AuthorizationError, ConfigError
@@ -28,51 +22,19 @@ from gatematch.service.security import (
     token_digest,
 )
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc
+from support.pki import issue
 
 ADMIN_TOKEN = "admin-token-7f3a"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _issue(
-    folder: Path, cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
-) -> tuple:
-    """Write CN.pem and CN.key; self-signed CA when issuer is None."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(issuer[0].subject if issuer else _name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    (folder / f"{cn}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{cn}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert, key
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pki")
-    ca = _issue(folder, "ca", None)
-    for cn in ("server", "cam-a12-1", "ops-admin", "stranger"):
-        _issue(folder, cn, ca)
-    rogue = _issue(folder, "rogue-ca", None)
-    _issue(folder, "forged-admin", rogue)
+    ca = issue(folder, "ca")
+    issue(folder, "server", ca, server=True)
+    for cn in ("cam-a12-1", "ops-admin", "stranger"):
+        issue(folder, cn, ca)
+    issue(folder, "forged-admin", issue(folder, "rogue-ca"))
     return folder
 
 

@@ -1,4 +1,4 @@
-"""Model cards and packs: the declarative contract of every model (file, hash, licence, preprocessing).
+"""Model cards and packs: the declarative contract of every model (file, hash, license, preprocessing).
 
 Preprocessing is read from the card, never guessed from the graph; a card that is malformed fails at load with
 the card's name and the field at fault, not later inside a model wrapper.
@@ -49,7 +49,7 @@ class ModelCard:
     params: dict[str, Any] = field(default_factory=dict)  # the task's own section ([detector], [embedder]...)
 
     @property
-    def licence_note(self) -> str:
+    def license_note(self) -> str:
         return self.license if self.commercial_use else f"{self.license} (NOT for commercial use)"
 
 

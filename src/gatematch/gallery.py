@@ -35,11 +35,6 @@ HNSW_MIN_TEMPLATES = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-# One probe is searched by one thread. faiss would fan a single query out over all cores with OpenMP; measured
-# on the 2-core box that is 3-20x slower at p50 (thread wake-ups, and it competes with the onnxruntime sessions),
-# while concurrent gates already keep the cores busy. Set once here, for every gallery user in the process.
-SEARCH_THREADS = 1
-faiss.omp_set_num_threads(SEARCH_THREADS)
 
 
 class Calibration(Protocol):
@@ -177,7 +172,7 @@ class OperatingPoint:
 class Candidate:
     traveler_id: str
     score: float  # raw cosine of the traveler's best template
-    template: int  # row of that template in the gallery (provenance lookup)
+    template_row: int  # row of that template in the gallery (provenance lookup)
     estimated_fpir: float | None  # FPIR of a decision threshold placed at this score, for this gallery size
     confidence: float | None  # 1 - estimated_fpir
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from gatematch.atomicfile import TMP_MARK, write_atomic
 from gatematch.errors import (
     GalleryExpiredError,
     GalleryNotFoundError,
@@ -57,10 +58,9 @@ DB_NAME = "galleries.sqlite"
 DEFAULT_RETENTION = timedelta(hours=12)  # U.S. exit practice: citizens' photos discarded within 12 hours
 FLIGHT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 INDEX_SUFFIXES = (".faiss", ".faiss.enc")
-TMP_MARK = ".tmp-"
 # The names this store gives its index files (final or written aside); nothing else in the folder is ours.
 INDEX_FILE = re.compile(
-    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\d+)?"
+    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\w+)?"
 )
 
 SCHEMA = """
@@ -143,25 +143,6 @@ class TemplateProvenance:
 class WriteResult:
     info: GalleryInfo
     unchanged: bool  # the same content was already the current version: nothing was written
-
-
-def _write_aside(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` either does not exist or holds all of it."""
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _shred(path: Path) -> None:
@@ -247,7 +228,7 @@ class GalleryStore:
             if self.key is not None:
                 data = self.key.encrypt(data, self._associated(gid, version))
             index_file = f"{gid}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
-            _write_aside(self.root / index_file, data)
+            write_atomic(self.root / index_file, data)
             if current:
                 old_file = current[1]
                 for table in CHILD_TABLES:
@@ -521,34 +502,3 @@ class GalleryStore:
                 self.purge(gid)
                 purged.append(gid)
         return purged
-
-
-class PurgeTimer:
-    """Purges expired galleries every `interval` seconds in a daemon thread (the service runs one per store),
-    so retention holds even when nobody runs `gatematch gallery purge`."""
-
-    def __init__(self, store: GalleryStore, interval: float = 60.0) -> None:
-        if interval <= 0:
-            raise ValueError(f"purge interval must be positive, got {interval}")
-        self.store = store
-        self.interval = interval
-        self.purged: list[str] = []  # every gallery id this timer purged, for the service's log and metrics
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gallery-purge", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.purged.extend(self.store.purge_expired())
-            except (sqlite3.Error, OSError) as exc:  # a locked or full disk must not end retention for good
-                LOG.warning("gallery purge failed, retrying in %.0f s: %s", self.interval, exc)
-            if self._stop.wait(self.interval):
-                return
-
-    def start(self) -> PurgeTimer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -14,7 +14,9 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from gatematch.atomicfile import write_atomic
 from gatematch.cards import ModelCard
 from gatematch.errors import ModelError
 
@@ -90,24 +92,23 @@ class ModelStore:
 
     def _install(self, card: ModelCard, source: Path) -> None:
         """Copy a verified file in atomically: a reader never sees a partial model."""
+
+        def copy_verified(out: BinaryIO) -> None:
+            digest = hashlib.sha256()
+            with source.open("rb") as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != card.sha256:
+                raise ModelError(f"model '{card.name}': copy from {source} changed while being read")
+
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{card.file}.")
+            write_atomic(self.path(card), copy_verified, mode=0o644)
         except OSError as exc:
             raise ModelError(
                 f"model '{card.name}': cannot install into {self.root}: {exc.strerror or exc}"
             ) from None
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(handle, "wb") as out, source.open("rb") as src:
-                shutil.copyfileobj(src, out)
-                out.flush()
-                os.fsync(out.fileno())
-            if sha256_of(tmp) != card.sha256:
-                raise ModelError(f"model '{card.name}': copy from {source} changed while being read")
-            tmp.replace(self.path(card))
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def fetch_from_dir(self, source_dir: Path, cards: Iterable[ModelCard]) -> list[str]:
         """Install each card's file from `source_dir` (searched recursively); refuse any hash mismatch."""

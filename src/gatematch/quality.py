@@ -1,4 +1,4 @@
-"""Face image quality: is this face good enough to enrol, or to trust a gate decision on?
+"""Face image quality: is this face good enough to enroll, or to trust a gate decision on?
 
 A low-quality probe (tiny, turned, blurred, dark) gives an unreliable comparison score, and a low-quality
 enrollment photo poisons every later comparison. Each component is measured, compared with its own configurable

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from gatematch.cards import ModelCard
 from gatematch.errors import ModelError
 
-ort.set_default_logger_severity(3)  # UltraFace's initializer-as-input warning is harmless noise
+LOG_ERRORS_ONLY = 3  # per session: UltraFace's initializer-as-input warning is harmless noise
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ def create_session(card: ModelCard, path: Path, config: RuntimeConfig) -> ort.In
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = LOG_ERRORS_ONLY
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
     model: bytes | str = batch_dynamic_model(path) if card.input.batch == "fixed" else str(path)

@@ -1,7 +1,7 @@
 """The accuracy run behind `gatematch bench accuracy`: a labelled photo set -> 1:1 and 1:N error rates per pack.
 
 Per pack: embed every image once (cached by file hash), score all pairs (1:1 verification), simulate departures
-(open-set 1:N as NIST's paperless-travel tests do), fold failures to acquire/enrol in, break the rates down by
+(open-set 1:N as NIST's paperless-travel tests do), fold failures to acquire/enroll in, break the rates down by
 subgroup when labels are given, and measure the calibration table galleries use for thresholds and confidences.
 The arithmetic lives in `metrics`, the score sets in `protocols`; this module only wires them and states the
 conventions the report quotes.
@@ -40,13 +40,13 @@ UNLABELLED = "unknown"
 CONVENTIONS = {
     "scores": "cosine similarity of L2-normalised embeddings; a comparison matches when score >= threshold",
     "fta": "failure to acquire: share of all images whose photo gave no face (no template)",
-    "fte": "failure to enrol: share of identities whose enrolment photo (their first by file name) gave no face",
+    "fte": "failure to enroll: share of identities whose enrollment photo (their first by file name) gave no face",
     "verification": "all pairs of acquired images (ISO/IEC 19795-1 FMR/FNMR over comparisons that ran); "
     "generalized_fmr/fnmr fold failures in as 19795-1 does for one attempt: GFNMR = FTE + (1-FTE)FTA + "
     "(1-FTE)(1-FTA)FNMR, GFMR = (1-FTE)(1-FTA)FMR, with both FTA and FTE = the image FTA rate because either "
     "side of an all-pairs comparison is an arbitrary image",
     "identification": "open-set, rank 1 (NIST FRVT): a mated search whose probe gave no face or whose traveler "
-    "failed to enrol is a miss at every threshold (counts in FNIR and rank-1); a non-mated probe without a "
+    "failed to enroll is a miss at every threshold (counts in FNIR and rank-1); a non-mated probe without a "
     "face is a correct rejection (counts in the FPIR denominator only)",
     "thresholds": "exact for the data: the smallest threshold meeting the target; supported=false when the "
     "target is below 1/n of the comparisons or searches that can produce a false positive",
@@ -97,7 +97,7 @@ def check_dataset(dataset: Dataset, settings: AccuracySettings) -> None:
     single = sorted(name for name, n in counts.items() if n < 2)
     if single:
         raise DatasetError(
-            f"{len(single)} identities have a single image (one to enrol, one to search are needed), "
+            f"{len(single)} identities have a single image (one to enroll, one to search are needed), "
             f"e.g. {single[:3]}"
         )
 
@@ -158,8 +158,8 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def enrolment_failures(embedded: EmbeddedSet) -> float:
-    """FTE: identities whose first image (the one `simulate_flights` enrols) gave no template."""
+def enrollment_failures(embedded: EmbeddedSet) -> float:
+    """FTE: identities whose first image (the one `simulate_flights` enrolls) gave no template."""
     _, first = np.unique(embedded.identities, return_index=True)
     return float(1.0 - embedded.acquired[first].mean())
 
@@ -354,7 +354,7 @@ def evaluate_pack(
         "models": pack.model_hashes,
         "images": int(acquired.size),
         "fta_rate": fta,
-        "fte_rate": enrolment_failures(embedded),
+        "fte_rate": enrollment_failures(embedded),
         "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
         "embedding_s": round(embed_s, 1),
         "verification": verification,

@@ -16,21 +16,17 @@ Check it against a measured flight simulation before relying on it.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import math
-import os
 import re
-import tempfile
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gatematch.atomicfile import write_atomic
 from gatematch.benchmarks.metrics import as_scores, thresholds_at_fmr
 from gatematch.errors import CalibrationError
-from gatematch.modelstore import sha256_of
 
 FORMAT = "gatematch-calibration/1"
 GRID_STEP = 0.005
@@ -160,11 +156,6 @@ class CalibrationTable:
         1 - (1 - FMR)^N under independent impostor comparisons (see the module docstring)."""
         return -math.expm1(self._log_no_false_match(score, gallery_size))
 
-    def match_confidence(self, score: float, gallery_size: int) -> float:
-        """1 - fpir_at(score, N): the probability that a non-mated search of this gallery would NOT reach
-        this top score. It says how unusual the score is for a stranger, not the chance the match is right."""
-        return math.exp(self._log_no_false_match(score, gallery_size))
-
     def threshold_for_fpir(self, target_fpir: float, gallery_size: int) -> float:
         """The smallest threshold whose estimated FPIR in a gallery of N is <= target_fpir, i.e. the
         threshold for FMR = 1 - (1 - target)^(1/N)."""
@@ -209,16 +200,7 @@ class CalibrationTable:
         """Write atomically: a gallery loading the table never sees half a file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(self.to_json())
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, self.to_json().encode(), mode=0o644)
 
     @classmethod
     def load(cls, path: Path) -> CalibrationTable:
@@ -227,16 +209,6 @@ class CalibrationTable:
         except (OSError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"cannot read calibration table {path}: {exc}") from exc
         return cls.from_json(text)
-
-
-def dataset_fingerprint(root: Path, files: Iterable[Path]) -> str:
-    """sha256 over the sorted relative paths and contents of the files a table was measured on, so a table
-    can be traced to (and rebuilt from) exactly that data."""
-    root = Path(root)
-    digest = hashlib.sha256()
-    for relative in sorted(Path(f).resolve().relative_to(root.resolve()).as_posix() for f in files):
-        digest.update(f"{relative}\0{sha256_of(root / relative)}\n".encode())
-    return digest.hexdigest()
 
 
 def _finite(value: float, name: str) -> float:

@@ -8,7 +8,7 @@ import platform
 import shlex
 from pathlib import Path
 
-from gatematch.cli import add_model_dir_option
+from gatematch.cli.options import add_model_dir_option
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -179,7 +179,7 @@ def _latency(args: argparse.Namespace) -> int:
     if not args.no_stages:
         config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=args.threads))
         pipeline = FacePipeline.from_pack(args.pack, store, config)
-        frames = [f for video in args.video for f in overhead.video_frames(video, args.stage_frames)]
+        frames = [f for video in args.video for f in overhead.jpeg_frames(video, args.stage_frames)]
         gallery = overhead.search_gallery(args.search_gallery_size, pipeline.embedding_size)
         overhead.measure(pipeline, frames[:3], 1, gallery)  # warm-up: first runs allocate arenas
         report["stages"] = overhead.measure(pipeline, frames, args.repeats, gallery)
@@ -243,7 +243,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     latency.add_argument(
         "--video", type=Path, action="append", required=True, help="camera video; repeatable"
     )
-    latency.add_argument("--gallery", type=Path, default=None, help="FOLDER/<traveler>/<photos> to enrol")
+    latency.add_argument("--gallery", type=Path, default=None, help="FOLDER/<traveler>/<photos> to enroll")
     latency.add_argument("--flight", default="BENCH1", help="flight whose gallery the cameras search")
     latency.add_argument(
         "--target", default=None, help="a running service on loopback (default: start one here)"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gatematch.atomicfile import write_atomic
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.errors import BadImageError
 from gatematch.facepipeline import FacePipeline
@@ -94,15 +95,13 @@ def embed_dataset(
     if todo:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         digests = list(cached)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            sha256=np.array(digests),
-            embeddings=np.stack([cached[d][0] for d in digests]).astype(np.float32),
-            acquired=np.array([cached[d][1] for d in digests]),
-            quality_passed=np.array([cached[d][2] for d in digests]),
-        )
-        tmp.replace(cache_file)
+        arrays = {
+            "sha256": np.array(digests),
+            "embeddings": np.stack([cached[d][0] for d in digests]).astype(np.float32),
+            "acquired": np.array([cached[d][1] for d in digests]),
+            "quality_passed": np.array([cached[d][2] for d in digests]),
+        }
+        write_atomic(cache_file, lambda out: np.savez(out, **arrays))
     rows = [cached[s.sha256] for s in dataset.samples]
     return EmbeddedSet(
         identities=np.array([s.identity for s in dataset.samples]),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatematch.cli_service import folder_photos, load_requests, make_frame, open_channel, video_frames
+from gatematch.client import camera_frames, folder_photos, load_requests, make_frame, open_channel
 from gatematch.errors import ConfigError
 from gatematch.gallery import Calibration
 from gatematch.modelstore import ModelStore
@@ -127,7 +127,7 @@ def in_process_server(
 
 
 def load_gallery(target: str, flight: str, folder: Path) -> dict[str, int]:
-    """Enrol FOLDER/<traveler>/<photos> as the flight's gallery over GalleryService.Load."""
+    """Enroll FOLDER/<traveler>/<photos> as the flight's gallery over GalleryService.Load."""
     from gatematch.v1 import gallery_pb2_grpc
 
     photos = folder_photos(folder)
@@ -146,7 +146,7 @@ def load_gallery(target: str, flight: str, folder: Path) -> dict[str, int]:
 
 def encoded_clip(video: Path, fps: float, seconds: float) -> list[bytes]:
     """JPEG frames of the clip at `fps` (at most the video's own rate), for at most `seconds`."""
-    frames = [f.image.encoded for f in video_frames(video, "", "", "", fps, seconds, realtime=False)]
+    frames = [f.image.encoded for f in camera_frames(video, "", "", "", fps, seconds, realtime=False)]
     if not frames:
         raise ConfigError(f"no frames could be read from {video}")
     return frames

@@ -15,7 +15,7 @@ Everything works on sorted arrays with `searchsorted`, so millions of impostor s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,7 @@ def _count_at_least(ascending: np.ndarray, thresholds: np.ndarray) -> np.ndarray
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
+class VerificationPoint:
     """A verification operating point set from a target FMR on impostor scores.
 
     `supported` is False when target * n_impostor < 1: no impostor comparison may exceed the threshold, so the
@@ -150,12 +150,14 @@ def thresholds_at_fmr(impostor: np.ndarray, targets: Sequence[float]) -> np.ndar
     return np.array([threshold for _, threshold, _ in _thresholds_for_targets(imp, imp.size, targets)])
 
 
-def fnmr_at_fmr(genuine: np.ndarray, impostor: np.ndarray, targets: Sequence[float]) -> list[OperatingPoint]:
+def fnmr_at_fmr(
+    genuine: np.ndarray, impostor: np.ndarray, targets: Sequence[float]
+) -> list[VerificationPoint]:
     """FNMR at the threshold that meets each target FMR (see `threshold_at_fmr`), with the measured FMR."""
     gen = np.sort(as_scores(genuine, "genuine"))
     imp = np.sort(as_scores(impostor, "impostor"))
     return [
-        OperatingPoint(
+        VerificationPoint(
             target=target,
             threshold=threshold,
             fmr=float(_count_at_least(imp, np.array([threshold]))[0] / imp.size),
@@ -476,22 +478,7 @@ def rank1_rate(mated_ranks: np.ndarray, mated_failed: int = 0) -> float:
     return float(np.count_nonzero(ranks == 1) / total)
 
 
-def mate_rank(candidates: Sequence[tuple[Hashable, float]], mate: Hashable) -> tuple[float, float]:
-    """(rank, score) of `mate` in a candidate list of (identity, score), in any order.
-
-    The rank is pessimistic on ties: 1 + the number of other identities scoring >= the mate, so a tie never
-    flatters the system. A mate listed more than once counts with its best score; an absent mate gives
-    (NOT_RETURNED, nan).
-    """
-    mate_scores = [score for identity, score in candidates if identity == mate]
-    if not mate_scores:
-        return NOT_RETURNED, math.nan
-    best = max(mate_scores)
-    others = {identity for identity, score in candidates if identity != mate and score >= best}
-    return float(1 + len(others)), float(best)
-
-
-# ------------------------------------------------------------------------ failures to acquire / enrol
+# ------------------------------------------------------------------------ failures to acquire / enroll
 
 
 def generalized_verification_rates(
@@ -499,7 +486,7 @@ def generalized_verification_rates(
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """(generalised FMR, generalised FNMR) of a single-attempt verification, ISO/IEC 19795-1 style.
 
-    GFNMR = FTE + (1 - FTE) * FTA + (1 - FTE) * (1 - FTA) * FNMR  (a traveler who cannot enrol or whose
+    GFNMR = FTE + (1 - FTE) * FTA + (1 - FTE) * (1 - FTA) * FNMR  (a traveler who cannot enroll or whose
             probe cannot be acquired is falsely rejected)
     GFMR  = (1 - FTE) * (1 - FTA) * FMR  (an impostor who cannot be enrolled or acquired is never accepted)
     With FTE = 0 these are 19795-1's FRR = FTA + FNMR * (1 - FTA) and FAR = FMR * (1 - FTA).
@@ -509,52 +496,3 @@ def generalized_verification_rates(
             raise MetricInputError(f"{name} must be a rate in [0, 1], got {rate}")
     success = (1.0 - fte) * (1.0 - fta)
     return success * fmr, (1.0 - success) + success * fnmr
-
-
-# ------------------------------------------------------------------------------------------- subgroups
-
-
-@dataclass(frozen=True)
-class GroupSplit:
-    """Indices of comparisons or searches per subgroup value.
-
-    `within[g]`: items whose identities are all in group g (genuine pairs, impostor pairs with both sides in
-    g, or searches by a probe of g): a within-group FMR is the one demographic studies report, since
-    impostors that look alike (same group) are the hardest. `cross`: impostor pairs across two groups, kept
-    apart so they neither dilute a within-group FMR nor vanish silently.
-    """
-
-    within: dict[Hashable, np.ndarray]
-    cross: np.ndarray
-
-
-def by_group(
-    labels: Mapping[Hashable, Hashable], ids_a: Sequence[Hashable], ids_b: Sequence[Hashable] | None = None
-) -> GroupSplit:
-    """Split items by the attribute `labels[identity]`: pairs (ids_a[i], ids_b[i]) or searches (ids_a only).
-
-    Slice any per-item array (scores, ranks) with the returned indices. An identity without a label raises
-    MetricInputError: dropping it silently would bias every subgroup rate.
-    """
-    values = list(dict.fromkeys(labels.values()))
-    codes = {identity: values.index(value) for identity, value in labels.items()}
-    first = _group_codes(codes, ids_a, "ids_a")
-    second = first if ids_b is None else _group_codes(codes, ids_b, "ids_b")
-    if second.shape != first.shape:
-        raise MetricInputError(f"ids_a and ids_b differ in length: {first.size} and {second.size}")
-    same = first == second
-    within = {}
-    for code, value in enumerate(values):
-        members = np.flatnonzero(same & (first == code))
-        if members.size:
-            within[value] = members
-    return GroupSplit(within=within, cross=np.flatnonzero(~same))
-
-
-def _group_codes(codes: Mapping[Hashable, int], ids: Sequence[Hashable], name: str) -> np.ndarray:
-    """The group code of each identity, looked up once per distinct identity."""
-    unique, inverse = np.unique(np.asarray(ids), return_inverse=True)
-    missing = [identity for identity in unique.tolist() if identity not in codes]
-    if missing:
-        raise MetricInputError(f"{name}: {len(missing)} identities have no group label, e.g. {missing[:3]}")
-    return np.array([codes[identity] for identity in unique.tolist()], dtype=np.int64)[inverse]

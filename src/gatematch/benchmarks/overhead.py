@@ -17,40 +17,25 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from gatematch.align import norm_crop
 from gatematch.benchmarks.search_latency import EMBEDDER, POINT, clustered, snapshot
-from gatematch.errors import ConfigError, GatematchError
+from gatematch.errors import GatematchError
 from gatematch.facepipeline import CROP_SIZE, FacePipeline, PipelineConfig
 from gatematch.gallery import Gallery, build_index
 from gatematch.images import decode_image
 from gatematch.modelstore import ModelStore
+from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
+from gatematch.video import encode_jpeg, sampled_frames
 
 FRAME_SIZE = (640, 480)
 
 
-def video_frames(path: Path, count: int, size: tuple[int, int] = FRAME_SIZE) -> list[bytes]:
-    """`count` frames spread over the video, centre-cropped to the aspect of `size`, resized, JPEG-encoded."""
-    capture = cv2.VideoCapture(str(path))
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    frames = []
-    for index in np.linspace(0, max(total - 1, 0), count).astype(int):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-        ok, frame = capture.read()
-        if not ok:
-            continue
-        height, width = frame.shape[:2]
-        target_w = min(width, int(height * size[0] / size[1]))
-        left = (width - target_w) // 2
-        frame = cv2.resize(frame[:, left : left + target_w], size, interpolation=cv2.INTER_AREA)
-        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    capture.release()
-    if not frames:
-        raise ConfigError(f"no frames could be read from {path}")
-    return frames
+def jpeg_frames(path: Path, count: int, size: tuple[int, int] = FRAME_SIZE) -> list[bytes]:
+    """`count` JPEG frames spread over the video, at `size` (what a 640x480 gate camera sends)."""
+    return [encode_jpeg(frame) for frame in sampled_frames(path, count, size)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
-    frames = [f for video in args.video for f in video_frames(video, args.frames)]
+    configure_process()
+    frames = [f for video in args.video for f in jpeg_frames(video, args.frames)]
     config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=args.threads))
     pipeline = FacePipeline.from_pack(args.pack, ModelStore(args.model_dir), config)
     gallery = search_gallery(args.gallery_size, pipeline.embedding_size) if args.gallery_size > 0 else None

@@ -6,8 +6,8 @@ arithmetic can each be checked on their own.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class FlightSearches:
     """Open-set searches of one or more simulated departures.
 
     Searches that could not run are counted, not scored: a mated search whose probe had no face, or whose
-    traveler failed to enrol, is a miss at every threshold (`mated_failed`); a non-mated probe without a face is
+    traveler failed to enroll, is a miss at every threshold (`mated_failed`); a non-mated probe without a face is
     a correct rejection (`nonmated_failed`). Every search keeps its departure (for the spread over departures)
     and its probe's identity (for subgroup breakdowns).
     """
@@ -65,6 +65,16 @@ class FlightSearches:
     def nonmated_failed(self) -> np.ndarray:
         """Failed non-mated searches per departure."""
         return np.bincount(self.failed_nonmated_departure, minlength=self.departures)
+
+    @classmethod
+    def concat(cls, parts: Sequence[FlightSearches]) -> FlightSearches:
+        """The searches of several parts (e.g. one per departure) as one set; `departures` is the first part's."""
+        arrays = {
+            f.name: np.concatenate([getattr(part, f.name) for part in parts])
+            for f in fields(cls)
+            if f.name != "departures"
+        }
+        return cls(departures=parts[0].departures, **arrays)
 
     def departure(self, index: int) -> FlightSearches:
         """The searches of one departure (renumbered as departure 0 of 1)."""
@@ -135,47 +145,37 @@ def simulate_flights(
         )
     rows = {name: np.flatnonzero(embedded.identities == name) for name in identities}
     if min(len(r) for r in rows.values()) < 2:
-        raise DatasetError("every identity needs at least two images (one to enrol, one to search)")
+        raise DatasetError("every identity needs at least two images (one to enroll, one to search)")
     vectors, acquired = embedded.embeddings, embedded.acquired
-    keys = ("ms", "mr", "md", "mi", "ns", "nd", "ni", "fmd", "fmi", "fnd", "fni")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    per_departure = []
     for departure in range(departures):
         chosen = rng.permutation(len(identities))
         enrolled, absent = identities[chosen[:gallery_size]], identities[chosen[gallery_size:]]
-        enrol_rows = np.array([rows[name][0] for name in enrolled])
-        gallery = vectors[enrol_rows[acquired[enrol_rows]]]  # a traveler who failed to enrol is not in it
+        enroll_rows = np.array([rows[name][0] for name in enrolled])
+        gallery = vectors[enroll_rows[acquired[enroll_rows]]]  # a traveler who failed to enroll is not in it
         probes = np.array([rng.choice(rows[name][1:]) for name in enrolled])
-        runs = acquired[probes] & acquired[enrol_rows]
+        runs = acquired[probes] & acquired[enroll_rows]
         scores = vectors[probes[runs]] @ gallery.T
-        mate_column = np.cumsum(acquired[enrol_rows])[runs] - 1
+        mate_column = np.cumsum(acquired[enroll_rows])[runs] - 1
         mate = scores[np.arange(len(mate_column)), mate_column]
-        parts["ms"].append(mate)
-        parts["mr"].append(1 + (scores > mate[:, None]).sum(axis=1))
-        parts["md"].append(np.full(len(mate), departure))
-        parts["mi"].append(enrolled[runs])
-        parts["fmd"].append(np.full(int((~runs).sum()), departure))
-        parts["fmi"].append(enrolled[~runs])
         non_probes = np.array([rng.choice(rows[name]) for name in absent])
         found = acquired[non_probes]
         tops = vectors[non_probes[found]] @ gallery.T
-        # -inf: an empty gallery (every enrolment failed) returns no candidate, never a false positive
-        parts["ns"].append(tops.max(axis=1) if gallery.size else np.full(int(found.sum()), -np.inf))
-        parts["nd"].append(np.full(int(found.sum()), departure))
-        parts["ni"].append(absent[found])
-        parts["fnd"].append(np.full(int((~found).sum()), departure))
-        parts["fni"].append(absent[~found])
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
-    return FlightSearches(
-        departures=departures,
-        mated_scores=joined["ms"],
-        mated_ranks=joined["mr"],
-        mated_departure=joined["md"],
-        mated_identity=joined["mi"],
-        nonmated_top=joined["ns"],
-        nonmated_departure=joined["nd"],
-        nonmated_identity=joined["ni"],
-        failed_mated_departure=joined["fmd"],
-        failed_mated_identity=joined["fmi"],
-        failed_nonmated_departure=joined["fnd"],
-        failed_nonmated_identity=joined["fni"],
-    )
+        per_departure.append(
+            FlightSearches(
+                departures=departures,
+                mated_scores=mate,
+                mated_ranks=1 + (scores > mate[:, None]).sum(axis=1),
+                mated_departure=np.full(len(mate), departure),
+                mated_identity=enrolled[runs],
+                # -inf: an empty gallery (every enrollment failed) returns no candidate, never a false positive
+                nonmated_top=tops.max(axis=1) if gallery.size else np.full(int(found.sum()), -np.inf),
+                nonmated_departure=np.full(int(found.sum()), departure),
+                nonmated_identity=absent[found],
+                failed_mated_departure=np.full(int((~runs).sum()), departure),
+                failed_mated_identity=enrolled[~runs],
+                failed_nonmated_departure=np.full(int((~found).sum()), departure),
+                failed_nonmated_identity=absent[~found],
+            )
+        )
+    return FlightSearches.concat(per_departure)

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on gate servers or CI
-
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
+from gatematch.atomicfile import write_atomic
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.accuracy import CONVENTIONS, AccuracySettings, PackRun
 from gatematch.benchmarks.dataset import Dataset
@@ -37,12 +33,7 @@ def now_iso() -> str:
 def write_json(path: Path, data: object) -> None:
     """Atomic: a reader (or a rerun) never sees half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, 0o644)  # a report is for reading: mkstemp's 0600 would hide it from others
-    Path(tmp).replace(path)
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)  # reports are for reading
 
 
 def percent(value: float | None, digits: int = 2) -> str:
@@ -243,7 +234,7 @@ def _floored(
     return np.maximum(x, 0.5 / x_trials), np.maximum(y, 0.5 / y_trials)
 
 
-def _log_axes(axes: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
+def _log_axes(axes: Axes, xlabel: str, ylabel: str, title: str) -> None:
     axes.set_xscale("log", nonpositive="clip")
     axes.set_yscale("log", nonpositive="clip")
     axes.set_xlabel(f"{xlabel}; 0 drawn at 1/(2n)")
@@ -254,7 +245,8 @@ def _log_axes(axes: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def plot_det(runs: Sequence[PackRun], path: Path, title: str) -> None:
-    figure, axes = plt.subplots(figsize=(7, 5.5))
+    figure = Figure(figsize=(7, 5.5))  # no pyplot: no backend or global figure state
+    axes = figure.subplots()
     for run in runs:
         _, fmr, fnmr = metrics.det_curve(run.scores.genuine, run.scores.impostor)
         trials = (run.scores.impostor.size, run.scores.genuine.size)
@@ -266,11 +258,11 @@ def plot_det(runs: Sequence[PackRun], path: Path, title: str) -> None:
     _log_axes(axes, "FMR (false match rate)", "FNMR (false non-match rate)", f"1:1 DET: {title}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_flight_det(runs: Sequence[PackRun], path: Path, title: str) -> None:
-    figure, axes = plt.subplots(figsize=(7, 5.5))
+    figure = Figure(figsize=(7, 5.5))  # no pyplot: no backend or global figure state
+    axes = figure.subplots()
     for run in runs:
         s = run.searches
         thresholds = np.unique(np.concatenate([s.mated_scores, s.nonmated_top[np.isfinite(s.nonmated_top)]]))
@@ -292,11 +284,11 @@ def plot_flight_det(runs: Sequence[PackRun], path: Path, title: str) -> None:
     _log_axes(axes, "FPIR", "FNIR (rank 1)", f"1:N flight simulation: {title}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_scores(run: PackRun, path: Path, title: str) -> None:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))  # no pyplot: no backend or global figure state
+    axes = figure.subplots()
     bins = np.linspace(-0.4, 1.0, 141)
     axes.hist(run.scores.impostor, bins=bins, density=True, alpha=0.6, label="impostor")
     axes.hist(run.scores.genuine, bins=bins, density=True, alpha=0.6, label="genuine")
@@ -310,7 +302,6 @@ def plot_scores(run: PackRun, path: Path, title: str) -> None:
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def write_accuracy(out: Path, report: dict, runs: Sequence[PackRun]) -> list[Path]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -24,13 +23,13 @@ from gatematch.gallery import (
     HNSW_EF_CONSTRUCTION,
     HNSW_EF_SEARCH,
     HNSW_M,
-    SEARCH_THREADS,
     Gallery,
     GalleryInfo,
     ModelRef,
     OperatingPoint,
     build_index,
 )
+from gatematch.process import SEARCH_THREADS, configure_process, faiss_threads
 
 PER_IDENTITY = 2
 NOISE = 0.04  # per-dimension noise: mated cosine ~0.8, like a good gate probe
@@ -113,9 +112,8 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
 
         if n <= hnsw_max:
             start = time.perf_counter()
-            faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds are offline: use every core
-            hnsw = snapshot(build_index(vectors, "hnsw"), "hnsw", n, dim)
-            faiss.omp_set_num_threads(SEARCH_THREADS)
+            with faiss_threads():  # builds are offline: use every core
+                hnsw = snapshot(build_index(vectors, "hnsw"), "hnsw", n, dim)
             row["hnsw_build_s"] = round(time.perf_counter() - start, 2)
             hnsw_ms, approx = time_searches(hnsw, probes)
             row |= {"hnsw_p50_ms": round(float(np.percentile(hnsw_ms, 50)), 4)}
@@ -147,6 +145,7 @@ def main() -> None:
     parser.add_argument("--hnsw-max", type=int, default=1_000_000, help="skip HNSW builds above this size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    configure_process()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"faiss {faiss.__version__}, search threads {SEARCH_THREADS}, HNSW M={HNSW_M} ", end="")
     print(f"efConstruction={HNSW_EF_CONSTRUCTION} efSearch={HNSW_EF_SEARCH}")

@@ -16,7 +16,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from gatematch.cli import print_json
+from gatematch.cli.options import print_json
 from gatematch.errors import GalleryExportError, GalleryStoreError
 from gatematch.gallery import GalleryInfo, iso
 from gatematch.gallery_store import DB_NAME, DEFAULT_RETENTION, GalleryStore

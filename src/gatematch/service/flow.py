@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gatematch.errors import BudgetExceededError
-from gatematch.service.metrics import Metrics
+from gatematch.service.telemetry import Telemetry
 
 T = TypeVar("T")
 
@@ -112,18 +112,18 @@ class LatestSlot(Generic[T]):
 class WorkerPool:
     """A fixed number of inference threads and a bounded backlog, with budget-aware submission."""
 
-    def __init__(self, workers: int, max_pending: int, metrics: Metrics | None = None):
+    def __init__(self, workers: int, max_pending: int, telemetry: Telemetry | None = None):
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="gatematch-infer")
         self._max_pending = max_pending
         self._pending = 0
         self._lock = threading.Lock()
-        self._metrics = metrics
+        self._telemetry = telemetry
 
     def _depth(self, change: int) -> None:
         with self._lock:
             self._pending += change
-            if self._metrics is not None:
-                self._metrics.queue_depth.set(self._pending)
+            if self._telemetry is not None:
+                self._telemetry.queue_depth.set(self._pending)
 
     def submit(self, fn: Callable[[Budget], T], budget: Budget) -> Future[T]:
         """Queue fn(budget); refused at once when the backlog is full, skipped if the budget ends in the queue."""

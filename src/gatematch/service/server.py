@@ -26,15 +26,16 @@ from gatematch.gallery import Calibration, load_default_calibration
 from gatematch.gallery_store import GalleryStore
 from gatematch.images import ImageLimits
 from gatematch.modelstore import ModelStore
+from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
 from gatematch.service.audit import AuditLog
 from gatematch.service.config import ServiceConfig
 from gatematch.service.dataplane import DataPlane
 from gatematch.service.flow import WorkerPool
-from gatematch.service.metrics import Metrics
 from gatematch.service.security import AuthInterceptor, authenticator_for, check_exposure, server_credentials
 from gatematch.service.servicers import GalleryServicer, MatchServicer
 from gatematch.service.streams import StreamScheduler
+from gatematch.service.telemetry import Telemetry
 from gatematch.template_crypto import TemplateKey
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 
@@ -104,7 +105,7 @@ class GateMatchServer:
         self._pipeline = pipeline
         self._calibration = calibration
         self._model_store = model_store
-        self.metrics = Metrics()
+        self.telemetry = Telemetry()
         self.audit = AuditLog(config.audit.path)
         self.health = health.HealthServicer()
         self._loaded: _Loaded | None = None
@@ -113,7 +114,7 @@ class GateMatchServer:
         self.pool = WorkerPool(
             config.server.worker_count,
             config.server.max_streams + 2 * config.server.worker_count,
-            self.metrics,
+            self.telemetry,
         )
         limit = config.server.max_message_bytes
         # gRPC threads carry calls (a stream holds one while open); they never run inference.
@@ -126,7 +127,9 @@ class GateMatchServer:
             maximum_concurrent_rpcs=threads,
         )
         match_pb2_grpc.add_MatchServiceServicer_to_server(
-            MatchServicer(self.ready, auth, self.audit, self.metrics, config.budgets.reply_margin_ms / 1000),
+            MatchServicer(
+                self.ready, auth, self.audit, self.telemetry, config.budgets.reply_margin_ms / 1000
+            ),
             self.grpc,
         )
         gallery_pb2_grpc.add_GalleryServiceServicer_to_server(
@@ -152,6 +155,7 @@ class GateMatchServer:
 
     def start(self) -> int:
         """Listen (NOT_SERVING until `load`); returns the bound port."""
+        configure_process()
         server = self.config.server
         address = f"{server.host}:{server.port}"
         credentials = server_credentials(self.config.tls)
@@ -161,7 +165,7 @@ class GateMatchServer:
             self.port = self.grpc.add_secure_port(address, credentials)
         self.grpc.start()
         if self.config.metrics.port:
-            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            self.metrics_port = self.telemetry.serve(self.config.metrics.host, self.config.metrics.port)
         log.info(
             "listening",
             extra={
@@ -202,7 +206,7 @@ class GateMatchServer:
             plane,
             config.encounter,
             config.budgets.encounter_ms / 1000,
-            self.metrics,
+            self.telemetry,
             self.audit,
             max_streams=config.server.max_streams,
         )

@@ -23,10 +23,10 @@ from gatematch.service.dataplane import (
     Probe,
     RawPixels,
 )
-from gatematch.service.metrics import Metrics
 from gatematch.service.security import Authenticator, Identity
 from gatematch.service.status import abort
 from gatematch.service.streams import FrameEvent, StreamEvent, StreamFrame, StreamScheduler
+from gatematch.service.telemetry import Telemetry
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 
 Ready = Callable[[], tuple[DataPlane, StreamScheduler]]  # raises ModelError while models are loading
@@ -167,11 +167,13 @@ def event_pb(event: StreamEvent) -> match_pb2.StreamEvent:
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
-    def __init__(self, ready: Ready, auth: Authenticator, audit: AuditLog, metrics: Metrics, margin_s: float):
+    def __init__(
+        self, ready: Ready, auth: Authenticator, audit: AuditLog, telemetry: Telemetry, margin_s: float
+    ):
         self.ready = ready
         self.auth = auth
         self.audit = audit
-        self.metrics = metrics
+        self.telemetry = telemetry
         self.margin_s = margin_s
 
     def _authorize(self, identity: Identity, frame: match_pb2.Frame | StreamFrame) -> None:
@@ -193,8 +195,8 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
             result = plane.run_match(probe, budget, request.max_candidates or None)
         except Exception as exc:  # typed errors get their code; a bug is INTERNAL and leaks nothing
             abort(context, exc)
-        self.metrics.observe_stages(result.stage_s)
-        self.metrics.decisions.labels("unary", result.decision.value).inc()
+        self.telemetry.observe_stages(result.stage_s)
+        self.telemetry.decisions.labels("unary", result.decision.value).inc()
         top = result.search.candidates[0] if result.search and result.search.candidates else None
         match = result.search.match if result.search else None
         self.audit.record(

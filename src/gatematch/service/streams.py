@@ -23,8 +23,8 @@ from gatematch.service.config import EncounterConfig, ServerConfig
 from gatematch.service.dataplane import Assessment, DataPlane, Decision, RawPixels, sighting_quality
 from gatematch.service.encounter import EncounterOutcome, EncounterTracker, Sighting
 from gatematch.service.flow import Budget, LatestSlot
-from gatematch.service.metrics import Metrics
 from gatematch.service.status import status_for
+from gatematch.service.telemetry import Telemetry
 
 TICK_S = 0.1  # how often an idle stream checks its encounters' budgets
 
@@ -98,7 +98,7 @@ class StreamScheduler:
         plane: DataPlane,
         encounter: EncounterConfig,
         encounter_s: float,
-        metrics: Metrics,
+        telemetry: Telemetry,
         audit: AuditLog | None = None,
         max_streams: int = ServerConfig.max_streams,
     ):
@@ -106,7 +106,7 @@ class StreamScheduler:
         self.max_streams = max_streams
         self.encounter = encounter
         self.encounter_s = encounter_s
-        self.metrics = metrics
+        self.telemetry = telemetry
         self.audit = audit
         self._draining = threading.Event()
         self._open = 0
@@ -136,7 +136,7 @@ class StreamScheduler:
                 if self._draining.is_set():
                     break
                 if slot.put(frame):
-                    self.metrics.dropped_frames.inc()
+                    self.telemetry.dropped_frames.inc()
         except (grpc.RpcError, GatematchError, ValueError):
             pass  # the client went away or sent something unreadable: the stream ends
         finally:
@@ -167,7 +167,7 @@ class StreamScheduler:
                 )
             self._open += 1
             self._slots.add(slot)
-        self.metrics.active_streams.inc()
+        self.telemetry.active_streams.inc()
         reader = threading.Thread(
             target=self._read, args=(frames, slot), name="gatematch-stream-reader", daemon=True
         )
@@ -188,7 +188,7 @@ class StreamScheduler:
             yield from self._tick(flights, slot.dropped, client, time.monotonic(), closing=True)
         finally:
             slot.close()
-            self.metrics.active_streams.dec()
+            self.telemetry.active_streams.dec()
             with self._cond:
                 self._open -= 1
                 self._slots.discard(slot)
@@ -222,9 +222,9 @@ class StreamScheduler:
             outcomes = []
         except GatematchError as exc:
             event, outcomes = FrameEvent(frame, None, None, 0, stage_s, dropped, status_for(exc)), []
-        self.metrics.observe_stages(event.stage_s)
+        self.telemetry.observe_stages(event.stage_s)
         label = "ERROR" if event.error else (event.status or "ENCOUNTER")
-        self.metrics.decisions.labels("frame", label).inc()
+        self.telemetry.decisions.labels("frame", label).inc()
         yield event
         yield from self._announce(
             outcomes, state, frame.flight_id, dropped, client, frame.camera_id, frame.gate_id
@@ -288,7 +288,7 @@ class StreamScheduler:
         for outcome in outcomes:
             decision = Decision(outcome.decision)
             result = outcome.result
-            self.metrics.decisions.labels("encounter", decision).inc()
+            self.telemetry.decisions.labels("encounter", decision).inc()
             if self.audit is not None:
                 top = result.candidates[0] if result and result.candidates else None
                 self.audit.record(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
-from gatematch.service.metrics import Metrics
+from gatematch.service.telemetry import Telemetry
 
 
 def test_records_are_appended_as_json_lines(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_images_and_templates_cannot_enter_a_record(field: str, value: object, e
 
 
 def test_metrics_are_scraped_over_http() -> None:
-    metrics = Metrics()
+    metrics = Telemetry()
     metrics.observe_stages({"detect": 0.012, "embed": 0.004})
     metrics.decisions.labels("encounter", "MATCH").inc()
     metrics.dropped_frames.inc(3)
@@ -84,4 +84,6 @@ def test_metrics_are_scraped_over_http() -> None:
     assert 'gatematch_decisions_total{decision="MATCH",kind="encounter"} 1.0' in text
     assert "gatematch_dropped_frames_total 3.0" in text
     assert "gatematch_queue_depth 2.0" in text
-    assert Metrics().exposition().count(b"gatematch_dropped_frames_total 0.0") == 1  # registries are separate
+    assert (
+        Telemetry().exposition().count(b"gatematch_dropped_frames_total 0.0") == 1
+    )  # registries are separate

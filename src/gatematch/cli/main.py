@@ -1,49 +1,31 @@
-"""`gatematch` command line.
+"""`gatematch` command line: builds the parser from every command's `register`, then dispatches.
 
-Every subcommand lives next to the code it drives and registers itself here; this module only dispatches and
-turns domain errors into a one-line message with exit code 2, never a traceback.
+Domain errors become a one-line message with exit code 2, never a traceback. Process-wide settings are made
+here, where the process starts, not when a module is imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
+from gatematch.cli.options import EXIT_BAD_INPUT, Handler
 from gatematch.errors import GatematchError
-
-EXIT_BAD_INPUT = 2
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def add_model_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="model store (default: $GATEMATCH_MODEL_DIR or the per-user cache)",
-    )
+from gatematch.process import configure_process
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gatematch import cli_faces, cli_models, cli_service
-    from gatematch.benchmarks import cli as cli_bench
-    from gatematch.gallery_tools import cli as cli_gallery
+    from gatematch.benchmarks import cli as bench
+    from gatematch.cli import faces, models, service
+    from gatematch.gallery_tools import cli as gallery
 
     parser = argparse.ArgumentParser(
         prog="gatematch", description="gatematch: face matching for departure gates."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cli_models, cli_faces, cli_gallery, cli_service, cli_bench):
+    for module in (models, faces, gallery, service, bench):
         module.register(commands)
     return parser
 
@@ -52,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    configure_process()
     try:
         return handler(args)
     except GatematchError as exc:

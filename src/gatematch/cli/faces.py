@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatematch.cli import add_model_dir_option, print_json
+from gatematch.cli.options import add_model_dir_option, print_json
 from gatematch.errors import NoFaceError, PackError
 from gatematch.facepipeline import Analysis, Face, FacePipeline
 from gatematch.modelstore import ModelStore

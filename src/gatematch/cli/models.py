@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gatematch.cards import ModelCard, load_cards, load_packs
-from gatematch.cli import add_model_dir_option, print_json
+from gatematch.cli.options import add_model_dir_option, print_json
 from gatematch.modelstore import ModelStore
 
 
@@ -43,10 +43,10 @@ def _list(args: argparse.Namespace) -> int:
     print(f"model store: {store.root}")
     for row in rows:
         state = "verified" if row["verified"] else row["problem"]
-        licence = (
+        license = (
             row["license"] if row["commercial_use"] else f"{row['license']}  ** NOT FOR COMMERCIAL USE **"
         )
-        print(f"  {row['name']:<24} {row['task']:<9} {state:<14} {licence}")
+        print(f"  {row['name']:<24} {row['task']:<9} {state:<14} {license}")
     print("packs:")
     for pack in packs.values():
         flag = "" if pack.commercial_use else "  ** NOT FOR COMMERCIAL USE **"
@@ -86,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_model_dir_option(common)
     common.add_argument("--pack", help="only the models of this pack")
-    listing = actions.add_parser("list", parents=[common], help="each model with its licence and state")
+    listing = actions.add_parser("list", parents=[common], help="each model with its license and state")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
     fetch = actions.add_parser("fetch", parents=[common], help="install models, verifying sha256")

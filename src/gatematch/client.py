@@ -1,0 +1,100 @@
+"""Clients of the gatematch service: channels, credentials, and the messages gate cameras and gallery loaders send.
+
+Used by the CLI (`camera`, `match`, `load-gallery`), the latency benchmark and the end-to-end tests, so they all
+speak to the service the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import grpc
+
+from gatematch.v1 import gallery_pb2, match_pb2
+from gatematch.video import encode_jpeg, read_frames
+
+CHUNK_BYTES = 1024 * 1024  # photos per load message: far below the 16 MiB message limit
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def open_channel(target: str, ca: str = "", cert: str = "", key: str = "") -> grpc.Channel:
+    """Plaintext without a CA file, TLS with one, mutual TLS when a client certificate is given too."""
+    if not ca:
+        return grpc.insecure_channel(target)
+    from gatematch.service.security import channel_credentials
+
+    return grpc.secure_channel(target, channel_credentials(ca, cert, key))
+
+
+def call_metadata(token: str = "") -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def folder_photos(folder: Path) -> list[tuple[str, bytes]]:
+    """(traveler id, photo bytes) for every photo of every traveler sub-folder, in name order."""
+    return [
+        (person.name, photo.read_bytes())
+        for person in sorted(p for p in Path(folder).iterdir() if p.is_dir())
+        for photo in sorted(person.iterdir())
+        if photo.suffix.lower() in PHOTO_SUFFIXES
+    ]
+
+
+def load_requests(
+    flight_id: str,
+    departure: datetime,
+    photos: Iterable[tuple[str, bytes]],
+    retention: timedelta | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[gallery_pb2.LoadGalleryRequest]:
+    """The GalleryService.Load stream: header, photo chunks of at most about `chunk_bytes` each, commit."""
+    header = gallery_pb2.GalleryHeader(flight_id=flight_id)
+    header.departure_utc.FromDatetime(departure)
+    if retention is not None:
+        header.retention.FromTimedelta(retention)
+    yield gallery_pb2.LoadGalleryRequest(header=header)
+    chunk, size, count = [], 0, 0
+    for traveler_id, data in photos:
+        if chunk and size + len(data) > chunk_bytes:
+            yield gallery_pb2.LoadGalleryRequest(photos=gallery_pb2.PhotoChunk(photos=chunk))
+            chunk, size = [], 0
+        chunk.append(gallery_pb2.EnrollmentPhoto(traveler_id=traveler_id, image=data))
+        size += len(data)
+        count += 1
+    if chunk:
+        yield gallery_pb2.LoadGalleryRequest(photos=gallery_pb2.PhotoChunk(photos=chunk))
+    yield gallery_pb2.LoadGalleryRequest(commit=gallery_pb2.LoadCommit(photo_count=count))
+
+
+def make_frame(camera: str, gate: str, flight: str, sequence: int, encoded: bytes) -> match_pb2.Frame:
+    frame = match_pb2.Frame(camera_id=camera, gate_id=gate, flight_id=flight, sequence=sequence)
+    frame.captured_at.GetCurrentTime()
+    frame.image.encoded = encoded
+    return frame
+
+
+def camera_frames(
+    video: Path,
+    camera: str,
+    gate: str,
+    flight: str,
+    fps: float | None = None,
+    seconds: float | None = None,
+    realtime: bool = True,
+) -> Iterator[match_pb2.Frame]:
+    """A video as a gate camera sends it: JPEG frames numbered from 1, paced at `fps` (default the video's)."""
+    from gatematch.video import native_fps
+
+    rate = min(fps or native_fps(video), native_fps(video))
+    start = time.monotonic()
+    for sent, image in enumerate(read_frames(video, fps, seconds)):
+        if realtime:
+            time.sleep(max(start + sent / rate - time.monotonic(), 0.0))
+        yield make_frame(camera, gate, flight, sent + 1, encode_jpeg(image))
+
+
+def code_name(code: int) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))

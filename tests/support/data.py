@@ -1,0 +1,25 @@
+"""Where the real models, photos and videos are, and what to do when they are missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("GATEMATCH_SHARED", REPO.parent / "shared"))
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def need(path: Path, what: str) -> Path:
+    """`path` if it exists; otherwise skip (or fail under CI=true) naming what is missing."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set GATEMATCH_SHARED to the shared data folder)"
+    if under_ci():
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)

@@ -1,0 +1,55 @@
+"""Importing gatematch changes nothing global: every process-wide setting is made where a process starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+import json, logging, pkgutil, signal, importlib
+import faiss, matplotlib, onnxruntime
+
+calls = []
+for module, name in ((faiss, "omp_set_num_threads"), (onnxruntime, "set_default_logger_severity"),
+                     (matplotlib, "use")):
+    real = getattr(module, name)
+    def spy(*args, _name=name, _real=real, **kwargs):
+        calls.append(_name)
+        return _real(*args, **kwargs)
+    setattr(module, name, spy)
+
+def state():
+    return {
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "backend": matplotlib.rcParams["backend"],
+        "root_handlers": len(logging.getLogger().handlers),
+        "sigterm": str(signal.getsignal(signal.SIGTERM)),
+        "sigint": str(signal.getsignal(signal.SIGINT)),
+    }
+
+before = state()
+import gatematch
+names = sorted(m.name for m in pkgutil.walk_packages(gatematch.__path__, "gatematch.")
+               if not m.name.endswith("__main__"))
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"before": before, "after": state(), "calls": calls, "modules": len(names)}))
+"""
+
+
+def test_importing_every_module_changes_no_global_state() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["modules"] > 40  # every module was imported, not a handful
+    assert report["calls"] == []
+    assert report["after"] == report["before"]
+
+
+def test_configure_process_is_where_faiss_threads_are_set() -> None:
+    probe = "import faiss; from gatematch.process import configure_process; configure_process(); "
+    probe += "print(faiss.omp_get_max_threads())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
