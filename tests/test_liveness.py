@@ -18,6 +18,7 @@ from gatematch.errors import BadImageError, CardError
 from gatematch.liveness import LivenessChecker, context_box
 from gatematch.modelstore import ModelStore
 from gatematch.runtime import RuntimeConfig, create_session
+from support.gate import simulated_print
 
 LIVENESS_MODELS = ("minifasnet_v2_2.7", "minifasnet_v1se_4.0")
 
@@ -77,25 +78,6 @@ def test_model_crops_cover_exactly_the_context_box(checker: LivenessChecker):
         assert (wider[0, :, :, 0] > 0).any()  # a different box sees outside the painted region
 
 
-def _simulated_print(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The photo printed on paper and held up to the camera: shrunk, white border, slight perspective, flatter
-    tones, defocus, sensor noise, JPEG."""
-    h, w = image.shape[:2]
-    small = cv2.resize(image, (int(w * 0.6), int(h * 0.6)), interpolation=cv2.INTER_AREA)
-    paper = cv2.copyMakeBorder(small, 12, 12, 12, 12, cv2.BORDER_CONSTANT, value=(235, 235, 235))
-    canvas = np.full((h, w, 3), 90, np.uint8)
-    top, left = (h - paper.shape[0]) // 2, (w - paper.shape[1]) // 2
-    canvas[top : top + paper.shape[0], left : left + paper.shape[1]] = paper
-    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    moved = (corners + rng.uniform(-0.04, 0.04, (4, 2)) * [w, h]).astype(np.float32)
-    warped = cv2.warpPerspective(canvas, cv2.getPerspectiveTransform(corners, moved), (w, h), borderValue=90)
-    flat = cv2.GaussianBlur(warped.astype(np.float32) * 0.8 + 30, (0, 0), 1.0) + rng.normal(
-        0, 4, warped.shape
-    )
-    encoded = cv2.imencode(".jpg", np.clip(flat, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 70])[1]
-    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-
-
 def _largest(detector: Detector, image: np.ndarray) -> list[Detection]:
     faces = detector.detect(image)
     return [max(faces, key=lambda d: d.area)] if faces else []
@@ -107,7 +89,7 @@ def test_real_photos_score_higher_than_simulated_prints(checker, detector, faces
     for path in sorted((faces_dir / "examples6").rglob("*.*")):
         image = cv2.imread(str(path))
         real.extend(checker.score(image, _largest(detector, image)))
-        attack = _simulated_print(image, rng)
+        attack = simulated_print(image, rng)
         printed.extend(checker.score(attack, _largest(detector, attack)))
     real, printed = np.array(real), np.array(printed)
     assert len(real) == 15 and len(printed) >= 12

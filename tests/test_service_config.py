@@ -40,8 +40,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
 
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text("[encounter]\nmin_frames = 3\n")
-    assert load_config(env={"GATEMATCH_CONFIG": str(path)}).encounter.min_frames == 3
+    path.write_text("[encounter]\ndecision_frames = [2, 4]\nfpir_shares = [0.25, 0.75]\n")
+    encounter = load_config(env={"GATEMATCH_CONFIG": str(path)}).encounter
+    assert (encounter.decision_frames, encounter.fpir_shares) == ((2, 4), (0.25, 0.75))
 
 
 @pytest.mark.parametrize(

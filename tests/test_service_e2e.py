@@ -306,6 +306,7 @@ def test_the_unknown_person_video_never_matches(match_stub, video_dir):
     assert len(observations) >= 10
     assert decisions(events), "the encounter(s) must be decided (NO_MATCH), not left open"
     assert all(d.decision != match_pb2.DECISION_MATCH for d in decisions(events))
+    assert all(len(d.candidates) == 0 for d in decisions(events)), "only a MATCH names a traveler"
 
 
 def test_stream_survives_garbage_frames_then_matches(service, match_stub, video_dir, examples):
@@ -321,6 +322,7 @@ def test_stream_survives_garbage_frames_then_matches(service, match_stub, video_
 
     def paced():
         for frame in [*garbage, unknown, *good]:
+            frame.captured_at.GetCurrentTime()  # captured now: a frame older than its budget is not processed
             yield frame
             time.sleep(0.15)  # slower than processing: nothing is dropped, every bad frame is seen
 
@@ -363,6 +365,7 @@ def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, mat
             start = time.monotonic()
             for i, frame in enumerate(source):
                 time.sleep(max(start + i / 30 - time.monotonic(), 0))
+                frame.captured_at.GetCurrentTime()
                 yield frame
 
         results[index] = stream(match_stub, paced())

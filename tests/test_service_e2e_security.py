@@ -95,9 +95,19 @@ def loaded(service, pki, examples) -> None:
         )
 
 
-def match(ch: grpc.Channel, examples: Path, flight: str = FLIGHT, camera: str = "cam-a1", gate: str = "A1"):
-    frame = make_frame(camera, gate, flight, 1, (examples / "obama" / "obama2.jpg").read_bytes())
-    return match_pb2_grpc.MatchServiceStub(ch).Match(match_pb2.MatchRequest(frame=frame), timeout=30)
+def match(
+    ch: grpc.Channel,
+    examples: Path,
+    flight: str = FLIGHT,
+    camera: str = "cam-a1",
+    gate: str = "A1",
+    photo: str = "obama/obama2.jpg",
+    **request: object,
+):
+    frame = make_frame(camera, gate, flight, 1, (examples / photo).read_bytes())
+    return match_pb2_grpc.MatchServiceStub(ch).Match(
+        match_pb2.MatchRequest(frame=frame, **request), timeout=30
+    )
 
 
 def refused(call) -> grpc.StatusCode:
@@ -143,7 +153,7 @@ def test_a_camera_asking_for_another_flight_or_gate_is_denied(service, pki, load
         assert match(ch, examples).decision == match_pb2.DECISION_MATCH  # the right flight still works
 
 
-def test_a_camera_cannot_administer_galleries_and_an_analyst_cannot_match(service, pki, loaded, examples):
+def test_a_camera_cannot_administer_galleries_nor_ask_for_rankings(service, pki, loaded, examples):
     with channel(service, client(pki, "cam-a1")) as ch:
         stub = gallery_pb2_grpc.GalleryServiceStub(ch)
         departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -157,8 +167,12 @@ def test_a_camera_cannot_administer_galleries_and_an_analyst_cannot_match(servic
             refused(lambda: stub.List(gallery_pb2.ListGalleriesRequest()))
             == grpc.StatusCode.PERMISSION_DENIED
         )
+        assert refused(lambda: match(ch, examples, include_ranking=True)) == grpc.StatusCode.PERMISSION_DENIED
     with channel(service, client(pki, "analyst")) as ch:
-        assert refused(lambda: match(ch, examples)) == grpc.StatusCode.PERMISSION_DENIED
+        # an analyst may see how a stranger ranked against the flight (a camera only learns NO_MATCH)
+        ranked = match(ch, examples, photo="biden/biden2.jpg", include_ranking=True, max_candidates=3)
+        assert ranked.decision == match_pb2.DECISION_NO_MATCH
+        assert [c.traveler_id for c in ranked.candidates] == ["obama"]  # the flight's only traveler
         listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(gallery_pb2.ListGalleriesRequest())
         assert {g.flight_id for g in listed.galleries} >= {FLIGHT, OTHER_FLIGHT}
 

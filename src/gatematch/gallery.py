@@ -173,7 +173,7 @@ class Candidate:
     traveler_id: str
     score: float  # raw cosine of the traveler's best template
     template_row: int  # row of that template in the gallery (provenance lookup)
-    estimated_fpir: float | None  # FPIR of a decision threshold placed at this score, for this gallery size
+    estimated_fpir: float | None  # FPIR of a decision threshold placed at this score, for this gallery
     confidence: float | None  # 1 - estimated_fpir
 
 
@@ -181,11 +181,12 @@ class Candidate:
 class SearchResult:
     gallery_id: str
     version: int
-    gallery_size: int
+    gallery_size: int  # travelers
+    comparisons: int  # templates: the N of FPIR(t, N) (see Gallery.comparisons)
     candidates: tuple[Candidate, ...]  # best first, one per traveler
     threshold: float
     target_fpir: float | None  # None when a raw threshold overrode the FPIR operating point
-    estimated_fpir: float | None  # FPIR of this decision threshold for this gallery size (from calibration)
+    estimated_fpir: float | None  # FPIR of this decision threshold for this gallery (from calibration)
     match: Candidate | None  # the top candidate when it reaches the threshold
 
 
@@ -198,6 +199,17 @@ class Gallery:
     traveler_ids: tuple[str, ...]
     template_traveler: np.ndarray  # (templates,) int32: template row -> index into traveler_ids
     max_templates_per_traveler: int
+
+    @property
+    def comparisons(self) -> int:
+        """How many 1:1 comparisons a search takes its best score over: every template, not every traveler.
+
+        A traveler holding several templates is scored by the best one, so each template is one more chance
+        for a stranger to match: FPIR(t) = 1 - (1 - FMR(t))^templates, an upper bound (a traveler's templates
+        are alike, so they are not independent chances). A gallery where every traveler failed to enroll cannot
+        false-match; 1 gives an upper bound there.
+        """
+        return max(int(self.index.ntotal), 1)
 
     def vectors(self) -> np.ndarray:
         """All templates (templates, dim), in template-row order."""
@@ -245,8 +257,7 @@ class Gallery:
                 f"{info.gallery_id} uses {info.embedder.sha256[:12]}: its scores would mean something else"
             )
         point = point or OperatingPoint()
-        # A gallery where every traveler failed to enroll cannot false-match; N=1 gives an upper bound.
-        size = max(len(self.traveler_ids), 1)
+        size = self.comparisons
         if point.threshold is not None:
             threshold, target = point.threshold, None
         elif calibration is None:
@@ -263,6 +274,7 @@ class Gallery:
             gallery_id=info.gallery_id,
             version=info.version,
             gallery_size=len(self.traveler_ids),
+            comparisons=size,
             candidates=candidates,
             threshold=threshold,
             target_fpir=target,
@@ -282,7 +294,7 @@ class Gallery:
             scores, rows = self.index.search(vector, wanted, params=params)
         else:
             scores, rows = self.index.search(vector, wanted)
-        size = len(self.traveler_ids)
+        size = self.comparisons
         seen: set[int] = set()
         out: list[Candidate] = []
         for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):

@@ -208,6 +208,90 @@ def _latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encounters(args: argparse.Namespace) -> int:
+    from gatematch.benchmarks.dataset import scan_dataset
+    from gatematch.benchmarks.encounters import (
+        EncounterSettings,
+        analyze_stills,
+        enroll_folder,
+        read_video_list,
+        simulate_videos,
+        stills_report,
+        write,
+    )
+    from gatematch.benchmarks.report import now_iso
+    from gatematch.cards import get_pack
+    from gatematch.errors import ConfigError
+    from gatematch.facepipeline import FacePipeline
+    from gatematch.gallery import ModelRef, load_default_calibration
+    from gatematch.modelstore import ModelStore
+    from gatematch.service.config import EncounterConfig
+
+    if (args.root is None) == (args.videos is None):
+        raise ConfigError("give a photo set ROOT, or --videos CSV with --gallery FOLDER (not both)")
+    if args.videos is not None and args.gallery is None:
+        raise ConfigError("--videos needs --gallery FOLDER (one sub-folder of photos per traveler)")
+    for value, minimum, option in (
+        (args.departures, 1, "--departures"),
+        (args.frames, 1, "--frames"),
+        (args.gallery_size, 1, "--gallery-size"),
+        (args.tailgating_pairs, 0, "--tailgating-pairs"),
+    ):
+        check_at_least(value, minimum, option)
+    if not args.fps > 0 or not all(0 < t < 1 for t in args.target_fpir or [0.003]):
+        raise ConfigError("--fps must be > 0 and every --target-fpir in (0, 1)")
+    check_output_folder(args.out, "--out")
+    try:
+        frames = tuple(int(v) for v in args.decision_frames.split(","))
+        shares = tuple(float(v) for v in args.fpir_shares.split(","))
+    except ValueError:
+        raise ConfigError(
+            "--decision-frames takes integers and --fpir-shares numbers, comma-separated"
+        ) from None
+    rule = EncounterConfig(decision_frames=frames, fpir_shares=shares)
+    settings = EncounterSettings(
+        gallery_size=args.gallery_size,
+        departures=args.departures,
+        frames=args.frames,
+        fps=args.fps,
+        targets=tuple(dict.fromkeys(args.target_fpir or [0.003, 0.01])),
+        tailgating_pairs=args.tailgating_pairs,
+        seed=args.seed,
+        rule=rule,
+    )
+    names = list(dict.fromkeys(args.pack or ["default"]))
+    for name in names:
+        if get_pack(name).embedder is None:
+            raise ConfigError(f"pack '{name}' has no embedder: there is nothing to match")
+    dataset = scan_dataset(args.root) if args.root is not None else None
+    cases = read_video_list(args.videos) if args.videos is not None else None
+    store = ModelStore(args.model_dir)
+    report: dict[str, object] = {
+        "format": "gatematch-encounters-report/1",
+        "created_at": now_iso(),
+        "command": command_line(args.parser, args),
+        "packs": {},
+    }
+    for name in names:
+        pipeline = FacePipeline.from_pack(name, store)
+        calibration = load_default_calibration(pipeline.pack.embedder.name)
+        body: dict[str, object] = {"commercial_use": pipeline.pack.commercial_use}
+        if dataset is not None:
+            body["dataset"] = {"root": str(dataset.root), "fingerprint": dataset.fingerprint}
+            stills = analyze_stills(dataset, pipeline, progress=not args.quiet)
+            body["stills"] = stills_report(stills, pipeline, calibration, settings, progress=not args.quiet)
+        if cases is not None:
+            gallery, failed = enroll_folder(args.gallery, pipeline, ModelRef.of(pipeline.pack.embedder))
+            body["enrollment_failures"] = failed
+            body["videos"] = simulate_videos(
+                cases, gallery, pipeline, calibration, settings, settings.targets[0]
+            )
+        report["packs"][name] = body
+    written = write(args.out, report)
+    print(written[1].read_text(encoding="utf-8"))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="accuracy and latency benchmarks")
     kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
@@ -236,6 +320,40 @@ def register(commands: argparse._SubParsersAction) -> None:
     accuracy.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_dir_option(accuracy)
     accuracy.set_defaults(handler=_accuracy, parser=accuracy)
+
+    encounters = kinds.add_parser(
+        "encounters",
+        help="the gate's encounter decisions (tracker + fusion + operating point) on photo sets or videos",
+    )
+    encounters.add_argument(
+        "root", type=Path, nargs="?", default=None, metavar="ROOT", help="photo set: ROOT/<identity>/<image>"
+    )
+    encounters.add_argument("--videos", type=Path, default=None, help="CSV video,identity (empty: nobody)")
+    encounters.add_argument(
+        "--gallery", type=Path, default=None, help="with --videos: FOLDER/<traveler>/<photos>"
+    )
+    encounters.add_argument(
+        "--pack", action="append", help="model pack; repeat to compare (default: default)"
+    )
+    encounters.add_argument("--gallery-size", type=int, default=200, help="travelers per departure")
+    encounters.add_argument("--departures", type=int, default=100, help="simulated departures")
+    encounters.add_argument("--frames", type=int, default=5, help="k: frames per simulated encounter")
+    encounters.add_argument(
+        "--fps", type=float, default=5.0, help="frames per second of the simulated camera"
+    )
+    encounters.add_argument(
+        "--target-fpir", type=float, action="append", help="operating point(s) (default: 0.003 and 0.01)"
+    )
+    encounters.add_argument("--decision-frames", default="3", help="usable frames at each search, e.g. 1,3")
+    encounters.add_argument("--fpir-shares", default="1", help="share of the target per search, e.g. 0.2,0.8")
+    encounters.add_argument(
+        "--tailgating-pairs", type=int, default=20, help="back-to-back pairs per departure"
+    )
+    encounters.add_argument("--seed", type=int, default=0)
+    encounters.add_argument("--out", type=Path, default=Path("bench-encounters"), help="report folder")
+    encounters.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_dir_option(encounters)
+    encounters.set_defaults(handler=_encounters, parser=encounters)
 
     latency = kinds.add_parser(
         "latency", help="end-to-end load on a loopback service and per-stage times on real video frames"

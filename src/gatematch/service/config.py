@@ -7,6 +7,7 @@ Relative paths in the file are resolved against the file's folder, so a config t
 
 from __future__ import annotations
 
+import itertools
 import os
 import typing
 from collections.abc import Mapping
@@ -87,20 +88,32 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class EncounterConfig:
+    """How faces are linked into encounters and how an encounter spends its false-match budget (encounter.py)."""
+
     min_iou: float = 0.3  # a face continues a track if its box overlaps this much ...
-    max_centre_shift: float = 0.5  # ... or its centre moved less than this many box widths
+    max_centre_shift: float = 0.5  # ... or its centre moved less than this many box widths ...
+    # ... and its template is at least as close to the track's as a stranger's is with this 1:1 FMR
+    same_person_fmr: float = 0.01
     fuse_best: int = 3  # templates of this many best-quality frames are averaged
-    min_frames: int = (
-        2  # frames needed before a MATCH, unless the score clears the threshold by strong_margin
-    )
-    strong_margin: float = 0.1
-    lost_after_ms: float = 1000.0  # a track unseen this long is closed
+    decision_frames: tuple[int, ...] = (3,)  # usable frames seen when each search is made
+    fpir_shares: tuple[float, ...] = (1.0,)  # share of the target FPIR each of those searches may spend
+    lost_after_ms: float = 1000.0  # a track unseen this long is over
 
     def __post_init__(self) -> None:
-        _positive("encounter", fuse_best=self.fuse_best, min_frames=self.min_frames)
-        if self.min_frames > self.fuse_best:
+        _positive("encounter", fuse_best=self.fuse_best, lost_after_ms=self.lost_after_ms)
+        if not 0 < self.same_person_fmr < 1:
+            raise ConfigError(f"[encounter] same_person_fmr must be in (0, 1), got {self.same_person_fmr}")
+        frames, shares = self.decision_frames, self.fpir_shares
+        if not frames or len(frames) != len(shares):
             raise ConfigError(
-                f"[encounter] min_frames ({self.min_frames}) cannot exceed fuse_best ({self.fuse_best})"
+                f"[encounter] decision_frames {list(frames)} and fpir_shares {list(shares)} need one share "
+                "per checkpoint"
+            )
+        if frames[0] < 1 or any(b <= a for a, b in itertools.pairwise(frames)):
+            raise ConfigError(f"[encounter] decision_frames must increase from >= 1, got {list(frames)}")
+        if any(share <= 0 for share in shares) or sum(shares) > 1 + 1e-9:
+            raise ConfigError(
+                f"[encounter] fpir_shares must be > 0 and add up to at most 1 (the whole target), got {list(shares)}"
             )
 
 
@@ -146,6 +159,12 @@ _PATH_SUFFIXES = ("_file", "_dir", "path")
 def _convert(section: str, key: str, kind: type, value: Any) -> Any:
     """A TOML or environment value as the field's type; environment values arrive as strings."""
     where = f"[{section}] {key}"
+    if typing.get_origin(kind) is tuple:  # a TOML array, or comma-separated in the environment
+        (item,) = {a for a in typing.get_args(kind) if a is not Ellipsis}
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_convert(section, key, item, v.strip() if isinstance(v, str) else v) for v in items)
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -22,6 +22,7 @@ import numpy as np
 from gatematch.errors import (
     BadImageError,
     BudgetExceededError,
+    CardError,
     GalleryExpiredError,
     GalleryNotFoundError,
     ManifestError,
@@ -44,6 +45,7 @@ from gatematch.gallery_tools.build import EnrollmentPhoto, judge
 from gatematch.gallery_tools.manifest import MAX_PHOTOS, TRAVELER_ID
 from gatematch.images import ImageLimits, decode_image, to_bgr
 from gatematch.quality import QualityThresholds
+from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
 LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
@@ -118,8 +120,20 @@ class Assessment:
     analysis: Analysis | None  # None when the budget ended before analysis
     decision: Decision | None  # None: the primary face is usable and goes to search
     face: Face | None  # the face the frame is about (the primary face)
-    rivals: int  # other faces competing with the primary one (Analysis.rivals)
+    gate_faces: tuple[Face, ...]  # the primary face and its rivals: everyone the gate must account for
     reasons: tuple[str, ...]  # quality reasons of the primary face
+
+    @property
+    def rivals(self) -> int:
+        return max(len(self.gate_faces) - 1, 0)
+
+
+@dataclass(frozen=True)
+class Examination:
+    """One frame through the per-frame path up to the search: the flight's gallery and the judged frame."""
+
+    gallery: Gallery
+    assessment: Assessment
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,51 @@ class FrameResult:
     stage_s: dict[str, float]
     budget_s: float
     detail: str = ""  # why the budget ran out, when it did
+
+    @property
+    def false_match_probability(self) -> float | None:
+        """MATCH only: how often a stranger's frame reaches this score in this gallery (calibrated FPIR)."""
+        match = self.search.match if self.search else None
+        return match.estimated_fpir if match is not None else None
+
+
+def is_live(face: Face) -> bool | None:
+    """The liveness verdict of a face; None when liveness is not checked."""
+    return None if face.liveness is None else face.liveness >= LIVENESS_MIN_REAL
+
+
+def sightings(assessment: Assessment) -> list[Sighting]:
+    """The frame's gate-sized faces as the encounter tracker sees them: a template only when the face passed
+    quality (a blurred face's template says too little about who it is to link or fuse)."""
+    return [
+        Sighting(
+            tuple(float(v) for v in face.detection.box),
+            sighting_quality(face),
+            face.embedding if face.quality is not None and face.quality.passed else None,
+            is_live(face),
+        )
+        for face in assessment.gate_faces
+    ]
+
+
+def judge_frame(analysis: Analysis) -> Assessment:
+    """The frame rules, in order: NO_FACE, MULTIPLE_FACES (a rival as strong as half the subject),
+    QUALITY_FAILED, LIVENESS_FAILED; None when the primary face can be searched. Pure: the benchmarks apply it
+    to analyses they cached, the service to every frame."""
+    face = analysis.primary()
+    if face is None:
+        return Assessment(analysis, Decision.NO_FACE, None, (), ())
+    gate_faces = (face, *analysis.rivals(face))
+    reasons = face.quality.reasons if face.quality is not None else ("face has no landmarks to align",)
+    if len(gate_faces) > 1:
+        decision: Decision | None = Decision.MULTIPLE_FACES
+    elif face.quality is None or face.embedding is None or not face.quality.passed:
+        decision = Decision.QUALITY_FAILED
+    elif is_live(face) is False:
+        decision = Decision.LIVENESS_FAILED
+    else:
+        decision = None
+    return Assessment(analysis, decision, face, gate_faces, tuple(reasons))
 
 
 def sighting_quality(face: Face) -> float:
@@ -378,49 +437,51 @@ class DataPlane:
         stage_s[stage] = seconds
         return value
 
-    def assess(self, image: bytes | RawPixels, budget: Budget, stage_s: dict[str, float]) -> Assessment:
-        """Decode and analyse one frame and apply the frame rules; BudgetExceededError if it cannot finish."""
-        decoded = self._timed("decode", budget, stage_s, self.decode, image)
+    def examine(self, probe: Probe, budget: Budget, stage_s: dict[str, float]) -> Examination:
+        """The one per-frame path, shared by unary Match and camera streams: resolve the flight's gallery
+        (before any inference, so an unknown flight costs nothing), decode, analyse, judge. Raises
+        BudgetExceededError when a stage cannot finish in what is left of the budget."""
+        stage_s["queue"] = budget.elapsed()
+        gallery = self._timed("gallery", budget, stage_s, self.resolve, probe.flight_id)
+        decoded = self._timed("decode", budget, stage_s, self.decode, probe.image)
         analysis = self._timed("analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0])
         stage_s.pop("analyze")
         stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
-        face = analysis.primary()
-        if face is None:
-            return Assessment(analysis, Decision.NO_FACE, None, 0, ())
-        rivals = len(analysis.rivals(face))
-        reasons = face.quality.reasons if face.quality is not None else ("face has no landmarks to align",)
-        if rivals:
-            decision: Decision | None = Decision.MULTIPLE_FACES
-        elif face.quality is None or face.embedding is None or not face.quality.passed:
-            decision = Decision.QUALITY_FAILED
-        elif face.liveness is not None and face.liveness < LIVENESS_MIN_REAL:
-            decision = Decision.LIVENESS_FAILED
-        else:
-            decision = None
-        return Assessment(analysis, decision, face, rivals, tuple(reasons))
+        return Examination(gallery, judge_frame(analysis))
 
-    def search(self, gallery: Gallery, embedding: np.ndarray, k: int | None = None) -> SearchResult:
+    def search(
+        self, gallery: Gallery, template: np.ndarray, target_fpir: float | None = None, k: int | None = None
+    ) -> SearchResult:
+        """1:N search at a target FPIR for this one search (default: the configured target)."""
+        point = OperatingPoint(target_fpir or self.point.target_fpir)
         return gallery.search(
-            embedding, self.embedder, self.calibration, k=k or self.max_candidates, point=self.point
+            template, self.embedder, self.calibration, k=k or self.max_candidates, point=point
         )
 
+    def same_person_min(self, fmr: float) -> float:
+        """The cosine a stranger reaches with probability `fmr` (1:1): below it, two faces are two people."""
+        if self.calibration is None:
+            raise CardError("the encounter tracker needs the embedder's calibration table")
+        return float(self.calibration.threshold_for_fmr(fmr))
+
     def match(self, probe: Probe, budget: Budget, k: int | None = None) -> FrameResult:
-        """One frame, start to finish, on the calling thread (run it on the pool: see `run_match`)."""
-        stage_s: dict[str, float] = {"queue": budget.elapsed()}
-        gallery = self._timed("gallery", budget, stage_s, self.resolve, probe.flight_id)
-        assessment = None
+        """One frame decided on its own (unary Match), on the calling thread (run it on the pool: `run_match`)."""
+        stage_s: dict[str, float] = {}
+        gallery, assessment = None, None
         try:
-            assessment = self.assess(probe.image, budget, stage_s)
+            examined = self.examine(probe, budget, stage_s)
+            gallery, assessment = examined.gallery, examined.assessment
             if assessment.decision is not None:
                 return FrameResult(
                     assessment.decision, assessment, None, gallery.info, stage_s, budget.seconds
                 )
             result = self._timed(
-                "search", budget, stage_s, self.search, gallery, assessment.face.embedding, k
+                "search", budget, stage_s, self.search, gallery, assessment.face.embedding, None, k
             )
         except BudgetExceededError as exc:
+            info = gallery.info if gallery is not None else None
             return FrameResult(
-                Decision.BUDGET_EXCEEDED, assessment, None, gallery.info, stage_s, budget.seconds, str(exc)
+                Decision.BUDGET_EXCEEDED, assessment, None, info, stage_s, budget.seconds, str(exc)
             )
         decision = Decision.MATCH if result.match is not None else Decision.NO_MATCH
         return FrameResult(decision, assessment, result, gallery.info, stage_s, budget.seconds)
@@ -440,5 +501,16 @@ class DataPlane:
                 str(exc),
             )
 
-    def budget(self, time_remaining_s: float | None, margin_s: float) -> Budget:
-        return Budget.start(self.frame_budget_s, time_remaining_s, margin_s)
+    def budget(
+        self,
+        time_remaining_s: float | None,
+        margin_s: float,
+        arrived: float | None = None,
+        age_s: float = 0.0,
+    ) -> Budget:
+        """A frame's budget: it counts from the frame's arrival (monotonic `arrived`) and, when the camera said
+        when it captured the frame, from then (`age_s` = how long before arrival), so a frame that waited or
+        was sent late is never processed as if it were fresh."""
+        return Budget.start(
+            self.frame_budget_s - max(age_s, 0.0), time_remaining_s, margin_s, started=arrived
+        )

@@ -1,11 +1,21 @@
-"""Encounters: one traveler's face followed across a camera's frames, decided once.
+"""Encounters: one person's face followed across a camera's frames, decided exactly once.
 
-A single gate frame is often blurred or turned; several frames of the same face are better evidence. Faces are
-linked to open tracks by box overlap (IoU) or, for fast movement, centre distance; the templates of a track's
-best-quality frames are averaged (then re-normalised) and searched. MATCH is announced as soon as the fused
-evidence clears the threshold (after `min_frames`, or at once when it clears it by `strong_margin`); NO_MATCH
-when the encounter budget runs out, or the face leaves before a match. Gallery- and protocol-free: the caller
-passes the search function.
+A single gate frame is often blurred or turned; several frames of the same face are better evidence. A face
+continues a track only when its position AND its template agree with the track: boxes must overlap (IoU) or be
+close (centre shift), and the face's template must be at least `same_person_min` in cosine from the track's
+fused template. A different face in the same place therefore starts a new encounter (a tailgater gets a
+decision of their own) and two people are never averaged into one template.
+
+The decision spends a false-match budget. The operator sets the target rate of false MATCH decisions per
+encounter of someone not on the flight (default 0.003). An encounter searches the gallery at a few checkpoints
+(after `decision_frames[j]` usable frames), each search at a threshold for `fpir_shares[j] x target`; an
+encounter that ends before its last checkpoint (budget over, face gone, stream closed) makes one final search
+with whatever share is left. By the union bound the chance that any of an encounter's searches falsely crosses
+its threshold is at most the target, whatever the correlation between searches. MATCH is announced at the first
+search that crosses; NO_MATCH at the last checkpoint or the final search.
+
+Frames that fail liveness are never fused; an encounter whose failing frames are at least as many as its live
+ones ends LIVENESS_FAILED. Gallery- and protocol-free: the caller passes the clock and the search function.
 """
 
 from __future__ import annotations
@@ -19,27 +29,38 @@ import numpy as np
 from gatematch.gallery import SearchResult
 from gatematch.service.config import EncounterConfig
 
-MATCH, NO_MATCH = "MATCH", "NO_MATCH"
+MATCH, NO_MATCH, LIVENESS_FAILED = "MATCH", "NO_MATCH", "LIVENESS_FAILED"
 
-Search = Callable[[np.ndarray], SearchResult]
+Search = Callable[[np.ndarray, float], SearchResult]  # (probe template, target FPIR of this search) -> result
 
 
 @dataclass(frozen=True)
 class Sighting:
+    """One gate-sized face of one frame, as the tracker needs it."""
+
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
     quality: float  # higher is better; ranks frames for fusion
-    embedding: np.ndarray | None  # L2-normalised; None when the face failed quality gates
+    template: np.ndarray | None  # L2-normalised; None when the face failed quality (no reliable identity)
+    live: bool | None = None  # liveness verdict; None when liveness is not checked
+
+    @property
+    def fusable(self) -> bool:
+        return self.template is not None and self.live is not False
 
 
 @dataclass(frozen=True)
 class EncounterOutcome:
     encounter_id: int
-    decision: str  # MATCH or NO_MATCH
-    result: SearchResult | None  # the last search (None if no frame of the encounter was usable)
-    frames_used: int
+    decision: str  # MATCH, NO_MATCH or LIVENESS_FAILED
+    result: SearchResult | None  # the search the decision rests on (None: no usable frame, nothing searched)
+    frames_used: int  # templates fused into that search
+    frames_seen: int  # frames in which this person's face was seen
     first_sequence: int
     last_sequence: int
-    elapsed_s: float
+    elapsed_s: float  # from the encounter's first frame to the decision
+    searches: int  # gallery searches the encounter made
+    tailgating: bool  # another gate-sized face was in view together with this one
+    false_match_probability: float | None  # MATCH only: how often a stranger's encounter would get this far
 
 
 @dataclass
@@ -50,9 +71,22 @@ class _Track:
     last_time: float
     first_sequence: int
     last_sequence: int
-    best: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (quality, embedding), best first
+    best: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (quality, template), best first
+    usable: int = 0  # fusable frames seen
+    seen: int = 0
+    live_passed: int = 0
+    live_failed: int = 0
+    spent: float = 0.0  # share of the target FPIR already spent by searches
+    searches: int = 0
     result: SearchResult | None = None
     decided: bool = False
+    crowded: bool = False
+
+    def fused(self) -> np.ndarray | None:
+        if not self.best:
+            return None
+        mean = np.mean([t for _, t in self.best], axis=0)
+        return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -71,38 +105,33 @@ def centre_shift(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 class EncounterTracker:
-    """Per-stream state; not thread-safe (one stream's frames are processed one at a time)."""
+    """The encounters of one camera stream for one flight; not thread-safe (one frame at a time)."""
 
-    def __init__(self, config: EncounterConfig, encounter_s: float, search: Search):
-        self.config = config
+    def __init__(self, rule: EncounterConfig, target_fpir: float, encounter_s: float, same_person_min: float):
+        self.rule = rule
+        self.target_fpir = target_fpir
         self.encounter_s = encounter_s
-        self.search = search
+        self.same_person_min = same_person_min
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
 
-    def _outcome(self, track: _Track, decision: str, now: float) -> EncounterOutcome:
-        track.decided = True
-        return EncounterOutcome(
-            track.id,
-            decision,
-            track.result,
-            len(track.best),
-            track.first_sequence,
-            track.last_sequence,
-            now - track.first_time,
-        )
+    @property
+    def open_tracks(self) -> int:
+        return len(self._tracks)
 
-    def tick(self, now: float) -> list[EncounterOutcome]:
-        """NO_MATCH for undecided encounters whose budget ran out or whose face left; forget lost tracks."""
-        outcomes = []
-        lost_after = self.config.lost_after_ms / 1000
-        for track in self._tracks:
-            budget_over = now - track.first_time >= self.encounter_s
-            lost = now - track.last_time > lost_after
-            if not track.decided and (budget_over or lost):
-                outcomes.append(self._outcome(track, NO_MATCH, now))
-        self._tracks = [t for t in self._tracks if now - t.last_time <= lost_after]
-        return outcomes
+    # -- linking ---------------------------------------------------------------------------------------
+
+    def _same_person(self, track: _Track, sighting: Sighting) -> bool:
+        reference = track.fused()
+        if reference is None or sighting.template is None:
+            return True  # nothing reliable to compare: position alone decides, and nothing is fused
+        return float(reference @ sighting.template) >= self.same_person_min
+
+    def _near(self, track: _Track, sighting: Sighting) -> bool:
+        rule = self.rule
+        return iou(track.box, sighting.box) >= rule.min_iou or (
+            centre_shift(track.box, sighting.box) <= rule.max_centre_shift
+        )
 
     def _assign(self, sightings: Sequence[Sighting], now: float, sequence: int) -> list[_Track]:
         pairs = sorted(
@@ -110,18 +139,15 @@ class EncounterTracker:
                 (iou(t.box, s.box), ti, si)
                 for ti, t in enumerate(self._tracks)
                 for si, s in enumerate(sightings)
+                if self._near(t, s) and self._same_person(t, s)
             ),
             reverse=True,
         )
         chosen: dict[int, _Track] = {}
         used: set[int] = set()
-        for overlap, ti, si in pairs:
-            track = self._tracks[ti]
-            if si in chosen or ti in used:
-                continue
-            near = centre_shift(track.box, sightings[si].box) <= self.config.max_centre_shift
-            if overlap >= self.config.min_iou or near:
-                chosen[si] = track
+        for _, ti, si in pairs:
+            if si not in chosen and ti not in used:
+                chosen[si] = self._tracks[ti]
                 used.add(ti)
         tracks = []
         for si, sighting in enumerate(sightings):
@@ -130,25 +156,107 @@ class EncounterTracker:
                 track = _Track(next(self._ids), sighting.box, now, now, sequence, sequence)
                 self._tracks.append(track)
             track.box, track.last_time, track.last_sequence = sighting.box, now, sequence
+            track.seen += 1
+            track.crowded |= len(sightings) > 1
             tracks.append(track)
         return tracks
 
+    # -- deciding --------------------------------------------------------------------------------------
+
+    def _outcome(
+        self, track: _Track, decision: str, now: float, fmp: float | None = None
+    ) -> EncounterOutcome:
+        track.decided = True
+        return EncounterOutcome(
+            encounter_id=track.id,
+            decision=decision,
+            result=track.result,
+            frames_used=len(track.best),
+            frames_seen=track.seen,
+            first_sequence=track.first_sequence,
+            last_sequence=track.last_sequence,
+            elapsed_s=now - track.first_time,
+            searches=track.searches,
+            tailgating=track.crowded,
+            false_match_probability=fmp,
+        )
+
+    def _attack(self, track: _Track) -> bool:
+        return track.live_failed > 0 and track.live_failed >= track.live_passed
+
+    def _search(self, track: _Track, share: float, search: Search) -> float | None:
+        """One search spending `share` of the target; the MATCH's false-match probability, or None."""
+        spent_before = track.spent
+        track.spent += share
+        track.searches += 1
+        track.result = search(track.fused(), share * self.target_fpir)
+        match = track.result.match
+        if match is None:
+            return None
+        fpir = match.estimated_fpir if match.estimated_fpir is not None else share * self.target_fpir
+        return min(1.0, spent_before * self.target_fpir + fpir)
+
+    def _checkpoint(self, track: _Track, now: float, search: Search) -> EncounterOutcome | None:
+        """The search due after this frame, if the track just reached a checkpoint."""
+        rule, j = self.rule, track.searches
+        if j >= len(rule.decision_frames) or track.usable < rule.decision_frames[j]:
+            return None
+        if self._attack(track):
+            return self._outcome(track, LIVENESS_FAILED, now)
+        fmp = self._search(track, rule.fpir_shares[j], search)
+        if fmp is not None:
+            return self._outcome(track, MATCH, now, fmp)
+        return self._outcome(track, NO_MATCH, now) if j == len(rule.decision_frames) - 1 else None
+
+    def _final(self, track: _Track, now: float, search: Search | None) -> EncounterOutcome:
+        """The encounter ends before its last checkpoint: one last search with the unspent share."""
+        if self._attack(track):
+            return self._outcome(track, LIVENESS_FAILED, now)
+        left = max(sum(self.rule.fpir_shares) - track.spent, 0.0)
+        if track.best and left > 1e-12 and search is not None:
+            fmp = self._search(track, left, search)
+            if fmp is not None:
+                return self._outcome(track, MATCH, now, fmp)
+        return self._outcome(track, NO_MATCH, now)
+
+    # -- the stream's calls ----------------------------------------------------------------------------
+
     def observe(
-        self, now: float, sequence: int, sightings: Sequence[Sighting]
+        self, now: float, sequence: int, sightings: Sequence[Sighting], search: Search
     ) -> tuple[list[int], list[EncounterOutcome]]:
-        """Feed one frame's faces; return each face's encounter id and any decisions this frame settles."""
-        outcomes = self.tick(now)
+        """Feed one frame's gate-sized faces; return each face's encounter id and the decisions it settles."""
+        outcomes = self.tick(now, search)
         tracks = self._assign(sightings, now, sequence)
         for track, sighting in zip(tracks, sightings, strict=True):
-            if track.decided or sighting.embedding is None:
+            if track.decided:
                 continue
-            track.best.append((sighting.quality, sighting.embedding))
+            if sighting.live is not None:
+                track.live_passed += sighting.live
+                track.live_failed += not sighting.live
+            if not sighting.fusable:
+                continue
+            track.usable += 1
+            track.best.append((sighting.quality, sighting.template))
             track.best.sort(key=lambda pair: pair[0], reverse=True)
-            del track.best[self.config.fuse_best :]
-            fused = np.mean([e for _, e in track.best], axis=0)
-            track.result = self.search((fused / np.linalg.norm(fused)).astype(np.float32))
-            match = track.result.match
-            strong = match is not None and match.score >= track.result.threshold + self.config.strong_margin
-            if match is not None and (strong or len(track.best) >= self.config.min_frames):
-                outcomes.append(self._outcome(track, MATCH, now))
+            del track.best[self.rule.fuse_best :]
+            outcome = self._checkpoint(track, now, search)
+            if outcome is not None:
+                outcomes.append(outcome)
         return [t.id for t in tracks], outcomes
+
+    def tick(self, now: float, search: Search | None) -> list[EncounterOutcome]:
+        """Decide undecided encounters whose budget ran out or whose face left; forget tracks no longer seen."""
+        outcomes = []
+        for track in self._tracks:
+            over = now - track.first_time >= self.encounter_s
+            lost = now - track.last_time > self.rule.lost_after_ms / 1000
+            if not track.decided and (over or lost):
+                outcomes.append(self._final(track, now, search))
+        self._tracks = [t for t in self._tracks if now - t.last_time <= self.rule.lost_after_ms / 1000]
+        return outcomes
+
+    def close(self, now: float, search: Search | None) -> list[EncounterOutcome]:
+        """The stream ends: every open encounter gets its one decision now, and the tracker forgets them all."""
+        outcomes = [self._final(t, now, search) for t in self._tracks if not t.decided]
+        self._tracks = []
+        return outcomes

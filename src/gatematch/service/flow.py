@@ -31,10 +31,19 @@ class Budget:
 
     @classmethod
     def start(
-        cls, configured_s: float, time_remaining_s: float | None = None, margin_s: float = 0.0
+        cls,
+        configured_s: float,
+        time_remaining_s: float | None = None,
+        margin_s: float = 0.0,
+        started: float | None = None,
     ) -> Budget:
-        seconds = configured_s if time_remaining_s is None else min(configured_s, time_remaining_s - margin_s)
-        return cls(time.monotonic(), max(seconds, 0.0))
+        """A budget counted from `started` (monotonic; default now), e.g. when the frame arrived."""
+        now = time.monotonic()
+        started = now if started is None else min(started, now)
+        seconds = configured_s
+        if time_remaining_s is not None:  # the deadline is measured from now, the budget from `started`
+            seconds = min(configured_s, now - started + time_remaining_s - margin_s)
+        return cls(started, max(seconds, 0.0))
 
     @property
     def deadline(self) -> float:

@@ -35,7 +35,7 @@ def _method(descriptor: Any, service: str, name: str) -> str:
 
 
 METHOD_ROLES: dict[str, frozenset[str]] = {
-    _method(match_pb2.DESCRIPTOR, "MatchService", "Match"): frozenset({CAMERA}),
+    _method(match_pb2.DESCRIPTOR, "MatchService", "Match"): frozenset({CAMERA, ANALYST}),
     _method(match_pb2.DESCRIPTOR, "MatchService", "StreamMatch"): frozenset({CAMERA}),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Load"): frozenset({GALLERY_ADMIN}),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Delete"): frozenset({GALLERY_ADMIN}),

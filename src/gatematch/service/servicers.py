@@ -1,4 +1,6 @@
-"""gRPC servicers: messages <-> data-plane types, caller identity and flight authorization, nothing else.
+"""gRPC servicers: caller identity and flight authorization around the data plane, nothing else.
+
+Messages are converted in gatematch.service.converters.
 
 Every status code comes from gatematch.service.status (typed errors propagate to `abort`); matching, budgets,
 streams and gallery loading live in the data plane and the stream scheduler.
@@ -6,164 +8,33 @@ streams and gallery loading live in the data plane and the stream scheduler.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, timedelta
 
 import grpc
 
-from gatematch.errors import GatematchError, ManifestError, RequestError
-from gatematch.gallery import Candidate, GalleryInfo, SearchResult
-from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
-from gatematch.service.dataplane import (
-    Assessment,
-    DataPlane,
-    Decision,
-    FrameResult,
-    LoadHeader,
-    Probe,
-    RawPixels,
+from gatematch.errors import AuthorizationError, GatematchError, ManifestError, RequestError
+from gatematch.service.audit import AuditLog, AuditRecord
+from gatematch.service.converters import (
+    event_pb,
+    frame_problem,
+    gallery_pb,
+    image_of,
+    load_header,
+    match_response,
+    stream_frame,
 )
-from gatematch.service.security import Authenticator, Identity
+from gatematch.service.dataplane import (
+    DataPlane,
+    Probe,
+)
+from gatematch.service.security import ANALYST, CAMERA, Authenticator, Identity
 from gatematch.service.status import abort
-from gatematch.service.streams import FrameEvent, StreamEvent, StreamFrame, StreamScheduler
+from gatematch.service.streams import StreamFrame, StreamScheduler
 from gatematch.service.telemetry import Telemetry
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 
 Ready = Callable[[], tuple[DataPlane, StreamScheduler]]  # raises ModelError while models are loading
-
-_DTYPE = {
-    match_pb2.PIXEL_TYPE_UNSPECIFIED: "uint8",
-    match_pb2.PIXEL_TYPE_UINT8: "uint8",
-    match_pb2.PIXEL_TYPE_UINT16: "uint16",
-    match_pb2.PIXEL_TYPE_FLOAT32: "float32",
-}
-
-
-def decision_pb(decision: Decision | None) -> int:
-    return (
-        match_pb2.Decision.Value(f"DECISION_{decision.value}") if decision else match_pb2.DECISION_UNSPECIFIED
-    )
-
-
-def image_of(frame: match_pb2.Frame) -> bytes | RawPixels:
-    kind = frame.image.WhichOneof("data")
-    if kind == "raw":
-        raw = frame.image.raw
-        return RawPixels(
-            raw.pixels,
-            raw.width,
-            raw.height,
-            raw.channels,
-            _DTYPE.get(raw.dtype, f"type {raw.dtype}"),
-            raw.channel_order == match_pb2.CHANNEL_ORDER_RGB,
-        )
-    return frame.image.encoded  # empty when no image was set: the data plane refuses it
-
-
-def frame_problem(frame: match_pb2.Frame) -> RequestError | None:
-    """Why the frame's own fields are unusable: ids longer than the audit log records, an impossible time."""
-    for name in ("camera_id", "gate_id", "flight_id"):
-        if len(getattr(frame, name)) > MAX_TEXT:
-            return RequestError(f"{name} is {len(getattr(frame, name))} characters, over {MAX_TEXT}")
-    if frame.HasField("captured_at"):
-        try:
-            frame.captured_at.ToDatetime(UTC)
-        except (ValueError, OverflowError) as exc:
-            return RequestError(f"captured_at is not a valid time: {exc}")
-    return None
-
-
-def stream_frame(frame: match_pb2.Frame) -> StreamFrame:
-    """A received frame for the scheduler; a frame with unusable fields carries its problem (an error event)."""
-    problem = frame_problem(frame)
-    captured = frame.captured_at.ToDatetime(UTC) if frame.HasField("captured_at") and not problem else None
-    return StreamFrame(
-        frame.camera_id, frame.gate_id, frame.flight_id, frame.sequence, image_of(frame), captured, problem
-    )
-
-
-def candidates_pb(result: SearchResult | None) -> list[match_pb2.Candidate]:
-    def one(c: Candidate) -> match_pb2.Candidate:
-        return match_pb2.Candidate(
-            traveler_id=c.traveler_id,
-            score=c.score,
-            confidence=c.confidence or 0.0,
-            estimated_fpir=c.estimated_fpir if c.estimated_fpir is not None else 1.0,
-        )
-
-    return [one(c) for c in result.candidates] if result else []
-
-
-def faces_pb(assessment: Assessment | None, encounter_id: int = 0) -> list[match_pb2.FaceObservation]:
-    if assessment is None or assessment.analysis is None:
-        return []
-    out = []
-    for face in assessment.analysis.faces:
-        x1, y1, x2, y2 = (float(v) for v in face.detection.box)
-        observation = match_pb2.FaceObservation(
-            box=match_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2),
-            detection_score=face.detection.score,
-            quality_passed=bool(face.quality and face.quality.passed),
-            quality_reasons=list(face.quality.reasons) if face.quality else [],
-            encounter_id=encounter_id if face is assessment.face else 0,
-        )
-        if face.liveness is not None:
-            observation.liveness = face.liveness
-        out.append(observation)
-    return out
-
-
-def stage_ms(stage_s: dict[str, float]) -> dict[str, float]:
-    return {name: seconds * 1000 for name, seconds in stage_s.items()}
-
-
-def match_response(result: FrameResult, frame: match_pb2.Frame) -> match_pb2.MatchResponse:
-    assessment = result.assessment
-    return match_pb2.MatchResponse(
-        decision=decision_pb(result.decision),
-        candidates=candidates_pb(result.search),
-        quality_reasons=list(assessment.reasons) if assessment else [],
-        stage_ms=stage_ms(result.stage_s),
-        faces=faces_pb(assessment),
-        flight_id=frame.flight_id,
-        gallery_version=str(result.gallery.version) if result.gallery else "",
-        sequence=frame.sequence,
-        threshold=result.search.threshold if result.search else 0.0,
-        budget_ms=result.budget_s * 1000,
-    )
-
-
-def event_pb(event: StreamEvent) -> match_pb2.StreamEvent:
-    if isinstance(event, FrameEvent):
-        observation = match_pb2.FrameObservation(
-            sequence=event.frame.sequence,
-            status=decision_pb(event.status),
-            faces=faces_pb(event.assessment, event.encounter_id),
-            stage_ms=stage_ms(event.stage_s),
-            dropped_frames=event.dropped,
-        )
-        if event.frame.captured_at is not None:
-            observation.captured_at.FromDatetime(event.frame.captured_at)
-        if event.error is not None:
-            code, message = event.error
-            observation.error.CopyFrom(match_pb2.FrameError(code=code.value[0], message=message))
-        return match_pb2.StreamEvent(observation=observation)
-    outcome = event.outcome
-    return match_pb2.StreamEvent(
-        decision=match_pb2.EncounterDecision(
-            encounter_id=outcome.encounter_id,
-            decision=decision_pb(event.decision),
-            candidates=candidates_pb(event.result),
-            frames_used=outcome.frames_used,
-            first_sequence=outcome.first_sequence,
-            last_sequence=outcome.last_sequence,
-            elapsed_ms=event.elapsed_s * 1000,
-            flight_id=event.flight_id,
-            gallery_version=str(event.result.version) if event.result else "",
-            threshold=event.result.threshold if event.result else 0.0,
-            dropped_frames=event.dropped,
-        )
-    )
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
@@ -182,23 +53,33 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def Match(
         self, request: match_pb2.MatchRequest, context: grpc.ServicerContext
     ) -> match_pb2.MatchResponse:
+        arrived = time.monotonic()
         frame = request.frame
         try:
             identity = self.auth.identify(context)
             problem = frame_problem(frame)
             if problem is not None:
                 raise problem
-            self._authorize(identity, frame)
+            if request.include_ranking and ANALYST not in identity.roles:
+                raise AuthorizationError(
+                    f"client {identity.name!r}: only the analyst role may ask for rankings"
+                )
+            if CAMERA in identity.roles:
+                self._authorize(identity, frame)
             plane, _ = self.ready()
-            budget = plane.budget(context.time_remaining(), self.margin_s)
+            captured = stream_frame(frame).capture_delay_s
+            budget = plane.budget(context.time_remaining(), self.margin_s, arrived=arrived, age_s=captured)
+            wanted = request.max_candidates or (plane.max_candidates if request.include_ranking else 1)
+            count = min(wanted, plane.max_candidates)
             probe = Probe(frame.flight_id, image_of(frame), frame.sequence)
-            result = plane.run_match(probe, budget, request.max_candidates or None)
+            result = plane.run_match(probe, budget, max(count, 1))
         except Exception as exc:  # typed errors get their code; a bug is INTERNAL and leaks nothing
             abort(context, exc)
         self.telemetry.observe_stages(result.stage_s)
         self.telemetry.decisions.labels("unary", result.decision.value).inc()
         top = result.search.candidates[0] if result.search and result.search.candidates else None
         match = result.search.match if result.search else None
+        fmp = result.false_match_probability
         self.audit.record(
             AuditRecord(
                 "match",
@@ -210,11 +91,12 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
                 decision=result.decision.value,
                 traveler_id=match.traveler_id if match else "",
                 score=float(top.score) if top else None,
-                confidence=float(top.confidence) if top and top.confidence is not None else None,
+                confidence=1.0 - fmp if fmp is not None else None,
                 sequence=frame.sequence,
+                detail="ranking" if request.include_ranking else "",
             )
         )
-        return match_response(result, frame)
+        return match_response(result, frame, count, ranking=request.include_ranking)
 
     def StreamMatch(
         self, request_iterator: Iterator[match_pb2.Frame], context: grpc.ServicerContext
@@ -227,44 +109,14 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
                 lambda frame: self._authorize(identity, frame),
                 identity.name,
                 context.is_active,
-                lambda: plane.budget(context.time_remaining(), self.margin_s),
+                lambda f: plane.budget(
+                    context.time_remaining(), self.margin_s, arrived=f.received, age_s=f.capture_delay_s
+                ),
             )
             for event in events:
                 yield event_pb(event)
         except Exception as exc:  # typed errors get their code; a bug is INTERNAL and leaks nothing
             abort(context, exc)
-
-
-def gallery_pb(info: GalleryInfo) -> gallery_pb2.GalleryInfo:
-    message = gallery_pb2.GalleryInfo(
-        flight_id=info.flight_id,
-        version=str(info.version),
-        pack=info.pack,
-        embedder=info.embedder.name,
-        embedder_sha256=info.embedder.sha256,
-        traveler_count=info.travelers,
-        template_count=info.templates,
-        expired=info.expired(),
-    )
-    message.departure_utc.FromDatetime(info.departure)
-    message.expires_at.FromDatetime(info.expires_at)
-    message.created_at.FromDatetime(info.created_at)
-    return message
-
-
-def load_header(header: gallery_pb2.GalleryHeader) -> LoadHeader:
-    if not header.flight_id or not header.HasField("departure_utc"):
-        raise ManifestError("gallery header needs flight_id and departure_utc")
-    retention = header.retention.ToTimedelta() if header.HasField("retention") else timedelta(0)
-    return LoadHeader(
-        flight_id=header.flight_id,
-        departure=header.departure_utc.ToDatetime(UTC),
-        pack=header.pack,
-        retention=retention if retention > timedelta(0) else None,
-        embedder=header.embedder,
-        embedder_sha256=header.embedder_sha256,
-        embedding_size=header.embedding_size,
-    )
 
 
 class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):

@@ -4,6 +4,13 @@ Per stream there is one light reader thread (it only moves received frames into 
 the call's own thread, which takes the newest frame, runs it on the shared WorkerPool and yields events. A
 stream therefore holds at most one frame in flight and one waiting, however fast the camera sends: frames
 replaced before processing are counted as dropped and reported. Inference never runs on a per-stream thread.
+
+A frame goes through the data plane's one per-frame path (`DataPlane.examine`, as unary Match does); its
+gate-sized faces (the primary one and its rivals) feed the stream's encounter tracker for the frame's flight.
+Per-flight state is created only for a frame that passed authorization and the field checks, and dropped once
+its encounters are decided, so frames naming ever-new flights allocate nothing that lasts. A frame older than
+its budget when it is taken (counted from arrival, and from capture when the camera says when that was) is not
+processed.
 """
 
 from __future__ import annotations
@@ -12,21 +19,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 
 from gatematch.errors import BudgetExceededError, CapacityError, GatematchError
-from gatematch.gallery import GalleryInfo, SearchResult
+from gatematch.gallery import Gallery, GalleryInfo, SearchResult
 from gatematch.service.audit import AuditLog, AuditRecord
 from gatematch.service.config import EncounterConfig, ServerConfig
-from gatematch.service.dataplane import Assessment, DataPlane, Decision, RawPixels, sighting_quality
-from gatematch.service.encounter import EncounterOutcome, EncounterTracker, Sighting
+from gatematch.service.dataplane import (
+    Assessment,
+    DataPlane,
+    Decision,
+    Probe,
+    RawPixels,
+    sightings,
+)
+from gatematch.service.encounter import EncounterOutcome, EncounterTracker
 from gatematch.service.flow import Budget, LatestSlot
 from gatematch.service.status import status_for
 from gatematch.service.telemetry import Telemetry
 
 TICK_S = 0.1  # how often an idle stream checks its encounters' budgets
+MAX_FLIGHTS_PER_STREAM = 4  # a camera serves one flight at a time; a few overlap while encounters finish
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,15 @@ class StreamFrame:
     image: bytes | RawPixels
     captured_at: datetime | None = None
     problem: GatematchError | None = None  # the frame's fields are unusable: answered with this error
-    received: float = field(default_factory=time.monotonic)
+    received: float = field(default_factory=time.monotonic)  # arrival, monotonic
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # arrival, wall clock
+
+    @property
+    def capture_delay_s(self) -> float:
+        """How long before arrival the camera captured the frame (0 when it did not say, or its clock is ahead)."""
+        if self.captured_at is None:
+            return 0.0
+        return max((self.received_at - self.captured_at).total_seconds(), 0.0)
 
 
 @dataclass(frozen=True)
@@ -48,7 +71,7 @@ class FrameEvent:
     frame: StreamFrame
     status: Decision | None  # None: the frame fed an encounter
     assessment: Assessment | None
-    encounter_id: int  # of the primary face; 0 = none
+    encounter_ids: dict[int, int]  # id(face) of each gate-sized face -> its encounter
     stage_s: dict[str, float]
     dropped: int
     error: tuple[grpc.StatusCode, str] | None = None
@@ -62,7 +85,6 @@ class EncounterEvent:
     flight_id: str
     gallery: GalleryInfo | None
     dropped: int
-    elapsed_s: float
 
 
 StreamEvent = FrameEvent | EncounterEvent
@@ -73,7 +95,15 @@ class _Flight:
     """Encounter state of one stream for one flight (a camera normally serves one flight at a time)."""
 
     tracker: EncounterTracker
-    gallery: GalleryInfo | None = None
+    gallery: Gallery | None = None  # the snapshot the last frame was searched in (decisions at ticks use it)
+    camera_id: str = ""
+    gate_id: str = ""
+
+    def search(self, plane: DataPlane) -> Callable[..., SearchResult] | None:
+        gallery = self.gallery
+        if gallery is None:
+            return None
+        return lambda template, target_fpir: plane.search(gallery, template, target_fpir)
 
 
 class _Claim:
@@ -148,14 +178,17 @@ class StreamScheduler:
         authorize: Callable[[StreamFrame], None],
         client: str,
         is_active: Callable[[], bool] = lambda: True,
-        budget_for: Callable[[], Budget] | None = None,
+        budget_for: Callable[[StreamFrame], Budget] | None = None,
     ) -> Iterator[StreamEvent]:
         """Events of one stream until the client closes it, goes away, or the server drains.
 
-        `budget_for` gives each frame its budget when it starts (the servicer tightens the configured frame
-        budget by the stream's gRPC deadline); by default the configured budget alone.
+        `budget_for` gives each frame its budget, counted from its arrival (the servicer tightens the configured
+        frame budget by the stream's gRPC deadline); by default the configured budget alone.
         """
-        budget_for = budget_for or (lambda: self.plane.budget(None, 0.0))
+        plane = self.plane
+        budget_for = budget_for or (
+            lambda f: plane.budget(None, 0.0, arrived=f.received, age_s=f.capture_delay_s)
+        )
         if self._draining.is_set():
             raise BudgetExceededError("server is shutting down; reconnect to another instance")
         slot: LatestSlot[StreamFrame] = LatestSlot()
@@ -173,19 +206,29 @@ class StreamScheduler:
         )
         reader.start()
         flights: dict[str, _Flight] = {}
+        ticked = time.monotonic()
         try:
             while is_active():
                 frame = slot.take(TICK_S)
+                if time.monotonic() - ticked >= TICK_S:  # budgets run out on every flight, busy or idle
+                    ticked = time.monotonic()
+                    yield from self._tick(flights, slot.dropped, client, ticked)
                 if frame is None:
                     if not reader.is_alive() or self._draining.is_set():
                         break
-                    yield from self._tick(flights, slot.dropped, client, time.monotonic())
                     continue
-                if frame.problem is None:
-                    authorize(frame)
-                yield from self._frame(flights, frame, slot.dropped, client, budget_for())
+                if frame.problem is not None:  # unusable fields: an error event, no state, no inference
+                    yield self._event(
+                        FrameEvent(frame, None, None, {}, {}, slot.dropped, status_for(frame.problem))
+                    )
+                    continue
+                authorize(frame)
+                yield from self._frame(flights, frame, slot.dropped, client, budget_for(frame))
             # the stream ends: every open encounter gets its one decision now
-            yield from self._tick(flights, slot.dropped, client, time.monotonic(), closing=True)
+            now = time.monotonic()
+            for flight_id, state in flights.items():
+                closed = state.tracker.close(now, state.search(plane))
+                yield from self._announce(closed, state, flight_id, client, slot.dropped)
         finally:
             slot.close()
             self.telemetry.active_streams.dec()
@@ -194,41 +237,58 @@ class StreamScheduler:
                 self._slots.discard(slot)
                 self._cond.notify_all()
 
-    def _state(self, flights: dict[str, _Flight], flight_id: str) -> _Flight:
-        state = flights.get(flight_id)
+    def _state(self, flights: dict[str, _Flight], frame: StreamFrame) -> _Flight:
+        """The flight's encounter state (created for an authorized frame); flights with nothing open are dropped."""
+        for flight_id in [f for f, state in flights.items() if not state.tracker.open_tracks]:
+            if flight_id != frame.flight_id:
+                del flights[flight_id]
+        state = flights.get(frame.flight_id)
         if state is None:
-            state = flights[flight_id] = _Flight(
-                EncounterTracker(self.encounter, self.encounter_s, lambda e: None)
+            if len(flights) >= MAX_FLIGHTS_PER_STREAM:
+                raise CapacityError(
+                    f"this stream already follows encounters on {len(flights)} flights; finish them first"
+                )
+            tracker = EncounterTracker(
+                self.encounter,
+                self.plane.point.target_fpir,
+                self.encounter_s,
+                self.plane.same_person_min(self.encounter.same_person_fmr),
             )
+            state = flights[frame.flight_id] = _Flight(tracker)
+        state.camera_id, state.gate_id = frame.camera_id, frame.gate_id
         return state
+
+    def _event(self, event: FrameEvent) -> FrameEvent:
+        self.telemetry.observe_stages(event.stage_s)
+        label = "ERROR" if event.error else (event.status or "ENCOUNTER")
+        self.telemetry.decisions.labels("frame", label).inc()
+        return event
 
     def _frame(
         self, flights: dict[str, _Flight], frame: StreamFrame, dropped: int, client: str, budget: Budget
     ) -> Iterator[StreamEvent]:
-        state = self._state(flights, frame.flight_id)
         stage_s: dict[str, float] = {}
         claim = _Claim()
+        outcomes: list[EncounterOutcome] = []
+        state: _Flight | None = None
         try:
-            if frame.problem is not None:
-                raise frame.problem
+            budget.require("the frame")  # older than its budget already: dropped, not processed
+            state = self._state(flights, frame)
             event, outcomes = self.plane.pool.run(
                 lambda b: self._process(state, frame, b, stage_s, dropped, claim),
                 budget,
                 lambda: claim.take("stream"),
             )
         except BudgetExceededError:
+            if state is None:
+                self.telemetry.stale_frames.inc()
             # a copy: an abandoned worker may still be adding its stage times
-            event = FrameEvent(frame, Decision.BUDGET_EXCEEDED, None, 0, stage_s.copy(), dropped)
-            outcomes = []
+            event = FrameEvent(frame, Decision.BUDGET_EXCEEDED, None, {}, stage_s.copy(), dropped)
         except GatematchError as exc:
-            event, outcomes = FrameEvent(frame, None, None, 0, stage_s, dropped, status_for(exc)), []
-        self.telemetry.observe_stages(event.stage_s)
-        label = "ERROR" if event.error else (event.status or "ENCOUNTER")
-        self.telemetry.decisions.labels("frame", label).inc()
-        yield event
-        yield from self._announce(
-            outcomes, state, frame.flight_id, dropped, client, frame.camera_id, frame.gate_id
-        )
+            event = FrameEvent(frame, None, None, {}, stage_s, dropped, status_for(exc))
+        yield self._event(event)
+        if state is not None:
+            yield from self._announce(outcomes, state, frame.flight_id, client, dropped)
 
     def _process(
         self,
@@ -239,71 +299,60 @@ class StreamScheduler:
         dropped: int,
         claim: _Claim,
     ) -> tuple[FrameEvent, list[EncounterOutcome]]:
-        """On a worker: resolve the gallery, assess the frame, feed the primary face to its encounter."""
+        """On a worker: the per-frame path, then the frame's gate-sized faces to their encounters."""
         plane = self.plane
-        stage_s["queue"] = budget.elapsed()
-        gallery = plane._timed("gallery", budget, stage_s, plane.resolve, frame.flight_id)
-        assessment = plane.assess(frame.image, budget, stage_s)
-        face = assessment.face
-        usable = face is not None and assessment.decision is None
-        budget.require("search", plane.costs.estimate("search") if usable else 0.0)
+        examined = plane.examine(Probe(frame.flight_id, frame.image, frame.sequence), budget, stage_s)
+        assessment = examined.assessment
+        faces = assessment.gate_faces
+        budget.require("search", plane.costs.estimate("search") if faces else 0.0)
         if not claim.take("worker"):
             raise BudgetExceededError("the stream gave up on this frame")
-        state.gallery = gallery.info
-        if face is None:
-            return FrameEvent(
-                frame, assessment.decision, assessment, 0, stage_s, dropped
-            ), state.tracker.tick(time.monotonic())
-        state.tracker.search = lambda embedding: plane.search(gallery, embedding)
-        box = tuple(float(v) for v in face.detection.box)
-        sighting = Sighting(box, sighting_quality(face), face.embedding if usable else None)
+        state.gallery = examined.gallery
+        seen = sightings(assessment)
         start = time.perf_counter()
-        ids, outcomes = state.tracker.observe(time.monotonic(), frame.sequence, [sighting])
-        if usable:
+        ids, outcomes = state.tracker.observe(
+            time.monotonic(), frame.sequence, sightings, state.search(plane)
+        )
+        if any(s.fusable for s in seen):
             stage_s["search"] = time.perf_counter() - start
             plane.costs.observe("search", stage_s["search"])
-        return FrameEvent(frame, assessment.decision, assessment, ids[0], stage_s, dropped), outcomes
+        encounter_ids = {id(face): encounter for face, encounter in zip(faces, ids, strict=True)}
+        return FrameEvent(frame, assessment.decision, assessment, encounter_ids, stage_s, dropped), outcomes
 
     def _tick(
-        self, flights: dict[str, _Flight], dropped: int, client: str, now: float, closing: bool = False
+        self, flights: dict[str, _Flight], dropped: int, client: str, now: float
     ) -> Iterator[StreamEvent]:
-        # Closing: move the clock past every budget and loss timeout so each open encounter is decided now;
-        # the shift is taken off the reported elapsed time again.
-        shift = self.encounter_s + self.encounter.lost_after_ms / 1000 + 1.0 if closing else 0.0
         for flight_id, state in flights.items():
-            outcomes = state.tracker.tick(now + shift)
-            yield from self._announce(outcomes, state, flight_id, dropped, client, shift=shift)
+            outcomes = state.tracker.tick(now, state.search(self.plane))
+            yield from self._announce(outcomes, state, flight_id, client, dropped)
 
     def _announce(
-        self,
-        outcomes: list[EncounterOutcome],
-        state: _Flight,
-        flight_id: str,
-        dropped: int,
-        client: str,
-        camera_id: str = "",
-        gate_id: str = "",
-        shift: float = 0.0,
+        self, outcomes: list[EncounterOutcome], state: _Flight, flight_id: str, client: str, dropped: int
     ) -> Iterator[EncounterEvent]:
         for outcome in outcomes:
             decision = Decision(outcome.decision)
             result = outcome.result
             self.telemetry.decisions.labels("encounter", decision).inc()
             if self.audit is not None:
-                top = result.candidates[0] if result and result.candidates else None
+                match = result.match if result is not None and decision is Decision.MATCH else None
                 self.audit.record(
                     AuditRecord(
                         "encounter",
                         client,
                         flight_id=flight_id,
                         gallery_version=str(result.version) if result else "",
-                        camera_id=camera_id,
-                        gate_id=gate_id,
+                        camera_id=state.camera_id,
+                        gate_id=state.gate_id,
                         decision=decision.value,
-                        traveler_id=result.match.traveler_id if result and result.match else "",
-                        score=float(top.score) if top else None,
-                        confidence=float(top.confidence) if top and top.confidence is not None else None,
+                        traveler_id=match.traveler_id if match else "",
+                        score=float(result.candidates[0].score) if result and result.candidates else None,
+                        confidence=(
+                            1.0 - outcome.false_match_probability
+                            if outcome.false_match_probability is not None
+                            else None
+                        ),
                         encounter_id=outcome.encounter_id,
+                        detail="tailgating" if outcome.tailgating else "",
                     )
                 )
             yield EncounterEvent(
@@ -311,7 +360,6 @@ class StreamScheduler:
                 decision,
                 result,
                 flight_id,
-                state.gallery,
+                state.gallery.info if state.gallery is not None else None,
                 dropped,
-                max(outcome.elapsed_s - shift, 0.0),
             )

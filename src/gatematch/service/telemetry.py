@@ -26,6 +26,11 @@ class Telemetry:
         self.dropped_frames = Counter(
             "gatematch_dropped_frames", "Stream frames replaced by newer ones before processing", registry=r
         )
+        self.stale_frames = Counter(
+            "gatematch_stale_frames",
+            "Stream frames older than their budget on arrival, not processed",
+            registry=r,
+        )
         self.queue_depth = Gauge("gatematch_queue_depth", "Tasks waiting for an inference worker", registry=r)
         self.active_streams = Gauge("gatematch_active_streams", "Open camera streams", registry=r)
 

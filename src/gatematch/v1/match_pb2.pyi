@@ -90,12 +90,14 @@ class Frame(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., gate_id: _Optional[str] = ..., flight_id: _Optional[str] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("frame", "max_candidates")
+    __slots__ = ("frame", "max_candidates", "include_ranking")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RANKING_FIELD_NUMBER: _ClassVar[int]
     frame: Frame
     max_candidates: int
-    def __init__(self, frame: _Optional[_Union[Frame, _Mapping]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    include_ranking: bool
+    def __init__(self, frame: _Optional[_Union[Frame, _Mapping]] = ..., max_candidates: _Optional[int] = ..., include_ranking: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("traveler_id", "score", "confidence", "estimated_fpir")
@@ -146,7 +148,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
-    __slots__ = ("decision", "candidates", "quality_reasons", "stage_ms", "faces", "flight_id", "gallery_version", "sequence", "threshold", "budget_ms")
+    __slots__ = ("decision", "candidates", "quality_reasons", "stage_ms", "faces", "flight_id", "gallery_version", "sequence", "threshold", "budget_ms", "false_match_probability")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,7 @@ class MatchResponse(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    FALSE_MATCH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     quality_reasons: _containers.RepeatedScalarFieldContainer[str]
@@ -174,7 +177,8 @@ class MatchResponse(_message.Message):
     sequence: int
     threshold: float
     budget_ms: float
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., sequence: _Optional[int] = ..., threshold: _Optional[float] = ..., budget_ms: _Optional[float] = ...) -> None: ...
+    false_match_probability: float
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., sequence: _Optional[int] = ..., threshold: _Optional[float] = ..., budget_ms: _Optional[float] = ..., false_match_probability: _Optional[float] = ...) -> None: ...
 
 class FrameObservation(_message.Message):
     __slots__ = ("sequence", "captured_at", "status", "faces", "stage_ms", "dropped_frames", "error")
@@ -202,7 +206,7 @@ class FrameObservation(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[Decision, str]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., dropped_frames: _Optional[int] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
 
 class EncounterDecision(_message.Message):
-    __slots__ = ("encounter_id", "decision", "candidates", "frames_used", "first_sequence", "last_sequence", "elapsed_ms", "flight_id", "gallery_version", "threshold", "dropped_frames")
+    __slots__ = ("encounter_id", "decision", "candidates", "frames_used", "first_sequence", "last_sequence", "elapsed_ms", "flight_id", "gallery_version", "threshold", "dropped_frames", "tailgating", "false_match_probability", "frames_seen")
     ENCOUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +218,9 @@ class EncounterDecision(_message.Message):
     GALLERY_VERSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TAILGATING_FIELD_NUMBER: _ClassVar[int]
+    FALSE_MATCH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SEEN_FIELD_NUMBER: _ClassVar[int]
     encounter_id: int
     decision: Decision
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
@@ -225,7 +232,10 @@ class EncounterDecision(_message.Message):
     gallery_version: str
     threshold: float
     dropped_frames: int
-    def __init__(self, encounter_id: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., frames_used: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., threshold: _Optional[float] = ..., dropped_frames: _Optional[int] = ...) -> None: ...
+    tailgating: bool
+    false_match_probability: float
+    frames_seen: int
+    def __init__(self, encounter_id: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., frames_used: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., threshold: _Optional[float] = ..., dropped_frames: _Optional[int] = ..., tailgating: _Optional[bool] = ..., false_match_probability: _Optional[float] = ..., frames_seen: _Optional[int] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("observation", "decision")

@@ -59,10 +59,13 @@ class MatchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamMatch(self, request_iterator, context):
-        """A gate camera's stream. Every processed frame yields a FrameObservation; every traveler encounter (one face
-        followed across frames) yields exactly one EncounterDecision: MATCH as soon as the fused evidence suffices,
-        NO_MATCH when the per-encounter budget runs out. A bad frame yields an observation carrying an error; it
-        does not end the stream.
+        """A gate camera's stream. Every processed frame yields a FrameObservation; every person seen (one face
+        followed across frames: same place AND same identity) yields exactly one EncounterDecision. The encounter
+        searches the gallery at a few checkpoints, spending the configured false-match rate between them, and is
+        decided MATCH at the first search that clears its threshold, NO_MATCH at its last checkpoint or when it
+        ends (encounter budget over, face gone, stream closed), LIVENESS_FAILED when most of its frames fail
+        liveness. A different face in the same place is a new encounter. A bad frame yields an observation
+        carrying an error; it does not end the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,652 @@
+"""`gatematch bench encounters`: the decision the gate makes, measured per person, not per photo.
+
+The service decides once per encounter (a person followed across frames), after fusing several frames and
+searching at a few checkpoints (service/encounter.py). This benchmark replays exactly that path — the frame
+rules (`dataplane.judge_frame`), the tracker's sightings (`dataplane.sightings`), the `EncounterTracker` and the
+gallery search at the tracker's per-search FPIR — on a simulated clock, so a run is not bound to real time:
+
+- still photos (`ROOT/<identity>/<image>`): departures as in `bench accuracy` (a random gallery of identities
+  with two or more photos, each enrolled with its first photo by file name); every enrolled traveler walks past
+  the camera as k frames made of k of their other photos, every other identity as k of its photos (non-mated);
+  tailgating pairs are two people back to back in the same spot with no gap. A photo stands in for a camera
+  frame: its main face is placed at the gate's spot (the box is simulated, the face and its quality are the
+  photo's), other faces in it are ignored.
+- videos (a CSV `video,identity`, empty identity = nobody enrolled) against a gallery folder
+  (`FOLDER/<traveler>/<photos>`, enrolled with the service's enrollment rules): every frame at the video's
+  own positions, at `--fps`.
+
+Per person: FPIR = share of non-mated people given any MATCH; FNIR = share of mated people not given a MATCH
+to themselves; misidentification = share of mated people given a MATCH to someone else. FPIR comes with its
+Wilson 95% interval: measuring a rate of 0.003 to +-30% takes about 10,000 non-mated encounters. The same run
+also scores each person's first photo alone (the single-image figures of `bench accuracy`) for comparison.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from gatematch.benchmarks import metrics
+from gatematch.benchmarks.dataset import Dataset
+from gatematch.benchmarks.report import now_iso, percent, table, write_json
+from gatematch.errors import BadImageError, DatasetError
+from gatematch.facepipeline import FacePipeline
+from gatematch.gallery import (
+    Calibration,
+    Gallery,
+    GalleryInfo,
+    ModelRef,
+    OperatingPoint,
+    SearchResult,
+    build_index,
+)
+from gatematch.gallery_tools.build import EnrollmentPhoto, judge
+from gatematch.images import load_image
+from gatematch.quality import QualityThresholds
+from gatematch.service.config import EncounterConfig
+from gatematch.service.dataplane import Assessment, judge_frame, sightings
+from gatematch.service.encounter import MATCH, EncounterOutcome, EncounterTracker, Sighting
+from gatematch.video import read_frames
+
+FORMAT = "gatematch-encounters-report/1"
+GATE_BOX = (245.0, 135.0, 395.0, 285.0)  # a 150 px face where the gate camera sees travelers (640x480 frame)
+JITTER_PX = 4.0  # a traveler standing still still moves a little between frames
+
+
+@dataclass(frozen=True)
+class EncounterSettings:
+    gallery_size: int = 200
+    departures: int = 100
+    frames: int = 5  # k: frames per simulated encounter
+    fps: float = 5.0
+    encounter_s: float = 2.0
+    targets: tuple[float, ...] = (0.003, 0.01)
+    tailgating_pairs: int = 20  # per departure
+    seed: int = 0
+    rule: EncounterConfig = field(default_factory=EncounterConfig)
+
+
+# -- the replayed decision path ---------------------------------------------------------------------------
+
+
+def search_with(gallery: Gallery, embedder: ModelRef, calibration: Calibration) -> Callable:
+    """The tracker's search function, as the data plane gives it (`DataPlane.search`)."""
+
+    def search(template: np.ndarray, target_fpir: float) -> SearchResult:
+        return gallery.search(template, embedder, calibration, k=1, point=OperatingPoint(target_fpir))
+
+    return search
+
+
+@dataclass(frozen=True)
+class Replayed:
+    outcomes: list[EncounterOutcome]
+    frame_encounters: list[list[int]]  # per frame: the encounter id of each sighting
+    decided_at: dict[int, float]  # encounter id -> simulated time of its decision
+    decided_index: dict[
+        int, int
+    ]  # encounter id -> index of the frame that decided it (frame count: at the end)
+
+
+def replay(
+    tracker: EncounterTracker,
+    frames: Sequence[list[Sighting]],
+    times: Sequence[float],
+    search: Callable,
+) -> Replayed:
+    """Frames through the tracker on a simulated clock, then the end of the stream."""
+    outcomes: list[EncounterOutcome] = []
+    ids: list[list[int]] = []
+    decided_at: dict[int, float] = {}
+    decided_index: dict[int, int] = {}
+    for index, (seen, now) in enumerate(zip(frames, times, strict=True)):
+        frame_ids, decided = tracker.observe(now, index + 1, seen, search)
+        ids.append(frame_ids)
+        for outcome in decided:
+            decided_at[outcome.encounter_id] = now
+            # decided by this frame (a checkpoint) or before it (a tick): either way nothing after is fused
+            decided_index[outcome.encounter_id] = index + (outcome.last_sequence == index + 1)
+        outcomes += decided
+    end = (times[-1] if times else 0.0) + 1.0 / 1000
+    for outcome in tracker.close(end, search):
+        decided_at[outcome.encounter_id] = end
+        decided_index[outcome.encounter_id] = len(frames)
+        outcomes.append(outcome)
+    return Replayed(outcomes, ids, decided_at, decided_index)
+
+
+def at_gate(seen: list[Sighting], rng: np.random.Generator) -> list[Sighting]:
+    """A photo's main face as a gate frame: at the gate's spot, jittered; the photo's other faces left out."""
+    if not seen:
+        return []
+    shift = rng.uniform(-JITTER_PX, JITTER_PX, 2)
+    x1, y1, x2, y2 = GATE_BOX
+    return [replace(seen[0], box=(x1 + shift[0], y1 + shift[1], x2 + shift[0], y2 + shift[1]))]
+
+
+# -- still photos -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class StillSet:
+    """Every photo of a data set analysed once: its frame judgment, its sightings, its enrollment outcome."""
+
+    identities: np.ndarray  # (N,) str
+    assessments: list[Assessment | None]  # None: the file could not be read
+    single: np.ndarray  # (N, dim) the main face's template (zeros when none): the single-image protocol
+    acquired: np.ndarray  # (N,) bool: a face with a template
+
+
+def analyze_stills(
+    dataset: Dataset, pipeline: FacePipeline, batch: int = 16, progress: bool = True
+) -> StillSet:
+    dim = pipeline.embedding_size
+    assessments: list[Assessment | None] = []
+    single = np.zeros((len(dataset.samples), dim), np.float32)
+    acquired = np.zeros(len(dataset.samples), bool)
+    bar = tqdm(
+        total=len(dataset.samples), desc=f"analysing ({pipeline.pack.name})", unit="img", disable=not progress
+    )
+    for start in range(0, len(dataset.samples), batch):
+        chunk = dataset.samples[start : start + batch]
+        images, rows = [], []
+        for row, sample in enumerate(chunk, start=start):
+            try:
+                images.append(load_image(sample.path, pipeline.config.limits))
+                rows.append(row)
+            except BadImageError:
+                pass
+        analyses = dict(zip(rows, pipeline.analyze_batch(images), strict=True))
+        for row in range(start, start + len(chunk)):
+            analysis = analyses.get(row)
+            assessments.append(judge_frame(analysis) if analysis is not None else None)
+            face = analysis.primary() if analysis is not None else None
+            if face is not None and face.embedding is not None:
+                single[row], acquired[row] = face.embedding, True
+        bar.update(len(chunk))
+    bar.close()
+    return StillSet(np.array([s.identity for s in dataset.samples]), assessments, single, acquired)
+
+
+def in_memory_gallery(
+    templates: np.ndarray, travelers: Sequence[str], embedder: ModelRef, departure: int
+) -> Gallery:
+    """A searchable snapshot of a simulated departure's gallery, built as the store builds one."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    positions = {t: i for i, t in enumerate(dict.fromkeys(travelers))}
+    owners = np.array([positions[t] for t in travelers], dtype=np.int32)
+    info = GalleryInfo(
+        gallery_id=f"SIM{departure:04d}",
+        version=1,
+        flight_id=f"SIM{departure:04d}",
+        departure=now + timedelta(hours=1),
+        created_at=now,
+        expires_at=now + timedelta(hours=13),
+        pack="",
+        model_hashes={},
+        embedder=embedder,
+        dim=templates.shape[1] if templates.ndim == 2 else 0,
+        travelers=len(positions),
+        templates=len(travelers),
+        failed_travelers=(),
+        failures=0,
+        index_kind="flat",
+        encrypted=False,
+        content_hash="",
+    )
+    vectors = templates.reshape(len(travelers), -1) if len(travelers) else np.zeros((0, info.dim), np.float32)
+    most = int(np.bincount(owners).max()) if len(owners) else 0
+    return Gallery(info, build_index(vectors, "flat"), tuple(positions), owners, most)
+
+
+@dataclass
+class PersonResult:
+    mated: bool
+    identity: str
+    decisions: list[tuple[str, str]]  # (decision, matched traveler or "")
+    encounters: int
+    frames_to_decision: int | None  # frames of this person seen when their first decision came
+    seconds_to_decision: float | None
+
+
+def _person(identity: str, mated: bool, run: Replayed, times: Sequence[float]) -> PersonResult:
+    decisions = [
+        (
+            o.decision,
+            o.result.match.traveler_id if o.decision == MATCH and o.result and o.result.match else "",
+        )
+        for o in run.outcomes
+    ]
+    first = min(run.decided_at.values(), default=None)
+    frames_seen = sum(1 for t in times if first is not None and t <= first) if first is not None else None
+    return PersonResult(
+        mated,
+        identity,
+        decisions,
+        len(run.outcomes),
+        frames_seen,
+        first - times[0] if first is not None else None,
+    )
+
+
+def simulate_stills(
+    stills: StillSet,
+    embedder: ModelRef,
+    calibration: Calibration,
+    settings: EncounterSettings,
+    target: float,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Every departure at one target FPIR: per-person results, single-image scores and tailgating pairs."""
+    rng = np.random.default_rng(settings.seed)
+    identities = np.unique(stills.identities)
+    rows = {name: np.flatnonzero(stills.identities == name) for name in identities}
+    eligible = np.array([name for name in identities if len(rows[name]) >= 2])
+    if not 0 < settings.gallery_size < len(identities):
+        raise DatasetError(f"gallery size {settings.gallery_size} must leave non-mated identities")
+    if len(eligible) < settings.gallery_size:
+        raise DatasetError(
+            f"only {len(eligible)} identities have two or more photos; a gallery of {settings.gallery_size} "
+            "needs that many (one photo to enroll, others to walk past the camera)"
+        )
+    people: list[PersonResult] = []
+    single_mated, single_ranks, single_nonmated = [], [], []
+    single_mated_failed = single_nonmated_failed = 0
+    tail = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0}
+    spacing = 1.0 / settings.fps
+
+    same_person = float(calibration.threshold_for_fmr(settings.rule.same_person_fmr))
+
+    def tracker() -> EncounterTracker:
+        return EncounterTracker(settings.rule, target, settings.encounter_s, same_person)
+
+    def frames_of(picks: np.ndarray) -> list[list[Sighting]]:
+        return [
+            at_gate(sightings(stills.assessments[r]), rng) if stills.assessments[r] else [] for r in picks
+        ]
+
+    bar = tqdm(total=settings.departures, desc=f"departures (FPIR {target:g})", disable=not progress)
+    for departure in range(settings.departures):
+        chosen = rng.permutation(eligible)[: settings.gallery_size]
+        absent = np.setdiff1d(identities, chosen)
+        enroll = np.array([rows[name][0] for name in chosen])
+        ok = stills.acquired[enroll]
+        gallery = in_memory_gallery(stills.single[enroll[ok]], list(chosen[ok]), embedder, departure)
+        search = search_with(gallery, embedder, calibration)
+        enrolled_vectors = stills.single[enroll[ok]]
+        column = dict(zip(chosen[ok], range(int(ok.sum())), strict=True))  # traveler -> gallery row
+        walkers: list[tuple[str, bool, np.ndarray]] = []
+        for name in chosen:
+            others = rows[name][1:]
+            walkers.append(
+                (name, True, rng.choice(others, size=min(settings.frames, len(others)), replace=False))
+            )
+        for name in absent:
+            mine = rows[name]
+            walkers.append(
+                (name, False, rng.choice(mine, size=min(settings.frames, len(mine)), replace=False))
+            )
+        for name, mated, picks in walkers:
+            times = [i * spacing for i in range(len(picks))]
+            run = replay(tracker(), frames_of(picks), times, search)
+            people.append(_person(name, mated, run, times))
+            probe = picks[0]  # the single-image protocol: the first photo alone, no frame rules
+            if not stills.acquired[probe] or (mated and name not in column):
+                if mated:
+                    single_mated_failed += 1
+                else:
+                    single_nonmated_failed += 1
+                continue
+            scores = enrolled_vectors @ stills.single[probe] if len(enrolled_vectors) else np.zeros(0)
+            if mated:
+                mate = scores[column[name]]
+                single_mated.append(mate)
+                single_ranks.append(1 + int((scores > mate).sum()))
+            else:
+                single_nonmated.append(float(scores.max()) if scores.size else -np.inf)
+        order = rng.permutation(len(walkers))[: settings.tailgating_pairs + 1]
+        for a, b in itertools.pairwise(order):
+            first, second = walkers[a], walkers[b]
+            frames = frames_of(first[2]) + frames_of(second[2])
+            times = [i * spacing for i in range(len(frames))]
+            run = replay(tracker(), frames, times, search)
+            _score_tailgating(tail, run, frames, len(first[2]))
+        bar.update(1)
+    bar.close()
+    return {
+        "target": target,
+        "people": people,
+        "single": {
+            "mated_scores": np.array(single_mated, np.float64),
+            "mated_ranks": np.array(single_ranks, np.float64),
+            "nonmated_top": np.array(single_nonmated, np.float64),
+            "mated_failed": single_mated_failed,
+            "nonmated_failed": single_nonmated_failed,
+        },
+        "tailgating": tail,
+    }
+
+
+def _score_tailgating(
+    tail: dict[str, int], run: Replayed, frames: Sequence[list[Sighting]], split: int
+) -> None:
+    """Did the second person (frames from `split` on) get a decision resting on their own face alone, and did
+    any encounter fuse the templates of both people? A frame's template is fused into its encounter when it is
+    fusable and the encounter is not yet decided."""
+    contributors: dict[int, set[int]] = {}
+    for index, (seen, ids) in enumerate(zip(frames, run.frame_encounters, strict=True)):
+        for sighting, encounter in zip(seen, ids, strict=True):
+            if sighting.fusable and index < run.decided_index.get(encounter, len(frames)):
+                contributors.setdefault(encounter, set()).add(int(index >= split))
+    tail["pairs"] += 1
+    tail["mixed"] += any(people == {0, 1} for people in contributors.values())
+    if any(people == {1} for people in contributors.values()):
+        tail["own_decision"] += 1
+    elif not any(s.fusable for seen in frames[split:] for s in seen):
+        tail["no_usable_face"] += 1
+
+
+# -- videos -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoCase:
+    video: Path
+    identity: str  # "" = nobody enrolled
+
+
+def read_video_list(path: Path) -> list[VideoCase]:
+    """A CSV `video,identity` (header optional); video paths relative to the CSV's folder."""
+    try:
+        rows = list(csv.reader(Path(path).read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read video list {path}: {exc}") from None
+    cases = []
+    for line, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or (line == 1 and row[0].strip().lower() == "video"):
+            continue
+        if len(row) != 2:
+            raise DatasetError(f"{path}:{line}: expected 2 columns (video,identity), got {len(row)}")
+        video = (Path(path).parent / row[0].strip()).resolve()
+        if not video.is_file():
+            raise DatasetError(f"{path}:{line}: video {video} does not exist")
+        cases.append(VideoCase(video, row[1].strip()))
+    if not cases:
+        raise DatasetError(f"{path} lists no videos")
+    return cases
+
+
+def enroll_folder(folder: Path, pipeline: FacePipeline, embedder: ModelRef) -> tuple[Gallery, list[str]]:
+    """FOLDER/<traveler>/<photos> enrolled with the service's enrollment rules; (gallery, failed photos)."""
+    enroller = pipeline.with_quality(QualityThresholds.enrollment())
+    templates, owners, failed = [], [], []
+    for person in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        for photo in sorted(p for p in person.iterdir() if p.is_file()):
+            try:
+                analysis = enroller.analyze(photo)
+            except BadImageError:
+                failed.append(str(photo))
+                continue
+            outcome = judge(analysis, EnrollmentPhoto(person.name, str(photo), ""))
+            if isinstance(outcome, tuple):
+                templates.append(outcome[0])
+                owners.append(person.name)
+            else:
+                failed.append(str(photo))
+    if not templates:
+        raise DatasetError(f"no photo under {folder} could be enrolled")
+    return in_memory_gallery(np.stack(templates), owners, embedder, 0), failed
+
+
+def simulate_videos(
+    cases: Sequence[VideoCase],
+    gallery: Gallery,
+    pipeline: FacePipeline,
+    calibration: Calibration,
+    settings: EncounterSettings,
+    target: float,
+) -> list[dict[str, object]]:
+    embedder = gallery.info.embedder
+    search = search_with(gallery, embedder, calibration)
+    rows = []
+    for case in cases:
+        frames = [
+            sightings(judge_frame(pipeline.analyze_batch([f])[0]))
+            for f in read_frames(case.video, settings.fps)
+        ]
+        times = [i / settings.fps for i in range(len(frames))]
+        tracker = EncounterTracker(
+            settings.rule,
+            target,
+            settings.encounter_s,
+            float(calibration.threshold_for_fmr(settings.rule.same_person_fmr)),
+        )
+        run = replay(tracker, frames, times, search)
+        decided = [
+            (
+                o.decision,
+                o.result.match.traveler_id if o.decision == MATCH and o.result and o.result.match else "",
+            )
+            for o in run.outcomes
+        ]
+        matched = {who for decision, who in decided if decision == MATCH}
+        rows.append(
+            {
+                "video": case.video.name,
+                "identity": case.identity,
+                "frames": len(frames),
+                "decisions": [f"{d}{' ' + who if who else ''}" for d, who in decided],
+                "correct": (case.identity in matched and matched <= {case.identity})
+                if case.identity
+                else not matched,
+                "seconds_to_first_decision": min(run.decided_at.values(), default=None),
+                "tailgating": any(o.tailgating for o in run.outcomes),
+            }
+        )
+    return rows
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+
+
+def wilson(errors: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate measured as errors / trials."""
+    if trials == 0:
+        return (0.0, 1.0)
+    p = errors / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (max(centre - half, 0.0), min(centre + half, 1.0))
+
+
+def encounter_summary(run: dict[str, object]) -> dict[str, object]:
+    people: list[PersonResult] = run["people"]
+    mated = [p for p in people if p.mated]
+    nonmated = [p for p in people if not p.mated]
+    false_positives = sum(any(d == MATCH for d, _ in p.decisions) for p in nonmated)
+    hits = sum(any(d == MATCH and who == p.identity for d, who in p.decisions) for p in mated)
+    wrong = sum(any(d == MATCH and who != p.identity for d, who in p.decisions) for p in mated)
+    matched = [p for p in mated if any(d == MATCH and who == p.identity for d, who in p.decisions)]
+    tail = run["tailgating"]
+    return {
+        "target_fpir": run["target"],
+        "nonmated_encounters": len(nonmated),
+        "mated_encounters": len(mated),
+        "fpir": false_positives / len(nonmated) if nonmated else None,
+        "fpir_ci95": wilson(false_positives, len(nonmated)),
+        "fnir": 1 - hits / len(mated) if mated else None,
+        "misidentification_rate": wrong / len(mated) if mated else None,
+        "decisions_per_person": float(np.mean([len(p.decisions) for p in people])) if people else None,
+        "split_people": sum(p.encounters > 1 for p in people),
+        "match_frames_median": float(np.median([p.frames_to_decision for p in matched])) if matched else None,
+        "match_seconds_median": float(np.median([p.seconds_to_decision for p in matched]))
+        if matched
+        else None,
+        "decision_seconds_p95": float(
+            np.percentile([p.seconds_to_decision for p in people if p.seconds_to_decision is not None], 95)
+        )
+        if people
+        else None,
+        "tailgating": {
+            **tail,
+            "own_decision_share": tail["own_decision"] / tail["pairs"] if tail["pairs"] else None,
+        },
+    }
+
+
+def single_image_summary(single: dict[str, object], targets: Sequence[float]) -> list[dict[str, object]]:
+    """The same run's first photos scored alone, as `bench accuracy` scores them (rank 1, no frame rules)."""
+    points = metrics.fnir_at_fpir(
+        single["mated_scores"],
+        single["mated_ranks"],
+        single["nonmated_top"],
+        targets,
+        mated_failed=single["mated_failed"],
+        nonmated_failed=single["nonmated_failed"],
+    )
+    return [{"target": p.target, "fnir": p.fnir, "fpir": p.fpir, "threshold": p.threshold} for p in points]
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Encounter decisions", "", f"`{report['command']}`", "", report["created_at"], ""]
+    for pack, body in report["packs"].items():
+        lines += [f"## {pack}", ""]
+        if "stills" in body:
+            stills = body["stills"]
+            rule = stills["rule"]
+            lines += [
+                f"{stills['departures']} departures, gallery {stills['gallery_size']}, {stills['frames']} frames "
+                f"per encounter at {stills['fps']:g} fps; decision rule: checkpoints {rule['decision_frames']} "
+                f"with FPIR shares {rule['fpir_shares']}, {rule['fuse_best']} frames fused.",
+                "",
+            ]
+            rows = []
+            for row, single in zip(stills["encounters"], stills["single_image"], strict=True):
+                low, high = row["fpir_ci95"]
+                rows.append(
+                    [
+                        f"{row['target_fpir']:g}",
+                        f"{percent(row['fpir'], 3)} [{percent(low, 3)}, {percent(high, 3)}]",
+                        percent(row["fnir"]),
+                        percent(single["fnir"]),
+                        percent(row["misidentification_rate"], 3),
+                        f"{row['decisions_per_person']:.3f}",
+                        f"{row['match_seconds_median']:.2f} s"
+                        if row["match_seconds_median"] is not None
+                        else "-",
+                        percent(row["tailgating"]["own_decision_share"]),
+                        row["tailgating"]["mixed"],
+                    ]
+                )
+            lines += [
+                *table(
+                    [
+                        "target FPIR",
+                        "encounter FPIR [95% CI]",
+                        "encounter FNIR",
+                        "single-image FNIR",
+                        "misidentified",
+                        "decisions / person",
+                        "MATCH after (median)",
+                        "tailgaters decided",
+                        "mixed encounters",
+                    ],
+                    rows,
+                ),
+                "",
+            ]
+        if "videos" in body:
+            lines += [
+                *table(
+                    ["video", "identity", "frames", "decisions", "correct", "first decision after"],
+                    [
+                        [
+                            v["video"],
+                            v["identity"] or "(nobody enrolled)",
+                            v["frames"],
+                            ", ".join(v["decisions"]) or "-",
+                            "yes" if v["correct"] else "NO",
+                            f"{v['seconds_to_first_decision']:.2f} s"
+                            if v["seconds_to_first_decision"] is not None
+                            else "-",
+                        ]
+                        for v in body["videos"]
+                    ],
+                ),
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    figure = Figure(figsize=(7, 4.5))  # no pyplot: no backend or global figure state
+    axes = figure.subplots()
+    labels, encounter, single = [], [], []
+    for pack, body in report["packs"].items():
+        for row, one in zip(
+            body.get("stills", {}).get("encounters", []),
+            body.get("stills", {}).get("single_image", []),
+            strict=True,
+        ):
+            labels.append(f"{pack}\nFPIR {row['target_fpir']:g}")
+            encounter.append(100 * row["fnir"])
+            single.append(100 * one["fnir"])
+    positions = np.arange(len(labels))
+    axes.bar(positions - 0.2, single, 0.4, label="single image")
+    axes.bar(positions + 0.2, encounter, 0.4, label="encounter")
+    axes.set_xticks(positions, labels)
+    axes.set_ylabel("FNIR (%)")
+    axes.set_title("FNIR at the same FPIR: one photo vs the gate's encounter decision")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write(out: Path, report: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "encounters.json", out / "encounters.md"]
+    write_json(written[0], report)
+    written[1].write_text(markdown(report), encoding="utf-8")
+    if any("stills" in body for body in report["packs"].values()):
+        written.append(out / "fnir.png")
+        plot(report, written[-1])
+    return written
+
+
+def stills_report(
+    stills: StillSet,
+    pipeline: FacePipeline,
+    calibration: Calibration,
+    settings: EncounterSettings,
+    progress: bool,
+) -> dict[str, object]:
+    embedder = ModelRef.of(pipeline.pack.embedder)
+    start = time.perf_counter()
+    runs = [simulate_stills(stills, embedder, calibration, settings, t, progress) for t in settings.targets]
+    return {
+        "departures": settings.departures,
+        "gallery_size": settings.gallery_size,
+        "frames": settings.frames,
+        "fps": settings.fps,
+        "rule": {
+            "decision_frames": list(settings.rule.decision_frames),
+            "fpir_shares": list(settings.rule.fpir_shares),
+            "fuse_best": settings.rule.fuse_best,
+            "same_person_fmr": settings.rule.same_person_fmr,
+        },
+        "encounters": [encounter_summary(run) for run in runs],
+        "single_image": single_image_summary(runs[0]["single"], settings.targets),
+        "simulation_s": round(time.perf_counter() - start, 1),
+        "now": now_iso(),
+    }

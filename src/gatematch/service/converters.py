@@ -1,0 +1,207 @@
+"""Messages <-> data-plane types, both ways, and nothing else (no I/O, no authorization, no state).
+
+The servicers call these; unit tests and the fuzz harness call them directly. The contract's privacy rule lives
+here in one place: only MATCH names a traveler, unless an analyst asked for the ranking.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+from gatematch.errors import ManifestError, RequestError
+from gatematch.gallery import Candidate, GalleryInfo, SearchResult
+from gatematch.service.audit import MAX_TEXT
+from gatematch.service.dataplane import Assessment, Decision, FrameResult, LoadHeader, RawPixels
+from gatematch.service.streams import EncounterEvent, FrameEvent, StreamEvent, StreamFrame
+from gatematch.v1 import gallery_pb2, match_pb2
+
+_DTYPE = {
+    match_pb2.PIXEL_TYPE_UNSPECIFIED: "uint8",
+    match_pb2.PIXEL_TYPE_UINT8: "uint8",
+    match_pb2.PIXEL_TYPE_UINT16: "uint16",
+    match_pb2.PIXEL_TYPE_FLOAT32: "float32",
+}
+
+
+def decision_pb(decision: Decision | None) -> int:
+    return (
+        match_pb2.Decision.Value(f"DECISION_{decision.value}") if decision else match_pb2.DECISION_UNSPECIFIED
+    )
+
+
+def image_of(frame: match_pb2.Frame) -> bytes | RawPixels:
+    kind = frame.image.WhichOneof("data")
+    if kind == "raw":
+        raw = frame.image.raw
+        return RawPixels(
+            raw.pixels,
+            raw.width,
+            raw.height,
+            raw.channels,
+            _DTYPE.get(raw.dtype, f"type {raw.dtype}"),
+            raw.channel_order == match_pb2.CHANNEL_ORDER_RGB,
+        )
+    return frame.image.encoded  # empty when no image was set: the data plane refuses it
+
+
+def frame_problem(frame: match_pb2.Frame) -> RequestError | None:
+    """Why the frame's own fields are unusable: ids longer than the audit log records, an impossible time."""
+    for name in ("camera_id", "gate_id", "flight_id"):
+        if len(getattr(frame, name)) > MAX_TEXT:
+            return RequestError(f"{name} is {len(getattr(frame, name))} characters, over {MAX_TEXT}")
+    if frame.HasField("captured_at"):
+        try:
+            frame.captured_at.ToDatetime(UTC)
+        except (ValueError, OverflowError) as exc:
+            return RequestError(f"captured_at is not a valid time: {exc}")
+    return None
+
+
+def stream_frame(frame: match_pb2.Frame) -> StreamFrame:
+    """A received frame for the scheduler; a frame with unusable fields carries its problem (an error event)."""
+    problem = frame_problem(frame)
+    captured = frame.captured_at.ToDatetime(UTC) if frame.HasField("captured_at") and not problem else None
+    return StreamFrame(
+        frame.camera_id, frame.gate_id, frame.flight_id, frame.sequence, image_of(frame), captured, problem
+    )
+
+
+def candidate_pb(candidate: Candidate) -> match_pb2.Candidate:
+    return match_pb2.Candidate(
+        traveler_id=candidate.traveler_id,
+        score=candidate.score,
+        confidence=candidate.confidence or 0.0,
+        estimated_fpir=candidate.estimated_fpir if candidate.estimated_fpir is not None else 1.0,
+    )
+
+
+def disclosed(
+    result: SearchResult | None, decision: Decision, count: int, ranking: bool = False
+) -> list[Candidate]:
+    """The candidates an answer may carry: only a MATCH names travelers (the match first, `count` at most);
+    an analyst's ranking lists the top `count` whatever the decision."""
+    if result is None or count < 1 or not (ranking or decision is Decision.MATCH):
+        return []
+    return list(result.candidates[:count])
+
+
+def faces_pb(
+    assessment: Assessment | None, encounter_ids: dict[int, int] | None = None
+) -> list[match_pb2.FaceObservation]:
+    """Every detected face of the frame; gate-sized faces of a stream frame carry their encounter id."""
+    if assessment is None or assessment.analysis is None:
+        return []
+    encounter_ids = encounter_ids or {}
+    out = []
+    for face in assessment.analysis.faces:
+        x1, y1, x2, y2 = (float(v) for v in face.detection.box)
+        observation = match_pb2.FaceObservation(
+            box=match_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2),
+            detection_score=face.detection.score,
+            quality_passed=bool(face.quality and face.quality.passed),
+            quality_reasons=list(face.quality.reasons) if face.quality else [],
+            encounter_id=encounter_ids.get(id(face), 0),
+        )
+        if face.liveness is not None:
+            observation.liveness = face.liveness
+        out.append(observation)
+    return out
+
+
+def stage_ms(stage_s: dict[str, float]) -> dict[str, float]:
+    return {name: seconds * 1000 for name, seconds in stage_s.items()}
+
+
+def match_response(
+    result: FrameResult, frame: match_pb2.Frame, candidates: int, ranking: bool = False
+) -> match_pb2.MatchResponse:
+    """The unary answer; `candidates` is the count already capped by the server."""
+    assessment = result.assessment
+    return match_pb2.MatchResponse(
+        decision=decision_pb(result.decision),
+        candidates=[candidate_pb(c) for c in disclosed(result.search, result.decision, candidates, ranking)],
+        quality_reasons=list(assessment.reasons) if assessment else [],
+        stage_ms=stage_ms(result.stage_s),
+        faces=faces_pb(assessment),
+        flight_id=frame.flight_id,
+        gallery_version=str(result.gallery.version) if result.gallery else "",
+        sequence=frame.sequence,
+        threshold=result.search.threshold if result.search else 0.0,
+        budget_ms=result.budget_s * 1000,
+        false_match_probability=result.false_match_probability or 0.0,
+    )
+
+
+def observation_pb(event: FrameEvent) -> match_pb2.FrameObservation:
+    observation = match_pb2.FrameObservation(
+        sequence=event.frame.sequence,
+        status=decision_pb(event.status),
+        faces=faces_pb(event.assessment, event.encounter_ids),
+        stage_ms=stage_ms(event.stage_s),
+        dropped_frames=event.dropped,
+    )
+    if event.frame.captured_at is not None:
+        observation.captured_at.FromDatetime(event.frame.captured_at)
+    if event.error is not None:
+        code, message = event.error
+        observation.error.CopyFrom(match_pb2.FrameError(code=code.value[0], message=message))
+    return observation
+
+
+def decision_message(event: EncounterEvent) -> match_pb2.EncounterDecision:
+    """An encounter's one decision; it names the matched traveler on MATCH only."""
+    outcome, result = event.outcome, event.result
+    return match_pb2.EncounterDecision(
+        encounter_id=outcome.encounter_id,
+        decision=decision_pb(event.decision),
+        candidates=[candidate_pb(c) for c in disclosed(result, event.decision, 1)],
+        frames_used=outcome.frames_used,
+        frames_seen=outcome.frames_seen,
+        first_sequence=outcome.first_sequence,
+        last_sequence=outcome.last_sequence,
+        elapsed_ms=outcome.elapsed_s * 1000,
+        flight_id=event.flight_id,
+        gallery_version=str(result.version) if result else "",
+        threshold=result.threshold if result else 0.0,
+        dropped_frames=event.dropped,
+        tailgating=outcome.tailgating,
+        false_match_probability=outcome.false_match_probability or 0.0,
+    )
+
+
+def event_pb(event: StreamEvent) -> match_pb2.StreamEvent:
+    if isinstance(event, FrameEvent):
+        return match_pb2.StreamEvent(observation=observation_pb(event))
+    return match_pb2.StreamEvent(decision=decision_message(event))
+
+
+def gallery_pb(info: GalleryInfo) -> gallery_pb2.GalleryInfo:
+    message = gallery_pb2.GalleryInfo(
+        flight_id=info.flight_id,
+        version=str(info.version),
+        pack=info.pack,
+        embedder=info.embedder.name,
+        embedder_sha256=info.embedder.sha256,
+        traveler_count=info.travelers,
+        template_count=info.templates,
+        expired=info.expired(),
+    )
+    message.departure_utc.FromDatetime(info.departure)
+    message.expires_at.FromDatetime(info.expires_at)
+    message.created_at.FromDatetime(info.created_at)
+    return message
+
+
+def load_header(header: gallery_pb2.GalleryHeader) -> LoadHeader:
+    if not header.flight_id or not header.HasField("departure_utc"):
+        raise ManifestError("gallery header needs flight_id and departure_utc")
+    retention = header.retention.ToTimedelta() if header.HasField("retention") else timedelta(0)
+    return LoadHeader(
+        flight_id=header.flight_id,
+        departure=header.departure_utc.ToDatetime(UTC),
+        pack=header.pack,
+        retention=retention if retention > timedelta(0) else None,
+        embedder=header.embedder,
+        embedder_sha256=header.embedder_sha256,
+        embedding_size=header.embedding_size,
+    )

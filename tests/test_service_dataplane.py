@@ -1,0 +1,96 @@
+"""The data plane's per-frame path and frame rules, with a scripted pipeline over a real store (no models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatematch.errors import GalleryNotFoundError
+from gatematch.service.dataplane import Decision, Probe
+from gatematch.service.flow import Budget
+from support.fakes import FakeFace, FakePipeline, at, data_plane, frame, write_gallery
+from support.synthetic import at_cosine, strangers
+
+CENTRES = strangers(30, seed=5)
+SCENES = {
+    1: [FakeFace(at(240), at_cosine(CENTRES[4], 0.8))],  # traveler T004, clearly
+    2: [FakeFace(at(240), strangers(1, seed=900)[0])],  # nobody on the flight
+    3: [],  # nobody in view
+    4: [FakeFace(at(100), at_cosine(CENTRES[1], 0.8)), FakeFace(at(380), at_cosine(CENTRES[2], 0.8))],
+    5: [FakeFace(at(240), at_cosine(CENTRES[4], 0.8), quality_passed=False)],
+    6: [FakeFace(at(240), at_cosine(CENTRES[4], 0.8), liveness=0.1)],
+    7: [FakeFace(at(240), at_cosine(CENTRES[4], 0.8)), FakeFace(at(10, size=30), at_cosine(CENTRES[2], 0.8))],
+}
+
+
+@pytest.fixture
+def plane(tmp_path: Path):
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES)
+    yield plane
+    plane.pool.shutdown()
+
+
+def decide(plane, scene: int, flight: str = "GM101", **budget: float):
+    return plane.match(Probe(flight, frame(scene)), Budget.start(budget.get("seconds", 0.5)))
+
+
+def test_a_traveler_matches_with_a_false_match_probability_within_the_target(plane) -> None:
+    result = decide(plane, 1)
+    assert result.decision is Decision.MATCH and result.search.match.traveler_id == "T004"
+    assert 0 < result.false_match_probability <= 0.003
+    assert result.search.comparisons == 30 and result.search.target_fpir == 0.003
+    assert {"queue", "gallery", "decode", "search"} <= set(result.stage_s)
+
+
+def test_a_stranger_is_no_match_and_the_search_still_ran(plane) -> None:
+    result = decide(plane, 2)
+    assert result.decision is Decision.NO_MATCH and result.search.match is None
+    assert result.false_match_probability is None
+
+
+@pytest.mark.parametrize(
+    ("scene", "decision"),
+    [
+        (3, Decision.NO_FACE),
+        (4, Decision.MULTIPLE_FACES),
+        (5, Decision.QUALITY_FAILED),
+        (6, Decision.LIVENESS_FAILED),
+    ],
+)
+def test_frame_rules_decide_before_any_search(plane, scene: int, decision: Decision) -> None:
+    result = decide(plane, scene)
+    assert result.decision is decision and result.search is None
+
+
+def test_a_small_face_in_the_background_is_no_rival(plane) -> None:
+    result = decide(plane, 7)
+    assert result.decision is Decision.MATCH and result.assessment.rivals == 0
+    assert len(result.assessment.analysis.faces) == 2
+
+
+def test_two_gate_sized_faces_are_both_reported_for_the_encounters(plane) -> None:
+    examined = plane.examine(Probe("GM101", frame(4)), Budget.start(0.5), {})
+    assert len(examined.assessment.gate_faces) == 2 and examined.assessment.rivals == 1
+
+
+def test_an_unknown_flight_costs_no_inference(plane) -> None:
+    with pytest.raises(GalleryNotFoundError):
+        decide(plane, 1, flight="ZZ999")
+    assert plane.pipeline.calls == 0
+
+
+def test_a_spent_budget_is_budget_exceeded_and_nothing_runs(plane) -> None:
+    result = decide(plane, 1, seconds=0.0)
+    assert result.decision is Decision.BUDGET_EXCEEDED and "not started" in result.detail
+    assert plane.pipeline.calls == 0
+
+
+def test_a_frame_budget_counts_from_arrival_and_capture(plane) -> None:
+    import time
+
+    arrived = time.monotonic() - 0.2
+    budget = plane.budget(None, 0.0, arrived=arrived, age_s=0.1)
+    assert budget.seconds == pytest.approx(0.4) and budget.remaining() == pytest.approx(0.2, abs=0.05)
+    assert plane.budget(None, 0.0, arrived=time.monotonic(), age_s=0.9).seconds == 0.0

@@ -1,0 +1,120 @@
+"""The stream scheduler with a scripted pipeline over a real store and worker pool (no models, no gRPC)."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gatematch.errors import AuthorizationError, RequestError
+from gatematch.service.config import EncounterConfig
+from gatematch.service.dataplane import Decision
+from gatematch.service.streams import EncounterEvent, FrameEvent, StreamFrame, StreamScheduler
+from gatematch.service.telemetry import Telemetry
+from support.fakes import FakeFace, FakePipeline, at, data_plane, frame, write_gallery
+from support.synthetic import at_cosine, strangers
+
+CENTRES = strangers(30, seed=5)
+SCENES = {
+    **{i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[4], 0.8, seed=i))] for i in range(1, 6)},  # T004
+    **{i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[9], 0.8, seed=i))] for i in range(6, 11)},  # T009
+    11: [FakeFace(at(240), strangers(1, seed=901)[0])],
+}
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path):
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES)
+    yield StreamScheduler(plane, EncounterConfig(), 2.0, Telemetry())
+    plane.pool.shutdown()
+
+
+def stream_frame(scene: int, sequence: int, **fields: object) -> StreamFrame:
+    return StreamFrame("cam-1", "A1", "GM101", sequence, frame(scene), **fields)
+
+
+def paced(frames: list[StreamFrame], gap_s: float = 0.03) -> Iterator[StreamFrame]:
+    """Frames as a camera sends them: received when sent, slower than processing (nothing dropped)."""
+    for f in frames:
+        time.sleep(gap_s)
+        yield StreamFrame(f.camera_id, f.gate_id, f.flight_id, f.sequence, f.image, f.captured_at, f.problem)
+
+
+def run(scheduler: StreamScheduler, frames: Iterator[StreamFrame], authorize=lambda frame: None) -> list:
+    return list(scheduler.run(frames, authorize, "test-client"))
+
+
+def decisions(events: list) -> list[EncounterEvent]:
+    return [e for e in events if isinstance(e, EncounterEvent)]
+
+
+def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> None:
+    events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 6)]))
+    observations = [e for e in events if isinstance(e, FrameEvent)]
+    assert [o.frame.sequence for o in observations] == [1, 2, 3, 4, 5]
+    assert all(set(o.encounter_ids.values()) == {1} for o in observations)
+    decided = decisions(events)
+    assert [(d.decision, d.outcome.encounter_id) for d in decided] == [(Decision.MATCH, 1)]
+    assert decided[0].result.match.traveler_id == "T004" and decided[0].outcome.last_sequence == 3
+
+
+def test_a_tailgater_right_behind_a_match_gets_a_decision_of_their_own(scheduler) -> None:
+    events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 11)]))
+    decided = [(d.outcome.encounter_id, d.decision, d.result.match.traveler_id) for d in decisions(events)]
+    assert decided == [(1, Decision.MATCH, "T004"), (2, Decision.MATCH, "T009")]
+
+
+def test_the_stream_ending_decides_the_open_encounter(scheduler) -> None:
+    events = run(scheduler, paced([stream_frame(11, 1)]))
+    decided = decisions(events)
+    assert [d.decision for d in decided] == [Decision.NO_MATCH]
+    assert decided[0].outcome.frames_used == 1 and decided[0].outcome.searches == 1
+
+
+def test_a_frame_older_than_its_budget_is_not_processed(scheduler) -> None:
+    stale = stream_frame(1, 1, captured_at=datetime.now(UTC) - timedelta(seconds=2))
+    events = run(scheduler, iter([stale]))
+    assert [(e.frame.sequence, e.status) for e in events] == [(1, Decision.BUDGET_EXCEEDED)]
+    assert scheduler.plane.pipeline.calls == 0
+    assert scheduler.telemetry.stale_frames._value.get() == 1
+
+
+def test_a_camera_clock_ahead_of_the_server_does_not_age_its_frames(scheduler) -> None:
+    ahead = [stream_frame(i, i, captured_at=datetime.now(UTC) + timedelta(seconds=30)) for i in range(1, 4)]
+    assert [d.decision for d in decisions(run(scheduler, paced(ahead)))] == [Decision.MATCH]
+
+
+def test_frames_with_unusable_fields_allocate_nothing_and_cost_no_inference(scheduler) -> None:
+    def spam() -> Iterator[StreamFrame]:
+        for n in range(10_000):
+            flight = f"X{n:06d}" + "F" * 300  # ever-new, over-long flight ids
+            yield StreamFrame("cam-1", "A1", flight, n, b"", problem=RequestError("flight_id is too long"))
+
+    run(scheduler, spam())  # warm-up: the allocator reaches its steady state
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        events = run(scheduler, spam())
+        growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert all(e.error is not None for e in events)
+    assert len(events) + events[-1].dropped == 10_000  # each frame answered, or replaced by a newer one
+    assert scheduler.plane.pipeline.calls == 0
+    assert growth < 256 * 1024, f"{growth} bytes kept after 10,000 refused frames"
+
+
+def test_a_frame_for_a_flight_the_camera_may_not_use_ends_the_stream_before_any_work(scheduler) -> None:
+    def authorize(frame: StreamFrame) -> None:
+        if frame.flight_id != "GM101":
+            raise AuthorizationError(f"gate A1 is not assigned to flight {frame.flight_id!r}")
+
+    foreign = StreamFrame("cam-1", "A1", "ZZ999", 1, frame(1))
+    with pytest.raises(AuthorizationError):
+        run(scheduler, iter([foreign]), authorize)
+    assert scheduler.plane.pipeline.calls == 0 and scheduler.open_streams == 0
