@@ -310,9 +310,7 @@ class StreamScheduler:
         state.gallery = examined.gallery
         seen = sightings(assessment)
         start = time.perf_counter()
-        ids, outcomes = state.tracker.observe(
-            time.monotonic(), frame.sequence, sightings, state.search(plane)
-        )
+        ids, outcomes = state.tracker.observe(time.monotonic(), frame.sequence, seen, state.search(plane))
         if any(s.fusable for s in seen):
             stage_s["search"] = time.perf_counter() - start
             plane.costs.observe("search", stage_s["search"])
