@@ -46,14 +46,16 @@ def test_load_counts_frames_and_decisions(report):
     assert report["gallery"]["travelers"] >= 5
 
 
-def test_latency_percentiles_are_ordered_and_plausible(report):
+def test_latencies_are_measured_end_to_end(report):
     load = report["load"]
-    for name in ("frame_latency", "decision_latency"):
-        stats = load[name]
-        assert stats["count"] >= 1
-        assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"] < 30_000
-    assert load["frame_latency"]["count"] == load["frames_processed"] + load["frame_errors"]
+    frames = load["frame_latency"]
+    assert frames["count"] == load["frames_processed"] + load["frame_errors"]
     assert {"detect", "embed"} <= set(load["server_stage_mean_ms"])
+    # a frame's answer cannot come sooner than the server's detection of it
+    assert frames["p50_ms"] >= load["server_stage_mean_ms"]["detect"] * 0.5
+    # an encounter searches after its 3rd usable frame, sent 2 frame intervals after its first
+    match = load["decision_latency_by_kind"]["MATCH"]
+    assert match["count"] >= 1 and match["p50_ms"] >= 2 / FPS * 1000
 
 
 def test_server_cpu_and_memory_are_measured(report):

@@ -130,10 +130,14 @@ def test_match_of_an_enrolled_traveler_names_them(match_stub, examples, person, 
 
 
 def test_match_of_a_person_in_no_gallery_is_no_match(match_stub, examples):
+    decisions = []
     for photo in sorted((examples / "kit_harington").iterdir()):
         response = match(match_stub, photo.read_bytes())
+        decisions.append(response.decision)
         assert response.decision in (match_pb2.DECISION_NO_MATCH, match_pb2.DECISION_QUALITY_FAILED), photo
-        assert all(c.score < response.threshold for c in response.candidates)
+        assert len(response.candidates) == 0, "only a MATCH names a traveler"
+    # the gallery was searched and said no (not merely a refusal of every photo on quality)
+    assert decisions.count(match_pb2.DECISION_NO_MATCH) >= 2, decisions
 
 
 def test_raw_pixels_match_like_the_encoded_photo(match_stub, examples):
@@ -157,14 +161,15 @@ def test_a_photo_without_a_face_is_no_face(match_stub):
 
 
 def test_a_tiny_deadline_gives_budget_exceeded_not_a_late_answer(match_stub, examples):
+    """30 ms leave 20 ms after the reply margin: too little for the analysis, whose cost the server knows from
+    the frames before (about 35 ms here), so it answers BUDGET_EXCEEDED at once instead of starting it."""
     data = (examples / "obama" / "obama2.jpg").read_bytes()
-    try:
-        response = match(match_stub, data, timeout=0.015)
-    except grpc.RpcError as exc:  # the deadline itself may pass first on a loaded machine
-        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    else:
-        assert response.decision == match_pb2.DECISION_BUDGET_EXCEEDED
-        assert response.budget_ms < 15
+    assert match(match_stub, data).decision == match_pb2.DECISION_MATCH  # the stage costs are known
+    started = time.monotonic()
+    response = match(match_stub, data, timeout=0.03)
+    assert response.decision == match_pb2.DECISION_BUDGET_EXCEEDED
+    assert 0 < response.budget_ms < 20 and "detect" not in response.stage_ms
+    assert time.monotonic() - started < 0.03
 
 
 # -- bad input ---------------------------------------------------------------------------------------------
