@@ -37,7 +37,7 @@ class Recorder:
     def __init__(self) -> None:
         self.targets: list[float] = []
 
-    def __call__(self, template: np.ndarray, target_fpir: float) -> SearchResult:
+    def __call__(self, template: np.ndarray, target_fpir: float, frames: int) -> SearchResult:
         self.targets.append(target_fpir)
         return GALLERY.search(template, EMBEDDER, TABLE, k=3, point=OperatingPoint(target_fpir))
 
@@ -52,8 +52,11 @@ def face(
     return Sighting(box(x), quality, template, live)
 
 
-def tracker(config: EncounterConfig | None = None, encounter_s: float = 2.0) -> EncounterTracker:
-    return EncounterTracker(config or EncounterConfig(lost_after_ms=500), TARGET, encounter_s, SAME_PERSON)
+ONCE_AT_3 = EncounterConfig(fuse_best=3, decision_frames=(3,), fpir_shares=(1.0,), lost_after_ms=500)
+
+
+def tracker(config: EncounterConfig = ONCE_AT_3, encounter_s: float = 2.0) -> EncounterTracker:
+    return EncounterTracker(config, TARGET, encounter_s, SAME_PERSON)
 
 
 def frames_of(traveler: int, count: int, cosine: float = 0.7, seed: int = 0) -> list[np.ndarray]:
@@ -173,14 +176,14 @@ def test_a_lone_liveness_false_alarm_does_not_block_a_live_traveler() -> None:
 
 
 def test_mostly_failing_liveness_turns_a_match_into_liveness_failed() -> None:
-    t, search = tracker(EncounterConfig(decision_frames=(1,), fpir_shares=(1.0,))), Recorder()
+    t, search = tracker(replace(ONCE_AT_3, decision_frames=(1,))), Recorder()
     t.observe(0.0, 1, [face(frames_of(4, 1)[0], live=False)], search)
     _, outcomes = t.observe(0.1, 2, [face(frames_of(4, 1, seed=9)[0], live=True)], search)
     assert [o.decision for o in outcomes] == [LIVENESS_FAILED]
 
 
 def test_split_spending_searches_at_each_checkpoint_and_never_exceeds_the_target() -> None:
-    config = EncounterConfig(decision_frames=(1, 3), fpir_shares=(0.2, 0.8))
+    config = replace(ONCE_AT_3, decision_frames=(1, 3), fpir_shares=(0.2, 0.8))
     t, search = tracker(config), Recorder()
     # the same weak view three times: below the threshold of a fifth of the target, above the one of 4/5
     weak = at_cosine(CENTRES[11], 0.345, seed=5)
@@ -195,7 +198,7 @@ def test_split_spending_searches_at_each_checkpoint_and_never_exceeds_the_target
 
 
 def test_an_encounter_ending_early_spends_what_is_left_in_one_final_search() -> None:
-    config = EncounterConfig(decision_frames=(1, 3), fpir_shares=(0.2, 0.8), lost_after_ms=300)
+    config = replace(ONCE_AT_3, decision_frames=(1, 3), fpir_shares=(0.2, 0.8), lost_after_ms=300)
     t, search = tracker(config), Recorder()
     stranger = strangers(1, seed=77)[0]
     t.observe(0.0, 1, [face(at_cosine(stranger, 0.9))], search)
@@ -226,7 +229,7 @@ def test_close_decides_every_open_encounter_and_forgets_them() -> None:
 
 def test_encounter_fpir_meets_the_target_over_many_strangers() -> None:
     """The union bound in practice: 1,000 stranger encounters of 3 frames each, spending split in two."""
-    config = replace(EncounterConfig(), decision_frames=(1, 3), fpir_shares=(0.5, 0.5))
+    config = replace(ONCE_AT_3, decision_frames=(1, 3), fpir_shares=(0.5, 0.5))
     search = Recorder()
     false_matches = 0
     people = strangers(1000, seed=1234)

@@ -60,7 +60,8 @@ def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> 
     assert all(set(o.encounter_ids.values()) == {1} for o in observations)
     decided = decisions(events)
     assert [(d.decision, d.outcome.encounter_id) for d in decided] == [(Decision.MATCH, 1)]
-    assert decided[0].result.match.traveler_id == "T004" and decided[0].outcome.last_sequence == 3
+    # a clear face is decided on its first frame (the first checkpoint spends a fifth of the target)
+    assert decided[0].result.match.traveler_id == "T004" and decided[0].outcome.last_sequence == 1
 
 
 def test_a_tailgater_right_behind_a_match_gets_a_decision_of_their_own(scheduler) -> None:
@@ -73,7 +74,8 @@ def test_the_stream_ending_decides_the_open_encounter(scheduler) -> None:
     events = run(scheduler, paced([stream_frame(11, 1)]))
     decided = decisions(events)
     assert [d.decision for d in decided] == [Decision.NO_MATCH]
-    assert decided[0].outcome.frames_used == 1 and decided[0].outcome.searches == 1
+    # the first checkpoint (1 frame) said no; closing spends the rest of the target in one last search
+    assert decided[0].outcome.frames_used == 1 and decided[0].outcome.searches == 2
 
 
 def test_a_frame_older_than_its_budget_is_not_processed(scheduler) -> None:

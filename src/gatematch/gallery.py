@@ -12,7 +12,8 @@ and every score into an estimated FPIR; confidence = 1 - FPIR at that score for 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Protocol
@@ -55,6 +56,44 @@ def load_default_calibration(embedder: str) -> Calibration:
     if not path.is_file():
         raise CardError(f"no calibration table shipped for embedder '{embedder}' (expected {path})")
     return CalibrationTable.load(path)
+
+
+@dataclass(frozen=True)
+class Calibrations:
+    """An embedder's tables: one for single photos, one per number of frames an encounter's probe averages."""
+
+    single: Calibration
+    fused: Mapping[int, Calibration] = field(default_factory=dict)
+
+    def for_frames(self, frames: int) -> Calibration:
+        """The table for a probe averaging `frames` templates (the most frames there is a table for, beyond)."""
+        if frames < 2 or not self.fused:
+            return self.single
+        return self.fused[min(frames, max(self.fused))]
+
+
+def fused_calibration_name(embedder: str, frames: int) -> str:
+    return f"{embedder}.fused-{frames}.json"
+
+
+def load_fused_calibrations(embedder: str) -> dict[int, Calibration]:
+    """The tables shipped for probes that average the templates of k frames (k -> table, k >= 2).
+
+    An average of several frames' templates, renormalised, scores higher against everyone than one frame
+    does: the frames' idiosyncrasies cancel and what all faces share stays. Measured on celeba_wild, a
+    3-frame probe crossed the single-photo threshold for FMR 1e-4 at 1.3e-4 (MobileFaceNet) and 2.0e-4
+    (w600k_mbf); these tables (`gatematch bench encounters --write-calibration`) give each k its own.
+    """
+    from gatematch.benchmarks.calibration import CalibrationTable
+
+    folder = resources.files("gatematch.models") / "calibration"
+    tables = {}
+    for frames in range(2, 16):
+        path = folder / fused_calibration_name(embedder, frames)
+        if not path.is_file():
+            break
+        tables[frames] = CalibrationTable.load(path)
+    return tables
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,7 @@ def _encounters(args: argparse.Namespace) -> int:
         EncounterSettings,
         analyze_stills,
         enroll_folder,
+        fused_calibration_tables,
         read_video_list,
         simulate_videos,
         stills_report,
@@ -223,7 +224,13 @@ def _encounters(args: argparse.Namespace) -> int:
     from gatematch.cards import get_pack
     from gatematch.errors import ConfigError
     from gatematch.facepipeline import FacePipeline
-    from gatematch.gallery import ModelRef, load_default_calibration
+    from gatematch.gallery import (
+        Calibrations,
+        ModelRef,
+        fused_calibration_name,
+        load_default_calibration,
+        load_fused_calibrations,
+    )
     from gatematch.modelstore import ModelStore
     from gatematch.service.config import EncounterConfig
 
@@ -274,17 +281,24 @@ def _encounters(args: argparse.Namespace) -> int:
     }
     for name in names:
         pipeline = FacePipeline.from_pack(name, store)
-        calibration = load_default_calibration(pipeline.pack.embedder.name)
+        embedder = pipeline.pack.embedder.name
+        calibrations = Calibrations(load_default_calibration(embedder), load_fused_calibrations(embedder))
         body: dict[str, object] = {"commercial_use": pipeline.pack.commercial_use}
         if dataset is not None:
             body["dataset"] = {"root": str(dataset.root), "fingerprint": dataset.fingerprint}
             stills = analyze_stills(dataset, pipeline, progress=not args.quiet)
-            body["stills"] = stills_report(stills, pipeline, calibration, settings, progress=not args.quiet)
+            body["stills"] = stills_report(stills, pipeline, calibrations, settings, progress=not args.quiet)
+            if args.write_calibration:
+                args.out.mkdir(parents=True, exist_ok=True)
+                for frames, table in fused_calibration_tables(
+                    stills, pipeline, dataset, rule.fuse_best
+                ).items():
+                    table.save(args.out / fused_calibration_name(embedder, frames))
         if cases is not None:
             gallery, failed = enroll_folder(args.gallery, pipeline, ModelRef.of(pipeline.pack.embedder))
             body["enrollment_failures"] = failed
             body["videos"] = simulate_videos(
-                cases, gallery, pipeline, calibration, settings, settings.targets[0]
+                cases, gallery, pipeline, calibrations, settings, settings.targets[0]
             )
         report["packs"][name] = body
     written = write(args.out, report)
@@ -350,6 +364,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--tailgating-pairs", type=int, default=20, help="back-to-back pairs per departure"
     )
     encounters.add_argument("--seed", type=int, default=0)
+    encounters.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help="photo sets: also measure the fused-frame calibration tables (<embedder>.fused-<k>.json in --out)",
+    )
     encounters.add_argument("--out", type=Path, default=Path("bench-encounters"), help="report folder")
     encounters.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_dir_option(encounters)

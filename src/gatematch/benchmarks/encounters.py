@@ -36,12 +36,13 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from gatematch.benchmarks import metrics
+from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.benchmarks.report import now_iso, percent, table, write_json
 from gatematch.errors import BadImageError, DatasetError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import (
-    Calibration,
+    Calibrations,
     Gallery,
     GalleryInfo,
     ModelRef,
@@ -78,11 +79,12 @@ class EncounterSettings:
 # -- the replayed decision path ---------------------------------------------------------------------------
 
 
-def search_with(gallery: Gallery, embedder: ModelRef, calibration: Calibration) -> Callable:
+def search_with(gallery: Gallery, embedder: ModelRef, calibrations: Calibrations) -> Callable:
     """The tracker's search function, as the data plane gives it (`DataPlane.search`)."""
 
-    def search(template: np.ndarray, target_fpir: float) -> SearchResult:
-        return gallery.search(template, embedder, calibration, k=1, point=OperatingPoint(target_fpir))
+    def search(template: np.ndarray, target_fpir: float, frames: int) -> SearchResult:
+        table = calibrations.for_frames(frames)
+        return gallery.search(template, embedder, table, k=1, point=OperatingPoint(target_fpir))
 
     return search
 
@@ -243,7 +245,7 @@ def _person(identity: str, mated: bool, run: Replayed, times: Sequence[float]) -
 def simulate_stills(
     stills: StillSet,
     embedder: ModelRef,
-    calibration: Calibration,
+    calibrations: Calibrations,
     settings: EncounterSettings,
     target: float,
     progress: bool = True,
@@ -266,7 +268,7 @@ def simulate_stills(
     tail = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0}
     spacing = 1.0 / settings.fps
 
-    same_person = float(calibration.threshold_for_fmr(settings.rule.same_person_fmr))
+    same_person = float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr))
 
     def tracker() -> EncounterTracker:
         return EncounterTracker(settings.rule, target, settings.encounter_s, same_person)
@@ -283,7 +285,7 @@ def simulate_stills(
         enroll = np.array([rows[name][0] for name in chosen])
         ok = stills.acquired[enroll]
         gallery = in_memory_gallery(stills.single[enroll[ok]], list(chosen[ok]), embedder, departure)
-        search = search_with(gallery, embedder, calibration)
+        search = search_with(gallery, embedder, calibrations)
         enrolled_vectors = stills.single[enroll[ok]]
         column = dict(zip(chosen[ok], range(int(ok.sum())), strict=True))  # traveler -> gallery row
         walkers: list[tuple[str, bool, np.ndarray]] = []
@@ -413,12 +415,12 @@ def simulate_videos(
     cases: Sequence[VideoCase],
     gallery: Gallery,
     pipeline: FacePipeline,
-    calibration: Calibration,
+    calibrations: Calibrations,
     settings: EncounterSettings,
     target: float,
 ) -> list[dict[str, object]]:
     embedder = gallery.info.embedder
-    search = search_with(gallery, embedder, calibration)
+    search = search_with(gallery, embedder, calibrations)
     rows = []
     for case in cases:
         frames = [
@@ -430,7 +432,7 @@ def simulate_videos(
             settings.rule,
             target,
             settings.encounter_s,
-            float(calibration.threshold_for_fmr(settings.rule.same_person_fmr)),
+            float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr)),
         )
         run = replay(tracker, frames, times, search)
         decided = [
@@ -475,16 +477,23 @@ def encounter_summary(run: dict[str, object]) -> dict[str, object]:
     mated = [p for p in people if p.mated]
     nonmated = [p for p in people if not p.mated]
     false_positives = sum(any(d == MATCH for d, _ in p.decisions) for p in nonmated)
+    false_encounters = sum(d == MATCH for p in nonmated for d, _ in p.decisions)
+    nonmated_encounters = sum(p.encounters for p in nonmated)
     hits = sum(any(d == MATCH and who == p.identity for d, who in p.decisions) for p in mated)
     wrong = sum(any(d == MATCH and who != p.identity for d, who in p.decisions) for p in mated)
     matched = [p for p in mated if any(d == MATCH and who == p.identity for d, who in p.decisions)]
     tail = run["tailgating"]
     return {
         "target_fpir": run["target"],
-        "nonmated_encounters": len(nonmated),
-        "mated_encounters": len(mated),
-        "fpir": false_positives / len(nonmated) if nonmated else None,
-        "fpir_ci95": wilson(false_positives, len(nonmated)),
+        "nonmated_people": len(nonmated),
+        "mated_people": len(mated),
+        "nonmated_encounters": nonmated_encounters,
+        # per encounter: the unit the operating point is set for
+        "fpir": false_encounters / nonmated_encounters if nonmated_encounters else None,
+        "fpir_ci95": wilson(false_encounters, nonmated_encounters),
+        # per person: a stranger whose photos split into several encounters had several chances
+        "fpir_per_person": false_positives / len(nonmated) if nonmated else None,
+        "fpir_per_person_ci95": wilson(false_positives, len(nonmated)),
         "fnir": 1 - hits / len(mated) if mated else None,
         "misidentification_rate": wrong / len(mated) if mated else None,
         "decisions_per_person": float(np.mean([len(p.decisions) for p in people])) if people else None,
@@ -627,13 +636,13 @@ def write(out: Path, report: dict) -> list[Path]:
 def stills_report(
     stills: StillSet,
     pipeline: FacePipeline,
-    calibration: Calibration,
+    calibrations: Calibrations,
     settings: EncounterSettings,
     progress: bool,
 ) -> dict[str, object]:
     embedder = ModelRef.of(pipeline.pack.embedder)
     start = time.perf_counter()
-    runs = [simulate_stills(stills, embedder, calibration, settings, t, progress) for t in settings.targets]
+    runs = [simulate_stills(stills, embedder, calibrations, settings, t, progress) for t in settings.targets]
     return {
         "departures": settings.departures,
         "gallery_size": settings.gallery_size,
@@ -649,4 +658,42 @@ def stills_report(
         "single_image": single_image_summary(runs[0]["single"], settings.targets),
         "simulation_s": round(time.perf_counter() - start, 1),
         "now": now_iso(),
+    }
+
+
+def fused_impostor_scores(stills: StillSet, frames: int, per_identity: int = 12, seed: int = 0) -> np.ndarray:
+    """Impostor scores of probes that average `frames` photos of one identity (renormalised, as an encounter
+    does) against every single photo of every other identity: what a stranger's encounter scores against a
+    gallery. `per_identity` random subsets per identity with at least `frames` photos."""
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(stills.acquired)
+    vectors, owners = stills.single[rows], stills.identities[rows]
+    scores = []
+    for identity in np.unique(owners):
+        mine = np.flatnonzero(owners == identity)
+        if len(mine) < frames:
+            continue
+        others = owners != identity
+        for _ in range(per_identity):
+            mean = vectors[rng.choice(mine, size=frames, replace=False)].mean(axis=0)
+            scores.append((vectors[others] @ (mean / np.linalg.norm(mean))).astype(np.float32))
+    if not scores:
+        raise DatasetError(f"no identity has {frames} photos with a face: nothing to average")
+    return np.concatenate(scores)
+
+
+def fused_calibration_tables(
+    stills: StillSet, pipeline: FacePipeline, dataset: Dataset, most_frames: int
+) -> dict[int, CalibrationTable]:
+    """The tables the service reads for encounters averaging 2..`most_frames` frames."""
+    card = pipeline.pack.embedder
+    return {
+        frames: CalibrationTable.from_impostor_scores(
+            fused_impostor_scores(stills, frames),
+            embedder=card.name,
+            embedder_sha256=card.sha256,
+            dataset=f"{dataset.root.name} (fingerprint {dataset.fingerprint[:16]}, {len(dataset.samples)} images, "
+            f"pack {pipeline.pack.name}): probes averaging {frames} photos of one identity",
+        )
+        for frames in range(2, most_frames + 1)
     }

@@ -94,9 +94,12 @@ class EncounterConfig:
     max_centre_shift: float = 0.5  # ... or its centre moved less than this many box widths ...
     # ... and its template is at least as close to the track's as a stranger's is with this 1:1 FMR
     same_person_fmr: float = 0.01
-    fuse_best: int = 3  # templates of this many best-quality frames are averaged
-    decision_frames: tuple[int, ...] = (3,)  # usable frames seen when each search is made
-    fpir_shares: tuple[float, ...] = (1.0,)  # share of the target FPIR each of those searches may spend
+    # Chosen by `gatematch bench encounters` on celeba_wild (DESIGN.md): a first search on the first usable
+    # frame with a fifth of the false-match budget (a clear face is decided at once), then one on the mean of
+    # five frames with the rest.
+    fuse_best: int = 5  # templates of this many best-quality frames are averaged
+    decision_frames: tuple[int, ...] = (1, 5)  # usable frames seen when each search is made
+    fpir_shares: tuple[float, ...] = (0.2, 0.8)  # share of the target FPIR each of those searches may spend
     lost_after_ms: float = 1000.0  # a track unseen this long is over
 
     def __post_init__(self) -> None:

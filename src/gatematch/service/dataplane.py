@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -31,6 +31,7 @@ from gatematch.errors import (
 from gatematch.facepipeline import Analysis, Face, FacePipeline
 from gatematch.gallery import (
     Calibration,
+    Calibrations,
     EnrollmentFailure,
     Gallery,
     GalleryInfo,
@@ -353,11 +354,13 @@ class DataPlane:
         target_fpir: float,
         max_candidates: int,
         frame_budget_s: float,
+        fused_calibration: Mapping[int, Calibration] | None = None,
     ):
         self.pipeline = pipeline
         self.enroller = pipeline.with_quality(QualityThresholds.enrollment())
         self.store = store
         self.calibration = calibration
+        self.calibrations = Calibrations(calibration, fused_calibration or {}) if calibration else None
         self.pool = pool
         self.point = OperatingPoint(target_fpir)
         self.max_candidates = max_candidates
@@ -450,13 +453,23 @@ class DataPlane:
         return Examination(gallery, judge_frame(analysis))
 
     def search(
-        self, gallery: Gallery, template: np.ndarray, target_fpir: float | None = None, k: int | None = None
+        self,
+        gallery: Gallery,
+        template: np.ndarray,
+        target_fpir: float | None = None,
+        k: int | None = None,
+        frames: int = 1,
     ) -> SearchResult:
-        """1:N search at a target FPIR for this one search (default: the configured target)."""
+        """1:N search at a target FPIR for this one search (default: the configured target). A probe that
+        averages several frames' templates is judged by the table measured for that many frames (the most
+        frames there is a table for, beyond)."""
         point = OperatingPoint(target_fpir or self.point.target_fpir)
         return gallery.search(
-            template, self.embedder, self.calibration, k=k or self.max_candidates, point=point
+            template, self.embedder, self.calibration_for(frames), k=k or self.max_candidates, point=point
         )
+
+    def calibration_for(self, frames: int) -> Calibration | None:
+        return self.calibrations.for_frames(frames) if self.calibrations else None
 
     def same_person_min(self, fmr: float) -> float:
         """The cosine a stranger reaches with probability `fmr` (1:1): below it, two faces are two people."""

@@ -31,7 +31,8 @@ from gatematch.service.config import EncounterConfig
 
 MATCH, NO_MATCH, LIVENESS_FAILED = "MATCH", "NO_MATCH", "LIVENESS_FAILED"
 
-Search = Callable[[np.ndarray, float], SearchResult]  # (probe template, target FPIR of this search) -> result
+# (probe template, target FPIR of this search, frames it averages) -> result
+Search = Callable[[np.ndarray, float, int], SearchResult]
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class EncounterTracker:
         spent_before = track.spent
         track.spent += share
         track.searches += 1
-        track.result = search(track.fused(), share * self.target_fpir)
+        track.result = search(track.fused(), share * self.target_fpir, len(track.best))
         match = track.result.match
         if match is None:
             return None

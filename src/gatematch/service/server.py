@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gatematch.errors import ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
-from gatematch.gallery import Calibration, load_default_calibration
+from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
 from gatematch.gallery_store import GalleryStore
 from gatematch.images import ImageLimits
 from gatematch.modelstore import ModelStore
@@ -190,6 +190,17 @@ class GateMatchServer:
                 f"pack '{pipeline.pack.name}' has no embedder: it can detect faces but not match them"
             )
         calibration = self._calibration or load_default_calibration(pipeline.pack.embedder.name)
+        fused = {
+            frames: table
+            for frames, table in load_fused_calibrations(pipeline.pack.embedder.name).items()
+            if table.embedder_sha256 == calibration.embedder_sha256
+        }
+        if not fused:
+            log.warning(
+                "no fused-frame calibration for this embedder: encounters judge averaged frames by the "
+                "single-photo table, which understates their false-match rate",
+                extra={"embedder": pipeline.pack.embedder.name},
+            )
         store = GalleryStore(config.store.gallery_dir, key=TemplateKey.from_env())
         plane = DataPlane(
             pipeline,
@@ -199,6 +210,7 @@ class GateMatchServer:
             target_fpir=config.match.target_fpir,
             max_candidates=config.match.max_candidates,
             frame_budget_s=config.budgets.frame_ms / 1000,
+            fused_calibration=fused,
         )
         purged = store.purge_expired()
         galleries = plane.warm()

@@ -103,7 +103,9 @@ class _Flight:
         gallery = self.gallery
         if gallery is None:
             return None
-        return lambda template, target_fpir: plane.search(gallery, template, target_fpir)
+        return lambda template, target_fpir, frames: plane.search(
+            gallery, template, target_fpir, frames=frames
+        )
 
 
 class _Claim:
