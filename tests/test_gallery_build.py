@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
+from gatematch.calibration import CalibrationTable
 from gatematch.cards import get_pack
 from gatematch.errors import (
     CalibrationError,
@@ -99,7 +100,7 @@ def calibration(built, probes) -> CalibrationTable:
     owners = [gallery.traveler_ids[t] for t in gallery.template_traveler] + [t for t, _ in mated]
     scores = vectors @ vectors.T
     different = np.triu(np.not_equal.outer(owners, owners), k=1)
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         scores[different],
         embedder=gallery.info.embedder.name,
         embedder_sha256=gallery.info.embedder.sha256,

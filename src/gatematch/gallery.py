@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import faiss
 import numpy as np
 
+from gatematch.calibration import CalibrationTable
 from gatematch.errors import CalibrationError, CardError, GalleryExpiredError, WrongPackError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ HNSW_EF_SEARCH = 128
 
 
 class Calibration(Protocol):
-    """What search needs from a calibration table (gatematch.benchmarks.calibration.CalibrationTable)."""
+    """What search needs from a calibration table (gatematch.calibration.CalibrationTable, or a test fake)."""
 
     embedder_sha256: str
 
@@ -49,8 +50,6 @@ class Calibration(Protocol):
 
 def load_default_calibration(embedder: str) -> Calibration:
     """The calibration table shipped for `embedder` (models/calibration/<embedder>.json)."""
-    from gatematch.benchmarks.calibration import CalibrationTable
-
     path = resources.files("gatematch.models") / "calibration" / f"{embedder}.json"
     if not path.is_file():
         raise CardError(f"no calibration table shipped for embedder '{embedder}' (expected {path})")

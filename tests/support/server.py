@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.errors import CardError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Calibration, load_default_calibration
@@ -41,7 +41,7 @@ def calibration_for(pipeline: FacePipeline, faces_dir: Path) -> Calibration:
     labels_arr = np.asarray(labels)
     upper = np.triu(np.ones_like(scores, dtype=bool), k=1)
     impostor = scores[upper & (labels_arr[:, None] != labels_arr[None, :])]
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         impostor, embedder=card.name, embedder_sha256=card.sha256, dataset="glint24_aligned (tests)"
     )
 
