@@ -20,6 +20,7 @@ from gatematch.images import load_image
 from gatematch.modelstore import ModelStore
 from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
+from support.postgres import PostgresCluster, need_cluster
 
 PER_IDENTITY = 12  # glint24 crops per identity for a test calibration: 288 crops, ~39k impostor pairs
 
@@ -46,11 +47,21 @@ def calibration_for(pipeline: FacePipeline, faces_dir: Path) -> Calibration:
     )
 
 
-def service_config(root: Path, **server: object) -> ServiceConfig:
-    """Loopback, port 0, a store and audit log under `root`; two inference workers."""
+STORE_BACKENDS = ("sqlite", "postgres")
+
+
+def store_url(backend: str, postgres_cluster: PostgresCluster | str) -> str:
+    """`[store] url` for a test server: "" (the embedded store) or a fresh database of the test cluster
+    (skipped, or failed under CI=true, when PostgreSQL is not installed)."""
+    return need_cluster(postgres_cluster).database() if backend == "postgres" else ""
+
+
+def service_config(root: Path, store_url: str = "", **server: object) -> ServiceConfig:
+    """Loopback, port 0, a store and audit log under `root` (or the galleries at `store_url`); two inference
+    workers."""
     config = ServiceConfig(
         server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
-        store=StoreConfig(gallery_dir=str(root / "galleries")),
+        store=StoreConfig(gallery_dir=str(root / "galleries"), url=store_url),
         audit=AuditConfig(path=str(root / "audit.jsonl")),
     )
     return replace(config, server=replace(config.server, **server)) if server else config
