@@ -5,6 +5,10 @@ Not a test module: imported by tests/test_service_e2e*.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,3 +94,44 @@ def health_status(target: str, credentials: grpc.ChannelCredentials | None = Non
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+class ServeProcess:
+    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL)."""
+
+    def __init__(self, config_file: Path, model_dir: Path, port: int, log: Path) -> None:
+        self.command = [sys.executable, "-m", "gatematch.cli", "serve", "--config", str(config_file)]
+        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir)}
+        self.target = f"127.0.0.1:{port}"
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        """Start and wait until its health says SERVING."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if health_status(self.target) == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"gatematch serve did not come up: {self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup (what a crash or an OOM kill does)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
