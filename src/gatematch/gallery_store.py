@@ -286,6 +286,11 @@ class Quarantine:
         if entry is not None and entry[0] == stamp:
             raise entry[1]
 
+    def holds(self, gallery_id: str, stamp: Stamp) -> bool:
+        with self._lock:
+            entry = self._entries.get(gallery_id)
+        return entry is not None and entry[0] == stamp
+
     def hold(self, gallery_id: str, stamp: Stamp, error: GalleryStoreError | TemplateKeyError) -> None:
         with self._lock:
             self._entries[gallery_id] = (stamp, error)

@@ -234,7 +234,7 @@ class PostgresGalleryStore:
                 "SELECT version, content_hash, encrypted FROM gatematch_galleries WHERE gallery_id = %s",
                 (gid,),
             ).fetchone()
-            if current and current[1] == draft.content_hash and current[2] == (self.key is not None):
+            if self._is_current(conn, gid, draft.content_hash):
                 return WriteResult(self._info(conn, gid), unchanged=True)
             refuse_plaintext_over_encrypted(gid, current and current[2], self.key)
             version = current[0] + 1 if current else 1
@@ -301,12 +301,21 @@ class PostgresGalleryStore:
                 for position, f in enumerate(draft.failures):
                     copy.write_row((gid, version, position, f.traveler_id, f.photo, f.reason, f.detail))
 
+    def _is_current(self, conn: psycopg.Connection, gallery_id: str, content_hash: str) -> bool:
+        """The stored version holds this content, encrypted as this store would, and is intact (a damaged or
+        quarantined version is replaced by a reload of the same content, not kept as "unchanged")."""
+        row = conn.execute(
+            "SELECT version, content_hash, encrypted, encode(sha256(index_data), 'hex') = index_sha256"
+            " FROM gatematch_galleries WHERE gallery_id = %s",
+            (gallery_id,),
+        ).fetchone()
+        if row is None or row[1] != content_hash or row[2] != (self.key is not None) or not row[3]:
+            return False
+        return not self.quarantine.holds(gallery_id, (row[0], row[1]))
+
     def is_current(self, gallery_id: str, content_hash: str) -> bool:
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT content_hash, encrypted FROM gatematch_galleries WHERE gallery_id = %s", (gallery_id,)
-            ).fetchone()
-        return row is not None and row[0] == content_hash and row[1] == (self.key is not None)
+            return self._is_current(conn, gallery_id, content_hash)
 
     def check_replaceable(self, gallery_id: str) -> None:
         with self._transaction() as conn:

@@ -249,10 +249,20 @@ class SQLiteGalleryStore:
         return WriteResult(info, unchanged=False)
 
     def _is_current(self, con: sqlite3.Connection, gallery_id: str, content_hash: str) -> bool:
+        """The stored version holds this content, encrypted as this store would, and is intact (a damaged or
+        quarantined version is replaced by a reload of the same content, not kept as "unchanged")."""
         row = con.execute(
-            "SELECT content_hash, encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
+            "SELECT version, content_hash, encrypted, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
+            (gallery_id,),
         ).fetchone()
-        return row is not None and row[0] == content_hash and bool(row[1]) == (self.key is not None)
+        if row is None or row[1] != content_hash or bool(row[2]) != (self.key is not None):
+            return False
+        if self.quarantine.holds(gallery_id, (row[0], row[1])):
+            return False
+        try:
+            return hashlib.sha256((self.root / row[3]).read_bytes()).hexdigest() == row[4]
+        except OSError:
+            return False
 
     def check_replaceable(self, gallery_id: str) -> None:
         with self._transaction() as con:
