@@ -38,6 +38,7 @@ from tqdm import tqdm
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.benchmarks.report import now_iso, percent, table, write_json
+from gatematch.enrollment import EnrollmentPhoto, judge
 from gatematch.errors import BadImageError, DatasetError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import (
@@ -49,7 +50,6 @@ from gatematch.gallery import (
     SearchResult,
     build_index,
 )
-from gatematch.gallery_tools.build import EnrollmentPhoto, judge
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
 from gatematch.service.config import EncounterConfig
