@@ -5,6 +5,7 @@ PostgreSQL gallery store, so a gallery loaded through the proxy (on whichever re
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +53,10 @@ def proxied(
         gallery_pb2_grpc.GalleryServiceStub(channel).Load(
             load_requests(FLIGHT, departure, photos), timeout=120
         )
+    deadline = time.monotonic() + 5  # the replica that did not take the Load follows it (within a second)
+    while not all(server.ready()[0].store.galleries(FLIGHT) for server in servers):
+        assert time.monotonic() < deadline, "a replica never learned of the gallery loaded on the other"
+        time.sleep(0.01)
     yield proxy, servers
     proxy.stop()
     for server in servers:
