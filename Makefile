@@ -8,7 +8,7 @@ SHARED ?= $(abspath ../shared)
 MODELS_FROM ?= $(SHARED)/models
 export GATEMATCH_SHARED := $(SHARED)
 
-.PHONY: setup models serve test lint clean
+.PHONY: setup models system-packages serve test lint clean
 
 $(BIN)/gatematch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ models: setup
 serve: models
 	$(BIN)/gatematch serve
 
-test: models
+# Real servers the tests start (PostgreSQL, HAProxy): Debian packages, installed when missing (CI runs as root).
+system-packages:
+	bash .ci/system-packages
+
+test: models system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

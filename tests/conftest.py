@@ -6,6 +6,7 @@ Tests that need ../shared skip with a message when it is missing, except under C
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from gatematch.cards import load_cards
 from gatematch.facepipeline import FacePipeline
 from gatematch.modelstore import ModelStore
 from support.data import SHARED, need
+from support.postgres import PostgresCluster, need_cluster, start_cluster
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +57,26 @@ def model_store(model_dir: Path) -> ModelStore:
 def pipeline(model_store: ModelStore) -> FacePipeline:
     """The default pack with default settings (all cores), shared by the tests that only read from it."""
     return FacePipeline.from_pack("default", store=model_store)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster | str]:
+    """One throwaway PostgreSQL cluster for the session (or why there is none), started on first use."""
+    cluster = start_cluster()
+    yield cluster
+    if isinstance(cluster, PostgresCluster):
+        cluster.destroy()
+
+
+@pytest.fixture
+def postgres(postgres_cluster: PostgresCluster | str) -> PostgresCluster:
+    """The running cluster; skips (fails under CI=true) when PostgreSQL is not installed."""
+    return need_cluster(postgres_cluster)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh, empty gallery store lives, once per backend: a folder, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store")
+    return need_cluster(request.getfixturevalue("postgres_cluster")).database()

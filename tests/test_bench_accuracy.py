@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from gatematch.benchmarks import metrics
-from gatematch.benchmarks.calibration import CalibrationTable
 from gatematch.benchmarks.dataset import scan_dataset
 from gatematch.benchmarks.embeddings import embed_dataset
 from gatematch.benchmarks.protocols import verification_scores
+from gatematch.calibration import CalibrationTable
 from gatematch.cards import get_pack
 from gatematch.cli.main import main
 from gatematch.facepipeline import FacePipeline

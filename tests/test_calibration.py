@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.benchmarks.metrics import threshold_at_fmr
+from gatematch.calibration import CalibrationTable
 from gatematch.errors import CalibrationError
 
 SHA = "ab" * 32
 
 
 def table_from(impostor: np.ndarray | list[float], **kwargs: float) -> CalibrationTable:
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         np.asarray(impostor), embedder="w600k_mbf", embedder_sha256=SHA, dataset="celeba_wild:abc", **kwargs
     )
 

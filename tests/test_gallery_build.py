@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
+from gatematch.calibration import CalibrationTable
 from gatematch.cards import get_pack
 from gatematch.errors import (
     CalibrationError,
@@ -35,11 +36,13 @@ from gatematch.errors import (
 )
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Gallery, ModelRef, OperatingPoint, load_default_calibration
-from gatematch.gallery_store import GalleryStore
+from gatematch.gallery_store import GalleryStore, open_store
+from gatematch.gallery_store_sqlite import SQLiteGalleryStore
 from gatematch.gallery_tools import cli
 from gatematch.gallery_tools.build import BuildReport, build_gallery
 from gatematch.gallery_tools.manifest import load_manifest
 from gatematch.images import load_image
+from support.postgres import need_cluster
 
 ENROLLED = 200
 HEADER = "flight_id,departure,traveler_id,photos,document_type\n"
@@ -54,18 +57,26 @@ def photos_of(identity: Path) -> list[Path]:
     return sorted(p for p in identity.iterdir() if p.is_file())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def built(
-    tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, pipeline: FacePipeline
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    faces_dir: Path,
+    pipeline: FacePipeline,
+    postgres_cluster,
 ) -> tuple[GalleryStore, BuildReport, Path]:
+    """The 200-traveler gallery, built once per store backend."""
     folder = tmp_path_factory.mktemp("flight")
+    location = str(folder / "store")
+    if request.param == "postgres":
+        location = need_cluster(postgres_cluster).database()
     rows = [
         f"GM200,{DEPARTURE},{d.name},{';'.join(p.as_uri() for p in photos_of(d)[:2])},passport\n"
         for d in identities(faces_dir)
     ]
     manifest = folder / "GM200.csv"
     manifest.write_text(HEADER + "".join(rows[:ENROLLED]), encoding="utf-8")
-    store = GalleryStore(folder / "store")
+    store = open_store(location)
     report = build_gallery(load_manifest(manifest), store, pipeline, progress=False)
     return store, report, manifest
 
@@ -99,7 +110,7 @@ def calibration(built, probes) -> CalibrationTable:
     owners = [gallery.traveler_ids[t] for t in gallery.template_traveler] + [t for t, _ in mated]
     scores = vectors @ vectors.T
     different = np.triu(np.not_equal.outer(owners, owners), k=1)
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         scores[different],
         embedder=gallery.info.embedder.name,
         embedder_sha256=gallery.info.embedder.sha256,
@@ -191,27 +202,27 @@ def run_cli(*argv: str) -> int:
 def test_cli_list_inspect_export(built, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store, report, _ = built
     gid = report.info.gallery_id
-    assert run_cli("list", "--store", str(store.root), "--json") == 0
+    assert run_cli("list", "--store", store.location, "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [g["gallery_id"] for g in listed] == [gid] and listed[0]["travelers"] == report.info.travelers
-    assert run_cli("inspect", gid, "--store", str(store.root), "--json") == 0
+    assert run_cli("inspect", gid, "--store", store.location, "--json") == 0
     inspected = json.loads(capsys.readouterr().out)
     assert inspected["model_hashes"] == report.info.model_hashes
     assert len(inspected["enrollment_failures"]) == len(report.failures)
 
-    assert run_cli("export", gid, "--store", str(store.root)) == 0
+    assert run_cli("export", gid, "--store", store.location) == 0
     exported = json.loads(capsys.readouterr().out)
     assert len(exported["templates"]) == report.info.templates
     assert all("embedding" not in t for t in exported["templates"]), "metadata only by default"
     with pytest.raises(GalleryExportError, match="--output"):
-        run_cli("export", gid, "--store", str(store.root), "--with-templates")
+        run_cli("export", gid, "--store", store.location, "--with-templates")
     out = tmp_path / "export.json"
-    assert run_cli("export", gid, "--store", str(store.root), "--with-templates", "--output", str(out)) == 0
+    assert run_cli("export", gid, "--store", store.location, "--with-templates", "--output", str(out)) == 0
     assert out.stat().st_mode & 0o077 == 0
     first = json.loads(out.read_text())["templates"][0]
     assert len(np.frombuffer(base64.b64decode(first["embedding"]), dtype="<f4")) == 128
     with pytest.raises(GalleryExportError, match="exists"):
-        run_cli("export", gid, "--store", str(store.root), "--output", str(out))
+        run_cli("export", gid, "--store", store.location, "--output", str(out))
 
 
 def test_cli_build_with_enrollment_bar_reports_failures(
@@ -246,7 +257,7 @@ def test_cli_build_with_enrollment_bar_reports_failures(
 
 
 def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
-    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline
+    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline, store_location: str
 ) -> None:
     """Two equally prominent faces cannot be one traveler's document photo; a broken file is reported too."""
     examples = faces_dir / "examples6"
@@ -268,7 +279,7 @@ def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
         + f"GM400,{DEPARTURE},obama,{(examples / 'obama' / 'obama2.jpg').as_uri()},\n",
         encoding="utf-8",
     )
-    store = GalleryStore(tmp_path / "store")
+    store = open_store(store_location)
     report = build_gallery(load_manifest(manifest), store, pipeline, progress=False)
     reasons = {f.traveler_id: f.reason for f in report.failures}
     assert reasons == {"pair": "several_faces", "broken": "unreadable"}
@@ -293,7 +304,7 @@ def test_rebuild_with_travelers_and_photos_listed_in_another_order_is_idempotent
 
 
 def test_photo_that_cannot_be_read_at_build_time_is_a_failure_not_a_crash(
-    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline
+    tmp_path: Path, faces_dir: Path, pipeline: FacePipeline, store_location: str
 ) -> None:
     """A photo can vanish (or turn unreadable) between manifest validation and enrollment."""
     examples = faces_dir / "examples6"
@@ -305,7 +316,7 @@ def test_photo_that_cannot_be_read_at_build_time_is_a_failure_not_a_crash(
     )
     loaded = load_manifest(manifest)
     (tmp_path / "obama.jpg").unlink()
-    report = build_gallery(loaded, GalleryStore(tmp_path / "store"), pipeline, progress=False)
+    report = build_gallery(loaded, open_store(store_location), pipeline, progress=False)
     assert [(f.traveler_id, f.reason) for f in report.failures] == [("gone", "unreadable")]
     assert report.info.failed_travelers == ("gone",) and report.info.travelers == 1
 
@@ -316,7 +327,7 @@ def test_gallery_already_past_its_retention_is_not_built(
     photo = (faces_dir / "examples6" / "obama" / "obama.jpg").as_uri()
     manifest = tmp_path / "GM600.csv"
     manifest.write_text(HEADER + f"GM600,2001-01-01T10:00:00Z,obama,{photo},\n", encoding="utf-8")
-    store = GalleryStore(tmp_path / "store")
+    store = SQLiteGalleryStore(tmp_path / "store")
     with pytest.raises(GalleryExpiredError, match="2001-01-01T22:00:00Z"):
         build_gallery(load_manifest(manifest), store, pipeline, progress=False)
     assert store.galleries() == [] and sorted(p.name for p in store.root.iterdir()) == ["galleries.sqlite"]
@@ -326,11 +337,11 @@ def test_cli_bad_retention_and_export_target_are_clear_errors(built, tmp_path: P
     store, report, manifest = built
     for hours in ("1e12", "inf", "0", "-3"):
         with pytest.raises(SystemExit) as exited:
-            run_cli("build", str(manifest), "--out", str(store.root), "--retention-hours", hours)
+            run_cli("build", str(manifest), "--out", store.location, "--retention-hours", hours)
         assert exited.value.code == 2
     target = tmp_path / "missing-folder" / "export.json"
     with pytest.raises(GalleryExportError, match="missing-folder"):
-        run_cli("export", report.info.gallery_id, "--store", str(store.root), "--output", str(target))
+        run_cli("export", report.info.gallery_id, "--store", store.location, "--output", str(target))
 
 
 def test_read_only_commands_refuse_a_folder_without_a_store(tmp_path: Path) -> None:
@@ -369,5 +380,5 @@ def test_purge_naming_an_unknown_gallery_purges_nothing(built) -> None:
     store, report, _ = built
     gid = report.info.gallery_id
     with pytest.raises(GalleryNotFoundError):
-        run_cli("purge", gid, "GM999_20300501T1830Z", "--store", str(store.root))
+        run_cli("purge", gid, "GM999_20300501T1830Z", "--store", store.location)
     assert store.info(gid).gallery_id == gid  # still there: all or nothing

@@ -1,4 +1,6 @@
-"""Gallery store: atomic versions, crash safety, retention and purge, encryption at rest, pack binding.
+"""Gallery stores: atomic versions, crash safety, retention and purge, encryption at rest, pack binding,
+damaged galleries quarantined. Every semantic test runs on both backends (the embedded SQLite store and
+PostgreSQL, a real throwaway cluster); what only one backend has (index files, SQLite pages) is tested there.
 
 These tests use synthetic templates (clustered unit vectors), so they run in milliseconds; the real-photo
 gallery is built and searched in test_gallery_build.py.
@@ -6,87 +8,48 @@ gallery is built and searched in test_gallery_build.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.errors import (
+    GalleryDamagedError,
     GalleryExpiredError,
     GalleryNotFoundError,
     GalleryStoreError,
     TemplateKeyError,
     WrongPackError,
 )
-from gatematch.gallery import EnrollmentFailure, ModelRef, OperatingPoint
+from gatematch.gallery import ModelRef
 from gatematch.gallery_store import (
-    DB_NAME,
     GalleryDraft,
-    GalleryStore,
-    TemplateRecord,
-    TravelerRecord,
+    is_database_url,
+    open_store,
 )
+from gatematch.gallery_store_sqlite import DB_NAME, SQLiteGalleryStore
 from gatematch.template_crypto import TemplateKey, generate_key
-
-DIM = 128
-EMBEDDER = ModelRef("mobilefacenet_128d", "a" * 64)
-DEPARTURE = datetime(2030, 5, 1, 18, 30, tzinfo=UTC)
-BEFORE = DEPARTURE - timedelta(hours=2)
-RAW = OperatingPoint(threshold=0.5)
+from support.drafts import BEFORE, DEPARTURE, DIM, EMBEDDER, RAW, draft, probe_of, unit
+from support.postgres import free_port, need_cluster
+from support.stores import StoreBackend
 
 
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+@pytest.fixture
+def backend(store_location: str, postgres_cluster) -> StoreBackend:
+    """A fresh, empty store location on each backend (the parametrised `store_location`)."""
+    cluster = postgres_cluster if is_database_url(store_location) else None
+    return StoreBackend(store_location, cluster)
 
 
-def draft(
-    travelers: int = 20, per_traveler: int = 2, seed: int = 0, flight: str = "GM101", tag: str = "T"
-) -> tuple[GalleryDraft, np.ndarray]:
-    """A gallery of `travelers` identities, each `per_traveler` noisy templates around its own centre."""
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(travelers, DIM)))
-    templates = []
-    for t in range(travelers):
-        for p in range(per_traveler):
-            vector = unit(centres[t] + 0.04 * rng.normal(size=DIM))
-            templates.append(
-                TemplateRecord(
-                    f"{tag}{t:04d}", f"/photos/{tag}{t:04d}_{p}.jpg", f"{t:064x}", {"score": 0.9}, vector
-                )
-            )
-    result = GalleryDraft(
-        flight_id=flight,
-        departure=DEPARTURE,
-        pack="default",
-        model_hashes={EMBEDDER.name: EMBEDDER.sha256},
-        embedder=EMBEDDER,
-        dim=DIM,
-        travelers=(
-            *(TravelerRecord(f"{tag}{t:04d}", "passport") for t in range(travelers)),
-            TravelerRecord("NOFACE"),
-        ),
-        templates=tuple(templates),
-        failures=(EnrollmentFailure("NOFACE", "/photos/noface.jpg", "no_face", "no face detected"),),
-        content_hash=f"{tag}-{seed}-{travelers}-{per_traveler}",
-    )
-    return result, centres
-
-
-def probe_of(centres: np.ndarray, traveler: int, seed: int = 99) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return unit(centres[traveler] + 0.04 * rng.normal(size=DIM))
-
-
-def test_write_load_search_roundtrip(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+def test_write_load_search_roundtrip(backend: StoreBackend) -> None:
+    store = backend.open()
     gallery_draft, centres = draft()
     result = store.write(gallery_draft, now=BEFORE)
     info = result.info
@@ -95,6 +58,7 @@ def test_write_load_search_roundtrip(tmp_path: Path) -> None:
     assert info.failed_travelers == ("NOFACE",)
     assert info.expires_at == DEPARTURE + timedelta(hours=12)
     assert info.index_kind == "flat" and info.embedder == EMBEDDER
+    assert store.info(info.gallery_id) == info == store.galleries("GM101")[0]
 
     gallery = store.load(info.gallery_id, now=BEFORE)
     found = gallery.search(probe_of(centres, 7), EMBEDDER, None, k=3, point=RAW, now=BEFORE)
@@ -110,11 +74,14 @@ def test_write_load_search_roundtrip(tmp_path: Path) -> None:
 
     provenance = store.provenance(info.gallery_id)
     assert provenance[found.match.template_row].traveler_id == "T0007"
+    assert provenance[0].quality == {"score": 0.9} and provenance[0].created_at == BEFORE
     assert store.failures(info.gallery_id)[0].reason == "no_face"
+    assert [t.traveler_id for t in store.travelers(info.gallery_id)][-2:] == ["T0019", "NOFACE"]
+    assert store.verify(info.gallery_id).ok
 
 
-def test_same_content_is_idempotent_and_new_content_replaces(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+def test_same_content_is_idempotent_and_new_content_replaces(backend: StoreBackend) -> None:
+    store = backend.open()
     first, _ = draft()
     v1 = store.write(first, now=BEFORE).info
     again = store.write(first, now=BEFORE)
@@ -123,15 +90,22 @@ def test_same_content_is_idempotent_and_new_content_replaces(tmp_path: Path) -> 
     v2 = store.write(second, now=BEFORE).info
     assert v2.version == v1.version + 1 and v2.travelers == 5
     assert [g.gallery_id for g in store.galleries()] == [v1.gallery_id]
-    assert sorted(p.name for p in tmp_path.glob("*.faiss")) == [f"{v2.gallery_id}.v2.faiss"]
+    assert backend.rows_naming("T0001") == 0, "the previous version's rows went with it"
+    if not backend.is_database:
+        assert sorted(p.name for p in Path(backend.location).glob("*.faiss")) == [f"{v2.gallery_id}.v2.faiss"]
     found = store.load(v2.gallery_id, now=BEFORE).search(
         probe_of(centres, 3), EMBEDDER, None, point=RAW, now=BEFORE
     )
     assert found.match is not None and found.match.traveler_id == "U0003"
 
 
-def test_snapshot_survives_replacement_during_search(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+def test_retention_given_at_write_sets_the_expiry(backend: StoreBackend) -> None:
+    info = backend.open().write(draft()[0], now=BEFORE, retention=timedelta(hours=1)).info
+    assert info.expires_at == DEPARTURE + timedelta(hours=1)
+
+
+def test_snapshot_survives_replacement_during_search(backend: StoreBackend) -> None:
+    store = backend.open()
     old, centres = draft()
     gid = store.write(old, now=BEFORE).info.gallery_id
     snapshot = store.load(gid, now=BEFORE)
@@ -156,42 +130,84 @@ def test_snapshot_survives_replacement_during_search(tmp_path: Path) -> None:
     assert store.load(gid, now=BEFORE).info.version == 4
 
 
+# -- crashes: a writer killed (SIGKILL, a real subprocess) at chosen points of the write path ----------------
+
 CRASH_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-import gatematch.gallery_store as gs
-from test_gallery_store import draft, BEFORE
+from gatematch.gallery_store import open_store
+from support.drafts import draft, BEFORE
 
-real = gs.write_atomic
-def write_then_die(path, data, **options):
-    real(path, data, **options)  # the new index file is complete and renamed into place...
-    os.kill(os.getpid(), signal.SIGKILL)  # ...and the process dies before the SQLite switch
-gs.write_atomic = write_then_die
-gs.GalleryStore({root!r}).write(draft(travelers=5, seed=7, tag="NEW")[0], now=BEFORE)
+def die(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def after(real):
+    def run(*args, **kwargs):
+        result = real(*args, **kwargs)
+        die()
+    return run
+
+point = {point!r}
+if point == "before the rename":  # the new index is complete in its temp file, not yet renamed into place
+    import gatematch.atomicfile as atomicfile
+    atomicfile.os.replace = die
+elif point == "after the rename, before the commit":  # the new index file is in place; SQLite not switched
+    import gatematch.gallery_store_sqlite as backend
+    backend.write_atomic = after(backend.write_atomic)
+elif point == "after the commit, before the old file is shredded":
+    import gatematch.gallery_store_sqlite as backend
+    backend._shred = die
+elif point == "rows inserted, before the commit":  # PostgreSQL: everything sent inside the open transaction
+    import gatematch.gallery_store_postgres as backend
+    backend.PostgresGalleryStore._insert_rows = staticmethod(after(backend.PostgresGalleryStore._insert_rows))
+open_store({location!r}).write(draft(travelers=5, seed=7, tag="NEW")[0], now=BEFORE)
 """
+SQLITE_POINTS = (
+    "before the rename",
+    "after the rename, before the commit",
+    "after the commit, before the old file is shredded",
+)
+POSTGRES_POINTS = ("rows inserted, before the commit",)
 
 
-def test_crash_after_index_written_before_switch_keeps_old_version(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+@pytest.mark.parametrize(
+    ("kind", "point"), [*(("sqlite", p) for p in SQLITE_POINTS), *(("postgres", p) for p in POSTGRES_POINTS)]
+)
+def test_writer_killed_mid_write_leaves_one_whole_version(
+    kind: str, point: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        backend = StoreBackend(str(tmp_path / "store"))
+    else:
+        cluster = need_cluster(request.getfixturevalue("postgres_cluster"))
+        backend = StoreBackend(cluster.database(), cluster)
+    store = backend.open()
     old, centres = draft()
     gid = store.write(old, now=BEFORE).info.gallery_id
-    script = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), root=str(tmp_path))
+    script = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), location=backend.location, point=point)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert (tmp_path / f"{gid}.v2.faiss").exists(), "the crash happened after the new file was in place"
 
-    reopened = GalleryStore(tmp_path)  # a fresh process view: collects the orphan file
+    reopened = backend.open()  # a fresh process view (the embedded store collects orphan files here)
     info = reopened.info(gid)
-    assert info.version == 1 and info.travelers == 20
-    assert not (tmp_path / f"{gid}.v2.faiss").exists()
-    found = reopened.load(gid, now=BEFORE).search(
-        probe_of(centres, 11), EMBEDDER, None, point=RAW, now=BEFORE
-    )
-    assert found.match is not None and found.match.traveler_id == "T0011"
+    committed = point.startswith("after the commit")
+    assert (info.version, info.travelers) == ((2, 5) if committed else (1, 20))
+    probe, expected = probe_of(centres, 11), "T0011"
+    if committed:
+        probe, expected = probe_of(draft(travelers=5, seed=7, tag="NEW")[1], 3), "NEW0003"
+    found = reopened.load(gid, now=BEFORE).search(probe, EMBEDDER, None, point=RAW, now=BEFORE)
+    assert found.match is not None and found.match.traveler_id == expected
+    assert backend.rows_naming("NEW0000" if not committed else "T0000") == 0, "no row of the other version"
+    if not backend.is_database:
+        names = {p.name for p in Path(backend.location).iterdir()}
+        assert names == {DB_NAME, f"{gid}.v{info.version}.faiss"}, "no orphan index file survives a reopen"
 
 
-def test_expired_gallery_is_refused_and_purged_for_real(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path, retention=timedelta(hours=1))
+# -- retention, encryption ---------------------------------------------------------------------------------
+
+
+def test_expired_gallery_is_refused_and_purged_for_real(backend: StoreBackend) -> None:
+    store = backend.open(retention=timedelta(hours=1))
     secret, _ = draft(tag="SECRETTRAVELER")
     keep, _ = draft(flight="GM202", tag="KEEP", seed=1)
     keep = GalleryDraft(**{**keep.__dict__, "departure": DEPARTURE + timedelta(days=1)})
@@ -210,50 +226,53 @@ def test_expired_gallery_is_refused_and_purged_for_real(tmp_path: Path) -> None:
     assert store.purge_expired(now=after) == [gid]
     with pytest.raises(GalleryNotFoundError):
         store.info(gid)
+    with pytest.raises(GalleryNotFoundError):
+        store.load(gid, now=BEFORE)
     assert [g.flight_id for g in store.galleries()] == ["GM202"]
-    assert not list(tmp_path.glob(f"{gid}*"))
-    for path in tmp_path.iterdir():  # database (free pages included), journals, index files
-        data = path.read_bytes()
-        assert b"SECRETTRAVELER" not in data, path.name
-        assert template_bytes not in data, path.name
-    assert b"KEEP0001" in (tmp_path / DB_NAME).read_bytes(), "the other gallery must survive"
+    assert backend.rows_naming("SECRETTRAVELER") == 0 and backend.rows_naming(gid) == 0
+    assert backend.rows_naming("KEEP0001") > 0, "the other gallery must survive"
+    if not backend.is_database:  # SQLite overwrites deleted rows (secure_delete); files are zero-filled
+        assert not list(Path(backend.location).glob(f"{gid}*"))
+        for name, data in backend.bytes_at_rest().items():  # database (free pages included), journals, index
+            assert b"SECRETTRAVELER" not in data, name
+            assert template_bytes not in data, name
 
 
-def test_encrypted_store_holds_no_plaintext_and_needs_the_right_key(tmp_path: Path) -> None:
+def test_encrypted_store_holds_no_plaintext_and_needs_the_right_key(backend: StoreBackend) -> None:
     key = TemplateKey.from_base64(generate_key())
-    store = GalleryStore(tmp_path, key=key)
-    secret, centres = draft()
+    store = backend.open(key=key)
+    secret, centres = draft(seed=4242, tag="ENC")  # templates no other test writes
     info = store.write(secret, now=BEFORE).info
     assert info.encrypted
-    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert f"{info.gallery_id}.v1.faiss.enc" in files
-    for name, data in files.items():
+    at_rest = backend.bytes_at_rest()  # PostgreSQL: every file of the cluster, WAL included
+    if not backend.is_database:
+        assert f"{info.gallery_id}.v1.faiss.enc" in at_rest
+    for name, data in at_rest.items():
         for template in secret.templates[:5]:
             assert template.embedding.tobytes() not in data, name
     found = store.load(info.gallery_id, now=BEFORE).search(
         probe_of(centres, 4), EMBEDDER, None, point=RAW, now=BEFORE
     )
-    assert found.match is not None and found.match.traveler_id == "T0004"
+    assert found.match is not None and found.match.traveler_id == "ENC0004"
 
     with pytest.raises(TemplateKeyError, match="wrong"):
-        GalleryStore(tmp_path, key=TemplateKey.from_base64(generate_key())).load(info.gallery_id, now=BEFORE)
+        backend.open(key=TemplateKey.from_base64(generate_key())).load(info.gallery_id, now=BEFORE)
     with pytest.raises(TemplateKeyError, match="GATEMATCH_TEMPLATE_KEY"):
-        GalleryStore(tmp_path).load(info.gallery_id, now=BEFORE)
+        backend.open().load(info.gallery_id, now=BEFORE)
 
 
-def test_ciphertext_is_bound_to_gallery_and_version(tmp_path: Path) -> None:
+def test_ciphertext_is_bound_to_gallery_and_version(backend: StoreBackend) -> None:
     key = TemplateKey.from_base64(generate_key())
-    store = GalleryStore(tmp_path, key=key)
+    store = backend.open(key=key)
     v1 = store.write(draft()[0], now=BEFORE).info
-    old_blob = (tmp_path / f"{v1.gallery_id}.v1.faiss.enc").read_bytes()
+    old_blob = backend.index_bytes(v1.gallery_id)
     v2 = store.write(draft(seed=3)[0], now=BEFORE).info
-    (tmp_path / f"{v2.gallery_id}.v2.faiss.enc").write_bytes(old_blob)  # replay the old version's templates
-    with pytest.raises(GalleryStoreError, match="sha256"):
-        GalleryStore(tmp_path, key=key).load(v2.gallery_id, now=BEFORE)
-    with sqlite3.connect(tmp_path / DB_NAME) as con:  # an attacker who also fixes the recorded hash...
-        con.execute("UPDATE galleries SET index_sha256 = ?", (hashlib.sha256(old_blob).hexdigest(),))
-    with pytest.raises(TemplateKeyError):  # ...still fails: the ciphertext is bound to gallery id + version
-        GalleryStore(tmp_path, key=key).load(v2.gallery_id, now=BEFORE)
+    backend.replace_index(v2.gallery_id, lambda _: old_blob)  # replay the old version's templates
+    with pytest.raises(GalleryDamagedError, match="sha256"):
+        backend.open(key=key).load(v2.gallery_id, now=BEFORE)
+    backend.replace_index(v2.gallery_id, lambda _: old_blob, fix_sha256=True)  # ...and fix the recorded hash
+    with pytest.raises(TemplateKeyError):  # still fails: the ciphertext is bound to gallery id + version
+        backend.open(key=key).load(v2.gallery_id, now=BEFORE)
 
 
 def test_malformed_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,8 +286,25 @@ def test_malformed_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TemplateKey.from_env() is None
 
 
-def test_search_with_another_embedder_is_refused(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+def test_encrypted_gallery_is_not_rewritten_in_plaintext_without_the_key(backend: StoreBackend) -> None:
+    """Forgetting GATEMATCH_TEMPLATE_KEY on a rebuild must not silently store the templates in the clear."""
+    key = TemplateKey.from_base64(generate_key())
+    info = backend.open(key=key).write(draft()[0], now=BEFORE).info
+    with pytest.raises(TemplateKeyError, match="GATEMATCH_TEMPLATE_KEY"):
+        backend.open().check_replaceable(info.gallery_id)
+    with pytest.raises(TemplateKeyError, match="GATEMATCH_TEMPLATE_KEY"):
+        backend.open().write(draft(seed=1)[0], now=BEFORE)
+    assert backend.open().info(info.gallery_id) == info
+    if not backend.is_database:
+        files = sorted(p.name for p in Path(backend.location).glob("*.faiss*"))
+        assert files == [f"{info.gallery_id}.v1.faiss.enc"]
+
+
+# -- pack binding, search ----------------------------------------------------------------------------------
+
+
+def test_search_with_another_embedder_is_refused(backend: StoreBackend) -> None:
+    store = backend.open()
     gallery_draft, centres = draft()
     gallery = store.load(store.write(gallery_draft, now=BEFORE).info.gallery_id, now=BEFORE)
     probe = probe_of(centres, 1)
@@ -280,19 +316,21 @@ def test_search_with_another_embedder_is_refused(tmp_path: Path) -> None:
         gallery.search(probe[:64], EMBEDDER, None, point=RAW, now=BEFORE)
 
 
-def test_unknown_gallery(tmp_path: Path) -> None:
-    with pytest.raises(GalleryNotFoundError, match="NOPE"):
-        GalleryStore(tmp_path).load("NOPE_20300501T1830Z")
+def test_unknown_gallery(backend: StoreBackend) -> None:
+    store = backend.open()
+    for call in (store.load, store.info, store.purge, store.verify):
+        with pytest.raises(GalleryNotFoundError, match="NOPE"):
+            call("NOPE_20300501T1830Z")
 
 
 def test_large_gallery_switches_to_hnsw_and_finds_the_same_traveler(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: StoreBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gatematch.gallery as gallery_module
 
     monkeypatch.setattr(gallery_module, "HNSW_MIN_TEMPLATES", 1000)  # keep the test small; same code path
     gallery_draft, centres = draft(travelers=600, per_traveler=2)
-    store = GalleryStore(tmp_path)
+    store = backend.open()
     gallery = store.load(store.write(gallery_draft, now=BEFORE).info.gallery_id, now=BEFORE)
     assert gallery.info.index_kind == "hnsw"
     hits = sum(
@@ -303,25 +341,74 @@ def test_large_gallery_switches_to_hnsw_and_finds_the_same_traveler(
     assert hits == 30
 
 
+def test_gallery_where_every_traveler_failed_gives_no_candidate(backend: StoreBackend) -> None:
+    scores = np.random.default_rng(0).normal(0.0, 0.1, 20_000)
+    table = measure_calibration(
+        scores, embedder=EMBEDDER.name, embedder_sha256=EMBEDDER.sha256, dataset="synthetic"
+    )
+    store = backend.open()
+    empty = draft(travelers=0)[0]
+    gallery = store.load(store.write(empty, now=BEFORE).info.gallery_id, now=BEFORE)
+    result = gallery.search(probe_of(draft()[1], 0), EMBEDDER, table, now=BEFORE)
+    assert (result.gallery_size, result.candidates, result.match) == (0, (), None)
+
+
+# -- damaged galleries: quarantined, named, never taking the others down ---------------------------------
+
+
+def _flip(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+DAMAGE = {
+    "flipped byte": lambda backend, gid: backend.replace_index(gid, _flip),
+    "truncated": lambda backend, gid: backend.replace_index(gid, lambda data: data[: len(data) // 3]),
+    "deleted": lambda backend, gid: backend.delete_index(gid),
+    "undecryptable": lambda backend, gid: backend.replace_index(gid, _flip, fix_sha256=True),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_gallery_is_quarantined_and_the_others_serve(backend: StoreBackend, damage: str) -> None:
+    key = TemplateKey.from_base64(generate_key())
+    store = backend.open(key=key)
+    broken = store.write(draft()[0], now=BEFORE).info.gallery_id
+    healthy_draft, centres = draft(flight="GM202", tag="OK", seed=1)
+    healthy = store.write(healthy_draft, now=BEFORE).info.gallery_id
+    DAMAGE[damage](backend, broken)
+
+    fresh = backend.open(key=key)  # a replica starting after the damage
+    expected = TemplateKeyError if damage == "undecryptable" else GalleryDamagedError
+    with pytest.raises(expected) as first:
+        fresh.load(broken, now=BEFORE)
+    assert broken in str(first.value) or damage == "undecryptable"
+    with pytest.raises(expected):  # quarantined: the same answer, at once
+        fresh.load(broken, now=BEFORE)
+    found = fresh.load(healthy, now=BEFORE).search(
+        probe_of(centres, 2), EMBEDDER, None, point=RAW, now=BEFORE
+    )
+    assert found.match is not None and found.match.traveler_id == "OK0002"
+
+    check = fresh.verify(broken)
+    assert not check.ok and check.problem, "verify names what is wrong"
+    assert fresh.verify(healthy).ok
+    again = fresh.write(draft()[0], now=BEFORE)  # reloading the same content replaces the damaged version
+    assert not again.unchanged
+    assert fresh.load(broken, now=BEFORE).info.version == 2 and fresh.verify(broken).ok
+
+
+# -- what only the embedded store has: a folder of files and a SQLite database ----------------------------
+
+
 def test_files_are_owner_only_and_purge_leaves_only_the_database(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
+    store = SQLiteGalleryStore(tmp_path)
     gid = store.write(draft()[0], now=BEFORE).info.gallery_id
     assert {p.stat().st_mode & 0o077 for p in tmp_path.iterdir()} == {0}
     store.purge(gid)
     assert sorted(os.listdir(tmp_path)) == [DB_NAME]
     with pytest.raises(GalleryNotFoundError):
         store.purge(gid)
-
-
-def test_altered_index_file_is_refused_not_searched(tmp_path: Path) -> None:
-    store = GalleryStore(tmp_path)
-    info = store.write(draft()[0], now=BEFORE).info
-    path = tmp_path / f"{info.gallery_id}.v1.faiss"
-    data = bytearray(path.read_bytes())
-    data[-8:] = bytes(8)  # a template's last components zeroed: still a loadable index, wrong content
-    path.write_bytes(bytes(data))
-    with pytest.raises(GalleryStoreError, match="sha256"):
-        GalleryStore(tmp_path).load(info.gallery_id, now=BEFORE)
 
 
 @pytest.mark.parametrize("kind", ["file", "not a database"])
@@ -334,43 +421,37 @@ def test_store_that_is_not_a_store_is_a_clear_error(tmp_path: Path, kind: str) -
         root.mkdir()
         (root / DB_NAME).write_text("garbage, not SQLite")
     with pytest.raises(GalleryStoreError, match=str(root)):
-        GalleryStore(root)
+        SQLiteGalleryStore(root)
+
+
+def corrupt_pages(database: Path) -> None:
+    """Overwrite every page but the first (the header) with garbage: a disk or copy gone wrong."""
+    data = bytearray(database.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for start in range(page, len(data), page):
+        data[start : start + page] = bytes(range(256)) * (page // 256)
+    database.write_bytes(bytes(data))
+
+
+def test_corrupted_database_pages_are_a_store_error_not_a_traceback(tmp_path: Path) -> None:
+    store = SQLiteGalleryStore(tmp_path)
+    gid = store.write(draft()[0], now=BEFORE).info.gallery_id
+    corrupt_pages(tmp_path / DB_NAME)
+    for call in (store.galleries, lambda: store.info(gid), lambda: store.load(gid, now=BEFORE)):
+        with pytest.raises(GalleryStoreError, match="damaged or unreadable"):
+            call()
 
 
 def test_purge_removes_files_of_every_version_left_by_a_crash(tmp_path: Path) -> None:
     """A writer killed after its switch but before shredding leaves the previous version's file behind; a
     long-lived store (the service's purge timer) must not leave those templates on disk after purging."""
-    store = GalleryStore(tmp_path)
+    store = SQLiteGalleryStore(tmp_path)
     gid = store.write(draft()[0], now=BEFORE).info.gallery_id
     old = (tmp_path / f"{gid}.v1.faiss").read_bytes()
     store.write(draft(seed=1)[0], now=BEFORE)
     (tmp_path / f"{gid}.v1.faiss").write_bytes(old)  # what that crash leaves
     store.purge(gid)
     assert sorted(os.listdir(tmp_path)) == [DB_NAME]
-
-
-def test_encrypted_gallery_is_not_rewritten_in_plaintext_without_the_key(tmp_path: Path) -> None:
-    """Forgetting GATEMATCH_TEMPLATE_KEY on a rebuild must not silently store the templates in the clear."""
-    key = TemplateKey.from_base64(generate_key())
-    info = GalleryStore(tmp_path, key=key).write(draft()[0], now=BEFORE).info
-    with pytest.raises(TemplateKeyError, match="GATEMATCH_TEMPLATE_KEY"):
-        GalleryStore(tmp_path).write(draft(seed=1)[0], now=BEFORE)
-    assert GalleryStore(tmp_path).info(info.gallery_id) == info
-    assert sorted(p.name for p in tmp_path.glob("*.faiss*")) == [f"{info.gallery_id}.v1.faiss.enc"]
-
-
-def test_gallery_where_every_traveler_failed_gives_no_candidate(tmp_path: Path) -> None:
-    from gatematch.benchmarks.calibration import CalibrationTable
-
-    scores = np.random.default_rng(0).normal(0.0, 0.1, 20_000)
-    table = CalibrationTable.from_impostor_scores(
-        scores, embedder=EMBEDDER.name, embedder_sha256=EMBEDDER.sha256, dataset="synthetic"
-    )
-    store = GalleryStore(tmp_path)
-    empty = draft(travelers=0)[0]
-    gallery = store.load(store.write(empty, now=BEFORE).info.gallery_id, now=BEFORE)
-    result = gallery.search(probe_of(draft()[1], 0), EMBEDDER, table, now=BEFORE)
-    assert (result.gallery_size, result.candidates, result.match) == (0, (), None)
 
 
 def test_store_opened_on_the_wrong_folder_leaves_other_files_alone(tmp_path: Path) -> None:
@@ -381,6 +462,17 @@ def test_store_opened_on_the_wrong_folder_leaves_other_files_alone(tmp_path: Pat
         (tmp_path / name).write_bytes(data)
     orphan = tmp_path / "GM101_20300501T1830Z.v3.faiss.tmp-999"
     orphan.write_bytes(b"half-written")
-    GalleryStore(tmp_path)
+    SQLiteGalleryStore(tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in theirs} == theirs
     assert not orphan.exists()
+
+
+# -- what only PostgreSQL has: a server that may be unreachable, several replicas ---------------------------
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
+    url = f"postgresql://gate:s3cret-pw@127.0.0.1:{free_port()}/galleries"
+    with pytest.raises(GalleryStoreError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "postgresql://gate@127.0.0.1" in message and "s3cret" not in message and "\n" not in message

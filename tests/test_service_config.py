@@ -68,3 +68,27 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "absent.toml", env={})
+
+
+def test_store_url_and_audit_sink_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[store]\nurl = "postgresql://gate@db.example:5432/galleries"\n[audit]\nsink = "store"\n')
+    config = load_config(path, env={})
+    assert config.store.location == "postgresql://gate@db.example:5432/galleries"
+    assert config.audit.sink == "store"
+    overridden = load_config(path, env={"GATEMATCH_STORE_URL": "postgresql://gate@other/galleries"})
+    assert overridden.store.url == "postgresql://gate@other/galleries"
+    assert load_config(env={}).store.location == load_config(env={}).store.gallery_dir  # embedded by default
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GATEMATCH_STORE_URL": "mysql://x/y"}, "[store] url must start with postgresql://"),
+        ({"GATEMATCH_AUDIT_SINK": "syslog"}, "[audit] sink must be one of file, store"),
+        ({"GATEMATCH_AUDIT_SINK": "store"}, '[audit] sink = "store" needs the galleries in PostgreSQL'),
+    ],
+)
+def test_bad_store_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(env=env)

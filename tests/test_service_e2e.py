@@ -25,7 +25,14 @@ from gatematch.service.config import MatchConfig
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 from support.cli import run_gatematch
-from support.server import calibration_for, health_status, service_config, start_server
+from support.server import (
+    STORE_BACKENDS,
+    calibration_for,
+    health_status,
+    service_config,
+    start_server,
+    store_url,
+)
 
 FLIGHT = "GM101"
 ENROLLED = {  # traveler -> enrollment photo; the other photos of these people are probes
@@ -39,9 +46,11 @@ MAX_MESSAGE = 4 * 1024 * 1024
 MAX_PIXELS = 4000 * 3000
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, model_store, faces_dir, examples):
-    config = service_config(tmp_path_factory.mktemp("service"), max_message_bytes=MAX_MESSAGE)
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def service(request, tmp_path_factory, model_store, faces_dir, examples, postgres_cluster):
+    """The module's server, once per gallery store backend (embedded SQLite, PostgreSQL)."""
+    url = store_url(request.param, postgres_cluster)
+    config = service_config(tmp_path_factory.mktemp("service"), url, max_message_bytes=MAX_MESSAGE)
     config = replace(config, match=MatchConfig(max_pixels=MAX_PIXELS))
     pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
     calibration = calibration_for(pipeline, faces_dir)

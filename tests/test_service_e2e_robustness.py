@@ -23,7 +23,14 @@ from gatematch.facepipeline import FacePipeline
 from gatematch.service.config import BudgetConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from support.server import calibration_for, health_status, service_config, start_server
+from support.server import (
+    STORE_BACKENDS,
+    calibration_for,
+    health_status,
+    service_config,
+    start_server,
+    store_url,
+)
 
 FLIGHT = "GM404"
 MAX_STREAMS = 2
@@ -35,9 +42,12 @@ def pipeline(model_store) -> FacePipeline:
     return FacePipeline.from_pack("default", store=model_store, config=config)
 
 
-def serve(root: Path, model_store, pipeline, faces_dir, enrolled: Path, **changes) -> GateMatchServer:
-    """A loaded server whose FLIGHT gallery holds the one traveler of the photo `enrolled`."""
-    config = replace(service_config(root, max_streams=MAX_STREAMS), **changes)
+def serve(
+    root: Path, model_store, pipeline, faces_dir, enrolled: Path, url: str = "", **changes
+) -> GateMatchServer:
+    """A loaded server whose FLIGHT gallery holds the one traveler of the photo `enrolled` (galleries at
+    `url`, else in the embedded store)."""
+    config = replace(service_config(root, url, max_streams=MAX_STREAMS), **changes)
     server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
     with open_channel(f"127.0.0.1:{server.port}") as channel:
         photos = [(enrolled.parent.name, enrolled.read_bytes())]
@@ -48,10 +58,11 @@ def serve(root: Path, model_store, pipeline, faces_dir, enrolled: Path, **change
     return server
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, model_store, pipeline, faces_dir, examples):
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def service(request, tmp_path_factory, model_store, pipeline, faces_dir, examples, postgres_cluster):
     root = tmp_path_factory.mktemp("robust")
-    server = serve(root, model_store, pipeline, faces_dir, examples / "obama" / "obama.jpg")
+    url = store_url(request.param, postgres_cluster)
+    server = serve(root, model_store, pipeline, faces_dir, examples / "obama" / "obama.jpg", url)
     yield server
     server.stop(1.0)
 

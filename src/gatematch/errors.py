@@ -59,6 +59,11 @@ class GalleryStoreError(GatematchError):
     """The gallery store on disk is inconsistent (a referenced index file is missing or unreadable)."""
 
 
+class GalleryDamagedError(GalleryStoreError):
+    """One gallery's stored version cannot be used (index missing, altered or unreadable): it is quarantined,
+    the other galleries keep serving, and reloading the gallery replaces it."""
+
+
 class DatasetError(GatematchError, ValueError):
     """An evaluation data set file (e.g. an LFW pairs list) is malformed or inconsistent with its header."""
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import faiss
 import numpy as np
 
+from gatematch.calibration import CalibrationTable
 from gatematch.errors import CalibrationError, CardError, GalleryExpiredError, WrongPackError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ HNSW_EF_SEARCH = 128
 
 
 class Calibration(Protocol):
-    """What search needs from a calibration table (gatematch.benchmarks.calibration.CalibrationTable)."""
+    """What search needs from a calibration table (gatematch.calibration.CalibrationTable, or a test fake)."""
 
     embedder_sha256: str
 
@@ -50,8 +51,6 @@ class Calibration(Protocol):
 
 def load_default_calibration(embedder: str) -> Calibration:
     """The calibration table shipped for `embedder` (models/calibration/<embedder>.json)."""
-    from gatematch.benchmarks.calibration import CalibrationTable
-
     path = resources.files("gatematch.models") / "calibration" / f"{embedder}.json"
     if not path.is_file():
         raise CardError(f"no calibration table shipped for embedder '{embedder}' (expected {path})")
@@ -84,8 +83,6 @@ def load_fused_calibrations(embedder: str) -> dict[int, Calibration]:
     3-frame probe crossed the single-photo threshold for FMR 1e-4 at 1.3e-4 (MobileFaceNet) and 2.0e-4
     (w600k_mbf); these tables (`gatematch bench encounters --write-calibration`) give each k its own.
     """
-    from gatematch.benchmarks.calibration import CalibrationTable
-
     folder = resources.files("gatematch.models") / "calibration"
     tables = {}
     for frames in range(2, 16):

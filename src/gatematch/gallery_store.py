@@ -1,88 +1,43 @@
-"""The embedded gallery store: one SQLite file for metadata plus one FAISS index file per gallery version.
+"""Gallery stores: the one interface the service, the gallery commands and the benchmarks use, and what its
+two backends share.
 
-Why this shape: a gate needs no database server, and a departure's gallery is small, written once and read many
-times. Atomicity comes from ordering, not from locking readers out:
-  1. the new index file is written beside the old one (temp file, fsync, rename, directory fsync);
-  2. one SQLite transaction inserts the new version's rows and points the gallery at the new file;
-  3. only then are the old version's rows and file removed.
-A crash before step 2 leaves the old version fully intact plus an orphan file, which the next writer or
-`GalleryStore()` removes (under the write lock, so never a file another writer is about to commit).
-Readers take one read transaction for the metadata and then load the file it names, checked against the
-sha256 recorded with it; if a writer removed or is zero-filling that file in between, they read again, so they
-only ever see a complete version (and a tampered or rotted file is refused, never searched).
+A store holds one current version per departure's gallery and answers with immutable snapshots. Two backends:
+- `gatematch.gallery_store_sqlite.SQLiteGalleryStore`: a folder with a SQLite file and one FAISS index file per
+  gallery version; no server to install (the embedded default);
+- `gatematch.gallery_store_postgres.PostgresGalleryStore`: PostgreSQL, shared by several service replicas.
+`open_store` picks one from a location: a `postgresql://` URL or a folder.
 
-Templates (the only biometric data) live only in the index file; with a key they are encrypted there (AES-GCM,
-associated data = gallery id and version) and the index is rebuilt in memory from the decrypted bytes.
-Deleted rows are overwritten (`secure_delete`) and purged files are zero-filled before unlinking.
+Same semantics on both, and the code that decides them lives here: identical content (same content hash) is a
+no-op; a new version replaces the old one in one transaction (a reader sees the old or the new, never a mix);
+templates are serialised as one FAISS index, AES-GCM encrypted with the same associated data (gallery id and
+version) when a TemplateKey is set, and checked against their recorded sha256 before use; a gallery encrypted
+once is never rewritten in the clear; a damaged gallery (index missing, altered, undecryptable) is quarantined
+with its reason, so the others keep serving; purges delete rows for real.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import logging
-import os
 import re
-import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
 
-from gatematch.atomicfile import TMP_MARK, write_atomic
-from gatematch.errors import (
-    GalleryExpiredError,
-    GalleryNotFoundError,
-    GalleryStoreError,
-    TemplateKeyError,
-)
-from gatematch.gallery import (
-    EnrollmentFailure,
-    Gallery,
-    GalleryInfo,
-    ModelRef,
-    build_index,
-    index_kind_for,
-    iso,
-    parse_iso,
-)
+from gatematch.errors import GalleryDamagedError, GalleryStoreError, TemplateKeyError
+from gatematch.gallery import EnrollmentFailure, Gallery, GalleryInfo, ModelRef, build_index
 from gatematch.template_crypto import TemplateKey, is_encrypted
 
-LOG = logging.getLogger(__name__)
-DB_NAME = "galleries.sqlite"
 DEFAULT_RETENTION = timedelta(hours=12)  # U.S. exit practice: citizens' photos discarded within 12 hours
 FLIGHT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-INDEX_SUFFIXES = (".faiss", ".faiss.enc")
-# The names this store gives its index files (final or written aside); nothing else in the folder is ours.
-INDEX_FILE = re.compile(
-    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\w+)?"
-)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS galleries (
-    gallery_id TEXT PRIMARY KEY, version INTEGER NOT NULL, flight_id TEXT NOT NULL, departure TEXT NOT NULL,
-    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, pack TEXT NOT NULL, model_hashes TEXT NOT NULL,
-    embedder_name TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, dim INTEGER NOT NULL, index_kind TEXT NOT NULL,
-    encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL,
-    index_sha256 TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS travelers (
-    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, traveler_id TEXT NOT NULL,
-    document_type TEXT, PRIMARY KEY (gallery_id, version, traveler_id));
-CREATE TABLE IF NOT EXISTS templates (
-    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, row INTEGER NOT NULL, traveler_id TEXT NOT NULL,
-    photo TEXT NOT NULL, photo_sha256 TEXT NOT NULL, quality TEXT NOT NULL, created_at TEXT NOT NULL,
-    PRIMARY KEY (gallery_id, version, row));
-CREATE TABLE IF NOT EXISTS failures (
-    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, traveler_id TEXT NOT NULL, photo TEXT NOT NULL,
-    reason TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS failures_by_gallery ON failures (gallery_id, version);
-"""
-CHILD_TABLES = ("travelers", "templates", "failures")
+TRAVELER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+MAX_PHOTOS = 10  # photos (or templates) per traveler
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 def gallery_id_for(flight_id: str, departure: datetime) -> str:
@@ -100,7 +55,7 @@ class TravelerRecord:
 
 @dataclass(frozen=True)
 class TemplateRecord:
-    """One template and where it came from (provenance is kept; the vector goes only into the index file)."""
+    """One template and where it came from (provenance is kept; the vector goes only into the index)."""
 
     traveler_id: str
     photo: str
@@ -145,360 +100,205 @@ class WriteResult:
     unchanged: bool  # the same content was already the current version: nothing was written
 
 
-def _shred(path: Path) -> None:
-    """Zero-fill then unlink: on simple file systems the template bytes do not linger in free blocks."""
-    with contextlib.suppress(FileNotFoundError):
-        size = path.stat().st_size
-        with open(path, "r+b") as handle:
-            handle.write(b"\0" * size)
-            handle.flush()
-            os.fsync(handle.fileno())
-        path.unlink()
+@dataclass(frozen=True)
+class GalleryCheck:
+    """What `verify` found: the gallery's index matches its sha256, decrypts and holds one template per
+    recorded row, and every row can be read; otherwise `problem` says what is wrong."""
+
+    gallery_id: str
+    problem: str = ""
+    note: str = ""  # what could not be checked (an encrypted index without the key: its sha256 only)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
 
 
-class GalleryStore:
-    """Galleries of one site in one directory. Safe for many threads and processes; every call is one
-    short SQLite transaction, and loaded snapshots are cached per version."""
+class GalleryStore(Protocol):
+    """What the service, the gallery commands and the benchmarks need from a store (both backends)."""
 
-    def __init__(
-        self, root: Path, key: TemplateKey | None = None, retention: timedelta = DEFAULT_RETENTION
-    ) -> None:
-        if retention <= timedelta(0):
-            raise ValueError(f"retention must be positive, got {retention}")
-        self.root = Path(root)
-        self.key = key
-        self.retention = retention
-        self._cache: dict[str, tuple[tuple[int, str], Gallery]] = {}
-        self._cache_lock = threading.Lock()
-        try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with self._transaction(write=True) as con:
-                for statement in SCHEMA.split(";"):
-                    con.execute(statement)
-                self._collect_orphans(con)
-            os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise GalleryStoreError(f"gallery store {self.root} cannot be opened: {exc}") from None
+    location: str  # for operators' messages: a folder, or a URL without its password
+    key: TemplateKey | None
+    retention: timedelta  # default time a gallery is kept after its departure
+    reachable: bool  # False while a database server cannot be reached (the embedded store always is)
 
-    # -- connections -------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.root / DB_NAME, timeout=30.0, isolation_level=None)
-        try:
-            con.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
-            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-        finally:
-            con.close()
-
-    def _collect_orphans(self, con: sqlite3.Connection) -> None:
-        """Remove index files no gallery points at (left by a crash). Caller holds the write lock."""
-        live = {row[0] for row in con.execute("SELECT index_file FROM galleries")}
-        for path in self.root.iterdir():
-            if INDEX_FILE.fullmatch(path.name) and path.name not in live:
-                _shred(path)
-
-    # -- writing -------------------------------------------------------------------------------------------
-
-    def write(self, draft: GalleryDraft, now: datetime | None = None) -> WriteResult:
-        """Make `draft` the gallery's current version, atomically; a no-op if the content is unchanged."""
-        now = (now or datetime.now(UTC)).astimezone(UTC)
-        gid = draft.gallery_id
-        dim = draft.dim
-        vectors = np.asarray([t.embedding for t in draft.templates], dtype=np.float32).reshape(-1, dim)
-        encrypted = self.key is not None
-        old_file: str | None = None
-        with self._transaction(write=True) as con:
-            if self._is_current(con, gid, draft.content_hash):
-                return WriteResult(self._info(con, gid), unchanged=True)
-            self._refuse_plaintext_over_encrypted(con, gid)
-            current = con.execute(
-                "SELECT version, index_file FROM galleries WHERE gallery_id = ?", (gid,)
-            ).fetchone()
-            self._collect_orphans(con)
-            version = current[0] + 1 if current else 1
-            kind = index_kind_for(len(vectors))
-            data = faiss.serialize_index(build_index(vectors, kind)).tobytes()
-            if self.key is not None:
-                data = self.key.encrypt(data, self._associated(gid, version))
-            index_file = f"{gid}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
-            write_atomic(self.root / index_file, data)
-            if current:
-                old_file = current[1]
-                for table in CHILD_TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
-            con.execute(
-                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    gid,
-                    version,
-                    draft.flight_id,
-                    iso(draft.departure),
-                    iso(now),
-                    iso(draft.departure + self.retention),
-                    draft.pack,
-                    json.dumps(draft.model_hashes, sort_keys=True),
-                    draft.embedder.name,
-                    draft.embedder.sha256,
-                    dim,
-                    kind,
-                    int(encrypted),
-                    draft.content_hash,
-                    index_file,
-                    hashlib.sha256(data).hexdigest(),
-                ),
-            )
-            con.executemany(
-                "INSERT INTO travelers VALUES (?,?,?,?,?)",
-                [(gid, version, i, t.traveler_id, t.document_type) for i, t in enumerate(draft.travelers)],
-            )
-            con.executemany(
-                "INSERT INTO templates VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        gid,
-                        version,
-                        row,
-                        t.traveler_id,
-                        t.photo,
-                        t.photo_sha256,
-                        json.dumps(t.quality, default=float),
-                        iso(now),
-                    )
-                    for row, t in enumerate(draft.templates)
-                ],
-            )
-            con.executemany(
-                "INSERT INTO failures VALUES (?,?,?,?,?,?)",
-                [(gid, version, f.traveler_id, f.photo, f.reason, f.detail) for f in draft.failures],
-            )
-            info = self._info(con, gid)
-        if old_file and old_file != index_file:
-            _shred(self.root / old_file)
-        return WriteResult(info, unchanged=False)
-
-    def _is_current(self, con: sqlite3.Connection, gallery_id: str, content_hash: str) -> bool:
-        row = con.execute(
-            "SELECT content_hash, encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
-        ).fetchone()
-        return row is not None and row[0] == content_hash and bool(row[1]) == (self.key is not None)
-
-    def _refuse_plaintext_over_encrypted(self, con: sqlite3.Connection, gallery_id: str) -> None:
-        """A rebuild without the key (a forgotten environment variable) must not silently store in the clear
-        templates that were encrypted: the operator sets the key, or purges the gallery first."""
-        row = con.execute("SELECT encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)).fetchone()
-        if row is not None and row[0] and self.key is None:
-            raise TemplateKeyError(
-                f"gallery {gallery_id} is encrypted; set GATEMATCH_TEMPLATE_KEY to replace it "
-                "(or purge it first)"
-            )
-
-    def check_replaceable(self, gallery_id: str) -> None:
-        """Raise now what `write` would raise for this gallery, before an hour of enrollment work."""
-        with self._transaction() as con:
-            self._refuse_plaintext_over_encrypted(con, gallery_id)
+    def write(
+        self, draft: GalleryDraft, now: datetime | None = None, retention: timedelta | None = None
+    ) -> WriteResult:
+        """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged."""
+        ...
 
     def is_current(self, gallery_id: str, content_hash: str) -> bool:
         """Whether the current version already holds exactly this content (lets a rebuild skip all work)."""
-        with self._transaction() as con:
-            return self._is_current(con, gallery_id, content_hash)
+        ...
 
-    @staticmethod
-    def _associated(gallery_id: str, version: int) -> bytes:
-        return f"gatematch-gallery:{gallery_id}:v{version}".encode()
+    def check_replaceable(self, gallery_id: str) -> None:
+        """Raise now what `write` would raise for this gallery, before an hour of enrollment work."""
+        ...
 
-    # -- reading -------------------------------------------------------------------------------------------
-
-    def _info(self, con: sqlite3.Connection, gallery_id: str) -> GalleryInfo:
-        row = con.execute(
-            "SELECT version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name,"
-            " embedder_sha256, dim, index_kind, encrypted, content_hash FROM galleries WHERE gallery_id = ?",
-            (gallery_id,),
-        ).fetchone()
-        if row is None:
-            raise GalleryNotFoundError(f"no gallery '{gallery_id}' in store {self.root}")
-        version = row[0]
-        travelers = con.execute(
-            "SELECT COUNT(DISTINCT traveler_id), COUNT(*) FROM templates WHERE gallery_id = ? AND version = ?",
-            (gallery_id, version),
-        ).fetchone()
-        failed = con.execute(
-            "SELECT traveler_id FROM travelers WHERE gallery_id = ? AND version = ? AND traveler_id NOT IN"
-            " (SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ?) ORDER BY position",
-            (gallery_id, version, gallery_id, version),
-        ).fetchall()
-        (failures,) = con.execute(
-            "SELECT COUNT(*) FROM failures WHERE gallery_id = ? AND version = ?", (gallery_id, version)
-        ).fetchone()
-        return GalleryInfo(
-            gallery_id=gallery_id,
-            version=version,
-            flight_id=row[1],
-            departure=parse_iso(row[2]),
-            created_at=parse_iso(row[3]),
-            expires_at=parse_iso(row[4]),
-            pack=row[5],
-            model_hashes=json.loads(row[6]),
-            embedder=ModelRef(row[7], row[8]),
-            dim=row[9],
-            travelers=travelers[0],
-            templates=travelers[1],
-            failed_travelers=tuple(r[0] for r in failed),
-            failures=failures,
-            index_kind=row[10],
-            encrypted=bool(row[11]),
-            content_hash=row[12],
-        )
-
-    def info(self, gallery_id: str) -> GalleryInfo:
-        with self._transaction() as con:
-            return self._info(con, gallery_id)
+    def info(self, gallery_id: str) -> GalleryInfo: ...
 
     def galleries(self, flight_id: str | None = None) -> list[GalleryInfo]:
-        """Every gallery, or only those of one flight (the service resolves a camera's flight per frame)."""
-        where, args = ("WHERE flight_id = ? ", (flight_id,)) if flight_id is not None else ("", ())
-        with self._transaction() as con:
-            ids = [
-                r[0]
-                for r in con.execute(
-                    f"SELECT gallery_id FROM galleries {where}ORDER BY departure, gallery_id", args
-                )
-            ]
-            return [self._info(con, gid) for gid in ids]
+        """Every gallery, or only those of one flight, by departure."""
+        ...
 
-    def failures(self, gallery_id: str) -> list[EnrollmentFailure]:
-        with self._transaction() as con:
-            version = self._info(con, gallery_id).version
-            rows = con.execute(
-                "SELECT traveler_id, photo, reason, detail FROM failures WHERE gallery_id = ? AND version = ?"
-                " ORDER BY rowid",
-                (gallery_id, version),
-            ).fetchall()
-        return [EnrollmentFailure(*row) for row in rows]
+    def failures(self, gallery_id: str) -> list[EnrollmentFailure]: ...
 
-    def travelers(self, gallery_id: str) -> list[TravelerRecord]:
-        """Every traveler of the manifest, in manifest order (including those that failed to enroll)."""
-        with self._transaction() as con:
-            version = self._info(con, gallery_id).version
-            rows = con.execute(
-                "SELECT traveler_id, document_type FROM travelers WHERE gallery_id = ? AND version = ?"
-                " ORDER BY position",
-                (gallery_id, version),
-            ).fetchall()
-        return [TravelerRecord(*row) for row in rows]
+    def travelers(self, gallery_id: str) -> list[TravelerRecord]: ...
 
-    def provenance(self, gallery_id: str) -> list[TemplateProvenance]:
-        with self._transaction() as con:
-            version = self._info(con, gallery_id).version
-            rows = con.execute(
-                "SELECT row, traveler_id, photo, photo_sha256, quality, created_at FROM templates"
-                " WHERE gallery_id = ? AND version = ? ORDER BY row",
-                (gallery_id, version),
-            ).fetchall()
-        return [TemplateProvenance(r[0], r[1], r[2], r[3], json.loads(r[4]), parse_iso(r[5])) for r in rows]
+    def provenance(self, gallery_id: str) -> list[TemplateProvenance]: ...
 
     def load(self, gallery_id: str, now: datetime | None = None) -> Gallery:
-        """An immutable snapshot of the current version (cached until a new version is written).
+        """An immutable, searchable snapshot of the current version (cached per version)."""
+        ...
 
-        Called for every frame a camera sends, so a cache hit costs one indexed row read; the traveler rows
-        and the index file are only read when the version changed.
-        """
-        for _attempt in range(3):
-            with self._transaction() as con:
-                row = con.execute(
-                    "SELECT version, content_hash, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
-                    (gallery_id,),
-                ).fetchone()
-                if row is None:
-                    raise GalleryNotFoundError(f"no gallery '{gallery_id}' in store {self.root}")
-                stamp, index_file, index_sha256 = (row[0], row[1]), row[2], row[3]
-                with self._cache_lock:
-                    cached = self._cache.get(gallery_id)
-                if cached and cached[0] == stamp:
-                    info, owners = cached[1].info, None
-                else:
-                    info = self._info(con, gallery_id)
-                    owners = [
-                        r[0]
-                        for r in con.execute(
-                            "SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ? ORDER BY row",
-                            (gallery_id, info.version),
-                        )
-                    ]
-            if info.expired(now):
-                raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(info.expires_at)}")
-            if owners is None:
-                return cached[1]
-            try:
-                data = (self.root / index_file).read_bytes()
-            except FileNotFoundError:
-                continue  # replaced by a newer version between our read and the file open: read again
-            if hashlib.sha256(data).hexdigest() != index_sha256:
-                continue  # being shredded by a writer (or altered): read the current version again
-            gallery = self._snapshot(info, data, owners)
-            with self._cache_lock:
-                self._cache[gallery_id] = (stamp, gallery)
-            return gallery
-        raise GalleryStoreError(
-            f"gallery {gallery_id}: index file {index_file} in {self.root} is missing or does not match its sha256"
-        )
-
-    def _snapshot(self, info: GalleryInfo, data: bytes, owners: list[str]) -> Gallery:
-        if info.encrypted:
-            if self.key is None:
-                raise TemplateKeyError(
-                    f"gallery {info.gallery_id} is encrypted; set GATEMATCH_TEMPLATE_KEY to its key"
-                )
-            data = self.key.decrypt(data, self._associated(info.gallery_id, info.version))
-        elif is_encrypted(data):
-            raise GalleryStoreError(
-                f"gallery {info.gallery_id}: index file is encrypted but recorded as plain"
-            )
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        if index.ntotal != len(owners):
-            raise GalleryStoreError(
-                f"gallery {info.gallery_id}: index holds {index.ntotal} templates, metadata {len(owners)}"
-            )
-        position: dict[str, int] = {}
-        for traveler in owners:
-            position.setdefault(traveler, len(position))
-        mapping = np.fromiter((position[t] for t in owners), dtype=np.int32, count=len(owners))
-        most = int(np.bincount(mapping).max()) if len(mapping) else 0
-        return Gallery(info, index, tuple(position), mapping, most)
-
-    # -- retention -----------------------------------------------------------------------------------------
+    def verify(self, gallery_id: str) -> GalleryCheck:
+        """Read everything of the current version back (what `gallery list|inspect` report is true)."""
+        ...
 
     def purge(self, gallery_id: str) -> None:
-        """Delete a gallery's rows and files now (rows overwritten by secure_delete, file zero-filled)."""
-        with self._transaction(write=True) as con:
-            row = con.execute(
-                "SELECT index_file FROM galleries WHERE gallery_id = ?", (gallery_id,)
-            ).fetchone()
-            if row is None:
-                raise GalleryNotFoundError(f"no gallery '{gallery_id}' in store {self.root}")
-            for table in (*CHILD_TABLES, "galleries"):
-                con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gallery_id,))
-            # Its index file, and any earlier version's file a crashed writer left behind, are orphans now.
-            self._collect_orphans(con)
-        with self._cache_lock:
-            self._cache.pop(gallery_id, None)
+        """Delete a gallery's rows (and files) now."""
+        ...
 
     def purge_expired(self, now: datetime | None = None) -> list[str]:
-        """Purge every gallery whose retention is over; returns their ids. Run by the CLI and the service timer."""
-        moment = iso(now or datetime.now(UTC))
-        with self._transaction() as con:
-            due = [
-                r[0] for r in con.execute("SELECT gallery_id FROM galleries WHERE expires_at <= ?", (moment,))
-            ]
-        purged = []
-        for gid in due:
-            with contextlib.suppress(GalleryNotFoundError):  # another process purged it first
-                self.purge(gid)
-                purged.append(gid)
-        return purged
+        """Purge every gallery whose retention is over; returns their ids."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(
+    location: str | Path,
+    key: TemplateKey | None = None,
+    retention: timedelta = DEFAULT_RETENTION,
+    *,
+    follow: bool = False,
+    on_reachable: Callable[[bool, str], None] | None = None,
+) -> GalleryStore:
+    """The store at `location`: a PostgreSQL URL, or a folder for the embedded SQLite store (created if missing).
+
+    `follow` (PostgreSQL, for service replicas): keep every gallery searchable in memory and follow other
+    replicas' writes and purges; `on_reachable(reachable, detail)` is told when the database goes away or
+    comes back. The embedded store is one process's folder: always current, never unreachable.
+    """
+    if is_database_url(location):
+        from gatematch.gallery_store_postgres import PostgresGalleryStore
+
+        return PostgresGalleryStore(str(location), key, retention, follow=follow, on_reachable=on_reachable)
+    from gatematch.gallery_store_sqlite import SQLiteGalleryStore
+
+    return SQLiteGalleryStore(Path(location), key, retention)
+
+
+def is_database_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(DATABASE_SCHEMES)
+
+
+# -- what both backends share: one index encoding, one encryption rule, one snapshot check -----------------
+
+
+def associated_data(gallery_id: str, version: int) -> bytes:
+    """Binds a ciphertext to its gallery and version: a blob copied elsewhere or replayed fails to decrypt."""
+    return f"gatematch-gallery:{gallery_id}:v{version}".encode()
+
+
+def seal_index(
+    vectors: np.ndarray, kind: str, key: TemplateKey | None, gallery_id: str, version: int
+) -> bytes:
+    """The templates as a serialised FAISS index, encrypted when there is a key (no plaintext is ever stored)."""
+    data = faiss.serialize_index(build_index(vectors, kind)).tobytes()
+    return key.encrypt(data, associated_data(gallery_id, version)) if key is not None else data
+
+
+def refuse_plaintext_over_encrypted(gallery_id: str, encrypted: bool | None, key: TemplateKey | None) -> None:
+    """A rebuild without the key (a forgotten environment variable) must not silently store in the clear
+    templates that were encrypted: the operator sets the key, or purges the gallery first."""
+    if encrypted and key is None:
+        raise TemplateKeyError(
+            f"gallery {gallery_id} is encrypted; set GATEMATCH_TEMPLATE_KEY to replace it (or purge it first)"
+        )
+
+
+def open_snapshot(
+    info: GalleryInfo, data: bytes, index_sha256: str, owners: list[str], key: TemplateKey | None
+) -> Gallery:
+    """A searchable snapshot from a stored index: checked against its sha256, decrypted, and matched with the
+    template rows; GalleryDamagedError or TemplateKeyError (a wrong or missing key) when it cannot be."""
+    gid = info.gallery_id
+    if hashlib.sha256(data).hexdigest() != index_sha256:
+        raise GalleryDamagedError(f"gallery {gid}: its index does not match its recorded sha256")
+    if info.encrypted:
+        if key is None:
+            raise TemplateKeyError(f"gallery {gid} is encrypted; set GATEMATCH_TEMPLATE_KEY to its key")
+        data = key.decrypt(data, associated_data(gid, info.version))
+    elif is_encrypted(data):
+        raise GalleryDamagedError(f"gallery {gid}: its index is encrypted but recorded as plain")
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError:
+        raise GalleryDamagedError(f"gallery {gid}: its index cannot be read as a FAISS index") from None
+    if index.ntotal != len(owners):
+        raise GalleryDamagedError(
+            f"gallery {gid}: index holds {index.ntotal} templates, metadata {len(owners)}"
+        )
+    position: dict[str, int] = {}
+    for traveler in owners:
+        position.setdefault(traveler, len(position))
+    mapping = np.fromiter((position[t] for t in owners), dtype=np.int32, count=len(owners))
+    most = int(np.bincount(mapping).max()) if len(mapping) else 0
+    return Gallery(info, index, tuple(position), mapping, most)
+
+
+def check_index(
+    info: GalleryInfo, data: bytes, index_sha256: str, owners: list[str], key: TemplateKey | None
+) -> GalleryCheck:
+    """`verify`'s verdict on one stored index: as `open_snapshot` would take it; an encrypted index without
+    the key is checked against its sha256 only (and says so)."""
+    try:
+        if info.encrypted and key is None:
+            if hashlib.sha256(data).hexdigest() != index_sha256:
+                raise GalleryDamagedError(
+                    f"gallery {info.gallery_id}: its index does not match its recorded sha256"
+                )
+            return GalleryCheck(
+                info.gallery_id, note="sha256 checked; not decrypted (no GATEMATCH_TEMPLATE_KEY)"
+            )
+        open_snapshot(info, data, index_sha256, owners, key)
+    except (GalleryStoreError, TemplateKeyError) as exc:
+        return GalleryCheck(info.gallery_id, str(exc))
+    return GalleryCheck(info.gallery_id)
+
+
+Stamp = tuple[int, str]  # (version, content hash): what identifies one stored version
+
+
+class Quarantine:
+    """Galleries whose current version could not be loaded, with why: asked again, they fail at once with the
+    same error instead of re-reading a damaged index for every camera frame; a new version clears it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Stamp, GalleryStoreError | TemplateKeyError]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, gallery_id: str, stamp: Stamp) -> None:
+        with self._lock:
+            entry = self._entries.get(gallery_id)
+        if entry is not None and entry[0] == stamp:
+            raise entry[1]
+
+    def holds(self, gallery_id: str, stamp: Stamp) -> bool:
+        with self._lock:
+            entry = self._entries.get(gallery_id)
+        return entry is not None and entry[0] == stamp
+
+    def hold(self, gallery_id: str, stamp: Stamp, error: GalleryStoreError | TemplateKeyError) -> None:
+        with self._lock:
+            self._entries[gallery_id] = (stamp, error)
+
+    def release(self, gallery_id: str) -> None:
+        with self._lock:
+            self._entries.pop(gallery_id, None)
+
+    def reasons(self) -> dict[str, str]:
+        with self._lock:
+            return {gid: str(error) for gid, (_, error) in self._entries.items()}

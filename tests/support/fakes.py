@@ -16,7 +16,7 @@ import numpy as np
 
 from gatematch.detect import Detection
 from gatematch.facepipeline import Analysis, Face, PipelineConfig
-from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord
+from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, open_store
 from gatematch.quality import QualityReport
 from gatematch.service.dataplane import DataPlane, RawPixels
 from gatematch.service.flow import WorkerPool
@@ -116,7 +116,7 @@ def data_plane(
     root: Path, pipeline: FakePipeline, *, frame_budget_s: float = 0.5, max_candidates: int = 5
 ) -> DataPlane:
     """A data plane over the fake pipeline, a real store under `root` and a real two-worker pool."""
-    store = GalleryStore(root, retention=timedelta(days=365 * 10))
+    store = open_store(root, retention=timedelta(days=365 * 10))
     return DataPlane(
         pipeline,  # type: ignore[arg-type]
         store,

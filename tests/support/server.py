@@ -5,6 +5,10 @@ Not a test module: imported by tests/test_service_e2e*.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.errors import CardError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Calibration, load_default_calibration
@@ -20,6 +24,7 @@ from gatematch.images import load_image
 from gatematch.modelstore import ModelStore
 from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
+from support.postgres import PostgresCluster, need_cluster
 
 PER_IDENTITY = 12  # glint24 crops per identity for a test calibration: 288 crops, ~39k impostor pairs
 
@@ -41,16 +46,26 @@ def calibration_for(pipeline: FacePipeline, faces_dir: Path) -> Calibration:
     labels_arr = np.asarray(labels)
     upper = np.triu(np.ones_like(scores, dtype=bool), k=1)
     impostor = scores[upper & (labels_arr[:, None] != labels_arr[None, :])]
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         impostor, embedder=card.name, embedder_sha256=card.sha256, dataset="glint24_aligned (tests)"
     )
 
 
-def service_config(root: Path, **server: object) -> ServiceConfig:
-    """Loopback, port 0, a store and audit log under `root`; two inference workers."""
+STORE_BACKENDS = ("sqlite", "postgres")
+
+
+def store_url(backend: str, postgres_cluster: PostgresCluster | str) -> str:
+    """`[store] url` for a test server: "" (the embedded store) or a fresh database of the test cluster
+    (skipped, or failed under CI=true, when PostgreSQL is not installed)."""
+    return need_cluster(postgres_cluster).database() if backend == "postgres" else ""
+
+
+def service_config(root: Path, store_url: str = "", **server: object) -> ServiceConfig:
+    """Loopback, port 0, a store and audit log under `root` (or the galleries at `store_url`); two inference
+    workers."""
     config = ServiceConfig(
         server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
-        store=StoreConfig(gallery_dir=str(root / "galleries")),
+        store=StoreConfig(gallery_dir=str(root / "galleries"), url=store_url),
         audit=AuditConfig(path=str(root / "audit.jsonl")),
     )
     return replace(config, server=replace(config.server, **server)) if server else config
@@ -79,3 +94,44 @@ def health_status(target: str, credentials: grpc.ChannelCredentials | None = Non
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+class ServeProcess:
+    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL)."""
+
+    def __init__(self, config_file: Path, model_dir: Path, port: int, log: Path) -> None:
+        self.command = [sys.executable, "-m", "gatematch.cli", "serve", "--config", str(config_file)]
+        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir)}
+        self.target = f"127.0.0.1:{port}"
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        """Start and wait until its health says SERVING."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if health_status(self.target) == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"gatematch serve did not come up: {self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup (what a crash or an OOM kill does)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
+from gatematch.calibration import CalibrationTable
 from gatematch.gallery import Gallery, GalleryInfo, ModelRef, build_index
 
 DIM = 128
@@ -52,7 +53,7 @@ def calibration(impostors: int = 200_000, seed: int = 99, dim: int = DIM) -> Cal
         a = unit(rng.standard_normal((count, dim), dtype=np.float32))
         b = unit(rng.standard_normal((count, dim), dtype=np.float32))
         scores.append(np.einsum("ij,ij->i", a, b))
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         np.concatenate(scores),
         embedder=EMBEDDER.name,
         embedder_sha256=EMBEDDER.sha256,

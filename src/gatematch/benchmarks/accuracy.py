@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gatematch.benchmarks import metrics
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.benchmarks.embeddings import EmbeddedSet, embed_dataset
 from gatematch.benchmarks.protocols import (
@@ -27,6 +27,7 @@ from gatematch.benchmarks.protocols import (
     simulate_flights,
     verification_scores,
 )
+from gatematch.calibration import CalibrationTable
 from gatematch.errors import DatasetError
 from gatematch.facepipeline import FacePipeline
 
@@ -368,7 +369,7 @@ def evaluate_pack(
 def calibration_table(run: PackRun, dataset: Dataset) -> CalibrationTable:
     """The table galleries read: this pack's impostor scores, traceable to the data set's fingerprint."""
     embedder = run.summary["embedder"]
-    return CalibrationTable.from_impostor_scores(
+    return measure_calibration(
         run.scores.impostor,
         embedder=embedder["name"],
         embedder_sha256=embedder["sha256"],

@@ -132,7 +132,6 @@ def _accuracy(args: argparse.Namespace) -> int:
 
 def _latency(args: argparse.Namespace) -> int:
     from gatematch.benchmarks import overhead
-    from gatematch.benchmarks.calibration import CalibrationTable
     from gatematch.benchmarks.latency import (
         LoadSettings,
         check_loopback,
@@ -141,6 +140,7 @@ def _latency(args: argparse.Namespace) -> int:
         run_load,
     )
     from gatematch.benchmarks.report import now_iso, write_latency
+    from gatematch.calibration import CalibrationTable
     from gatematch.cards import get_pack
     from gatematch.errors import ConfigError
     from gatematch.facepipeline import FacePipeline, PipelineConfig

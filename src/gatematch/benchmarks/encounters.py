@@ -36,9 +36,11 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from gatematch.benchmarks import metrics
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.benchmarks.report import now_iso, percent, table, write_json
+from gatematch.calibration import CalibrationTable
+from gatematch.enrollment import EnrollmentPhoto, judge
 from gatematch.errors import BadImageError, DatasetError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import (
@@ -50,7 +52,6 @@ from gatematch.gallery import (
     SearchResult,
     build_index,
 )
-from gatematch.gallery_tools.build import EnrollmentPhoto, judge
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
 from gatematch.service.config import EncounterConfig
@@ -688,7 +689,7 @@ def fused_calibration_tables(
     """The tables the service reads for encounters averaging 2..`most_frames` frames."""
     card = pipeline.pack.embedder
     return {
-        frames: CalibrationTable.from_impostor_scores(
+        frames: measure_calibration(
             fused_impostor_scores(stills, frames),
             embedder=card.name,
             embedder_sha256=card.sha256,

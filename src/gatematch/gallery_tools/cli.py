@@ -3,7 +3,9 @@
 Templates are biometric data, so `export` writes metadata only (gallery, pack, travelers, template
 provenance, enrollment failures) unless `--with-templates` is given; templates then go only to a new file
 readable by its owner alone, never to the terminal, and never from an expired gallery.
-Encrypted stores take their key from $GATEMATCH_TEMPLATE_KEY.
+Encrypted stores take their key from $GATEMATCH_TEMPLATE_KEY. `--store` is a folder (the embedded store) or
+a `postgresql://` URL (the store service replicas share). `list` and `inspect` read every gallery back (rows,
+index sha256, decryption) and name a damaged one; they then exit with code 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from gatematch.cli.options import print_json
 from gatematch.errors import GalleryExportError, GalleryStoreError
 from gatematch.gallery import GalleryInfo, iso
-from gatematch.gallery_store import DB_NAME, DEFAULT_RETENTION, GalleryStore
+from gatematch.gallery_store import DEFAULT_RETENTION, GalleryCheck, GalleryStore, is_database_url, open_store
+from gatematch.gallery_store_sqlite import DB_NAME
 from gatematch.gallery_tools.manifest import parse_departure
 from gatematch.template_crypto import TemplateKey
 
@@ -40,15 +43,24 @@ def _positive(kind: type[int] | type[float], most: float = math.inf):
     return parse
 
 
+EXIT_DAMAGED = 1  # `list`/`inspect` found a damaged gallery (and said which)
+
+
 def _store(args: argparse.Namespace, create: bool = False) -> GalleryStore:
-    """The store at --store; only `build` may create one (a typo must not leave stores around)."""
-    if not create and not (Path(args.store) / DB_NAME).is_file():
+    """The store at --store; only `build` may create a folder (a typo must not leave stores around)."""
+    if not create and not is_database_url(args.store) and not (Path(args.store) / DB_NAME).is_file():
         raise GalleryStoreError(
             f"no gallery store at {args.store} (build one with `gatematch gallery build`)"
         )
     hours = getattr(args, "retention_hours", None)
     retention = timedelta(hours=hours) if hours is not None else DEFAULT_RETENTION
-    return GalleryStore(args.store, key=TemplateKey.from_env(), retention=retention)
+    return open_store(args.store, key=TemplateKey.from_env(), retention=retention)
+
+
+def _check_line(check: GalleryCheck) -> str:
+    if not check.ok:
+        return f"  DAMAGED: {check.problem}"
+    return f"  ({check.note})" if check.note else ""
 
 
 def _summary(info: GalleryInfo) -> str:
@@ -93,24 +105,38 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_dict(check: GalleryCheck) -> dict[str, object]:
+    return {"ok": check.ok, "problem": check.problem, "note": check.note}
+
+
 def _list(args: argparse.Namespace) -> int:
-    galleries = _store(args).galleries()
+    store = _store(args)
+    galleries = store.galleries()
+    checks = [store.verify(info.gallery_id) for info in galleries]
     if args.json:
-        print_json([g.as_dict() for g in galleries])
+        print_json([{**g.as_dict(), "check": _check_dict(c)} for g, c in zip(galleries, checks, strict=True)])
     else:
-        for info in galleries:
-            print(_summary(info))
-    return 0
+        for info, check in zip(galleries, checks, strict=True):
+            print(_summary(info) + _check_line(check))
+    return 0 if all(c.ok for c in checks) else EXIT_DAMAGED
 
 
 def _inspect(args: argparse.Namespace) -> int:
     store = _store(args)
     info = store.info(args.gallery)
     failures = store.failures(args.gallery)
+    check = store.verify(args.gallery)
+    status = 0 if check.ok else EXIT_DAMAGED
     if args.json:
-        print_json({**info.as_dict(), "enrollment_failures": [f.__dict__ for f in failures]})
-        return 0
-    print(_summary(info))
+        print_json(
+            {
+                **info.as_dict(),
+                "check": _check_dict(check),
+                "enrollment_failures": [f.__dict__ for f in failures],
+            }
+        )
+        return status
+    print(_summary(info) + _check_line(check))
     print(
         f"  embedder {info.embedder.name} sha256 {info.embedder.sha256}, {info.dim}-d, {info.index_kind} index"
     )
@@ -123,7 +149,7 @@ def _inspect(args: argparse.Namespace) -> int:
         )
     for traveler in info.failed_travelers:
         print(f"  NOT ENROLLED (every photo failed): {traveler}")
-    return 0
+    return status
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -186,7 +212,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = gallery.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--store", "--out", dest="store", type=Path, required=True, help="gallery store folder"
+        "--store",
+        "--out",
+        dest="store",
+        required=True,
+        help="gallery store: a folder (embedded SQLite store) or a postgresql:// URL",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 

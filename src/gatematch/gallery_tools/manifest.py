@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from gatematch.errors import ManifestError
-from gatematch.gallery_store import FLIGHT_ID
+from gatematch.gallery_store import FLIGHT_ID, MAX_PHOTOS, TRAVELER_ID
 
-TRAVELER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 CSV_COLUMNS = ("flight_id", "departure", "traveler_id", "photos", "document_type")
 REQUIRED_COLUMNS = CSV_COLUMNS[:4]
-MAX_PHOTOS = 10
 # A departure outside these years is a typo; refusing it also keeps departure + retention representable.
 EARLIEST_DEPARTURE = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_DEPARTURE = datetime(3000, 1, 1, tzinfo=UTC)

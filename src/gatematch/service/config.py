@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gatematch.errors import ConfigError
+from gatematch.gallery_store import DATABASE_SCHEMES
 from gatematch.tomlfile import read_toml
 
 ENV_PREFIX = "GATEMATCH_"
@@ -56,9 +57,21 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    gallery_dir: str = str(_data_dir() / "galleries")
+    gallery_dir: str = str(_data_dir() / "galleries")  # the embedded store (SQLite + index files)
+    url: str = (
+        ""  # "postgresql://...": galleries in PostgreSQL, shared by replicas (gallery_dir is then unused)
+    )
     model_dir: str = ""  # empty: the model store's own default (GATEMATCH_MODEL_DIR or the user cache)
     pack: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(DATABASE_SCHEMES):
+            raise ConfigError(f"[store] url must start with {' or '.join(DATABASE_SCHEMES)} (or be empty)")
+
+    @property
+    def location(self) -> str:
+        """Where the galleries are: the database URL, else the embedded store's folder."""
+        return self.url or self.gallery_dir
 
 
 @dataclass(frozen=True)
@@ -132,9 +145,17 @@ class AuthConfig:
     policy_file: str = ""  # empty = no authorization (only allowed on loopback without TLS)
 
 
+AUDIT_SINKS = ("file", "store")
+
+
 @dataclass(frozen=True)
 class AuditConfig:
-    path: str = str(_data_dir() / "audit.jsonl")
+    path: str = str(_data_dir() / "audit.jsonl")  # the file sink, and the fallback of the store sink
+    sink: str = "file"  # "store": an append-only table in the gallery store's PostgreSQL database
+
+    def __post_init__(self) -> None:
+        if self.sink not in AUDIT_SINKS:
+            raise ConfigError(f"[audit] sink must be one of {', '.join(AUDIT_SINKS)}, got {self.sink!r}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,10 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        if self.audit.sink == "store" and not self.store.url:
+            raise ConfigError('[audit] sink = "store" needs the galleries in PostgreSQL ([store] url)')
 
 
 _PATH_SUFFIXES = ("_file", "_dir", "path")

@@ -10,22 +10,26 @@ gRPC servicers and the stream scheduler are thin layers over this module.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import numpy as np
 
+from gatematch.enrollment import Enrollment, EnrollmentPhoto
 from gatematch.errors import (
     BadImageError,
     BudgetExceededError,
     CardError,
     GalleryExpiredError,
     GalleryNotFoundError,
+    GalleryStoreError,
     ManifestError,
+    TemplateKeyError,
     WrongPackError,
 )
 from gatematch.facepipeline import Analysis, Face, FacePipeline
@@ -38,12 +42,9 @@ from gatematch.gallery import (
     ModelRef,
     OperatingPoint,
     SearchResult,
-    canonical_json,
     iso,
 )
-from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord
-from gatematch.gallery_tools.build import EnrollmentPhoto, judge
-from gatematch.gallery_tools.manifest import MAX_PHOTOS, TRAVELER_ID
+from gatematch.gallery_store import GalleryStore
 from gatematch.images import ImageLimits, decode_image, to_bgr
 from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
@@ -51,6 +52,7 @@ from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
 LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
 ENROLL_BATCH = 8
+LOG = logging.getLogger(__name__)
 ADMIN_BUDGET_S = 600.0  # one chunk of enrollment photos on the inference pool
 T = TypeVar("T")
 
@@ -221,124 +223,43 @@ class LoadResult:
 
 
 @dataclass
-class Enrollment:
-    """A gallery being loaded chunk by chunk; only templates are kept, never the photos."""
+class GalleryLoad:
+    """A gallery arriving over GalleryService.Load chunk by chunk, through the one enrollment path
+    (gatematch.enrollment); only templates are kept, never the photos."""
 
     plane: DataPlane
     header: LoadHeader
-    kind: str = ""  # "photos" or "templates", fixed by the first chunk
-    templates: list[TemplateRecord] = field(default_factory=list)
-    failures: list[EnrollmentFailure] = field(default_factory=list)
-    digests: dict[str, list[str]] = field(default_factory=dict)  # traveler -> input sha256s, in order
-
-    def _begin(self, kind: str, traveler_ids: Iterable[str]) -> None:
-        if self.kind and self.kind != kind:
-            raise ManifestError(f"a load holds photos or templates, not both (got {kind} after {self.kind})")
-        self.kind = kind
-        for traveler_id in traveler_ids:
-            if not TRAVELER_ID.fullmatch(traveler_id):
-                raise ManifestError(
-                    f"traveler id {traveler_id!r} must be 1-64 letters, digits or . _ : - (starting with one "
-                    "letter or digit)"
-                )
-            if len(self.digests.get(traveler_id, ())) >= MAX_PHOTOS:
-                raise ManifestError(f"traveler {traveler_id!r} has more than {MAX_PHOTOS} photos/templates")
-
-    def _note(self, traveler_id: str, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.digests.setdefault(traveler_id, []).append(digest)
-        return digest
+    enrollment: Enrollment
 
     def add_photos(self, photos: Sequence[tuple[str, bytes]]) -> None:
         """Detect, judge (exactly one enrollment-quality face) and embed a chunk of (traveler id, photo bytes)."""
-        self._begin("photos", (t for t, _ in photos))
-        pipeline = self.plane.enroller
-        for start in range(0, len(photos), ENROLL_BATCH):
-            readable, images = [], []
-            for traveler_id, data in photos[start : start + ENROLL_BATCH]:
-                digest = self._note(traveler_id, data)
-                photo = EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest)
-                try:
-                    images.append(self.plane.decode(data))
-                    readable.append(photo)
-                except BadImageError as exc:
-                    self.failures.append(EnrollmentFailure(traveler_id, photo.path, "unreadable", str(exc)))
-            for photo, analysis in zip(readable, pipeline.analyze_batch(images), strict=True):
-                outcome = judge(analysis, photo)
-                if isinstance(outcome, EnrollmentFailure):
-                    self.failures.append(outcome)
-                else:
-                    embedding, quality = outcome
-                    self.templates.append(
-                        TemplateRecord(photo.traveler_id, photo.path, photo.sha256, quality, embedding)
-                    )
+        chunk = []
+        for traveler_id, data in photos:
+            digest = hashlib.sha256(data).hexdigest()
+            chunk.append((EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest), bytes(data)))
+        self.enrollment.add_photos(chunk)
 
     def add_templates(self, templates: Sequence[tuple[str, Sequence[float]]]) -> None:
         """Precomputed templates; refused unless they come from this server's embedder file."""
-        self._begin("templates", (t for t, _ in templates))
-        card = self.plane.pipeline.pack.embedder
         header = self.header
-        if (header.embedder, header.embedder_sha256) != (card.name, card.sha256):
-            raise WrongPackError(
-                f"templates come from embedder {header.embedder or '(unnamed)'} "
-                f"(sha256 {header.embedder_sha256[:12] or '?'}), this server embeds with {card.name} "
-                f"(sha256 {card.sha256[:12]})"
-            )
-        dim = self.plane.pipeline.embedding_size
-        for traveler_id, values in templates:
-            vector = np.asarray(values, dtype=np.float32)
-            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
-            if vector.shape != (dim,) or not np.isfinite(norm) or norm == 0.0:
-                raise ManifestError(
-                    f"template of {traveler_id!r}: expected {dim} finite values, not all zero; got {vector.size}"
-                )
-            digest = self._note(traveler_id, vector.tobytes())
-            self.templates.append(
-                TemplateRecord(traveler_id, f"template:{digest[:16]}", digest, {}, vector / norm)
-            )
+        self.enrollment.add_templates(templates, ModelRef(header.embedder, header.embedder_sha256))
 
     def finish(self) -> LoadResult:
         """Write the gallery as the departure's current version (a no-op when the content is unchanged)."""
-        if not self.digests:
+        enrollment, header, store = self.enrollment, self.header, self.plane.store
+        if not enrollment.digests:
             raise ManifestError("the load held no photos or templates")
-        plane, header = self.plane, self.header
-        pipeline = plane.pipeline
-        basis = {
-            "flight_id": header.flight_id,
-            "departure": iso(header.departure),
-            "source": self.kind,
-            "travelers": sorted(self.digests.items()),
-            "pack": pipeline.pack.name,
-            "models": pipeline.pack.model_hashes,
-            "quality": asdict(plane.enroller.config.quality),
-            "flip": pipeline.config.flip,
-        }
-        draft = GalleryDraft(
-            flight_id=header.flight_id,
-            departure=header.departure,
-            pack=pipeline.pack.name,
-            model_hashes=pipeline.pack.model_hashes,
-            embedder=ModelRef.of(pipeline.pack.embedder),
-            dim=pipeline.embedding_size,
-            travelers=tuple(TravelerRecord(t) for t in self.digests),
-            templates=tuple(self.templates),
-            failures=tuple(self.failures),
-            content_hash=hashlib.sha256(canonical_json(basis).encode()).hexdigest(),
-        )
-        store = plane.store
-        if header.retention is not None:
-            store = GalleryStore(store.root, store.key, header.retention)
-        expires = header.departure + store.retention
+        expires = header.departure + (header.retention or store.retention)
         if expires <= datetime.now(UTC):
             raise GalleryExpiredError(
                 f"gallery of flight {header.flight_id} would expire at {iso(expires)}, before it is loaded"
             )
         try:
-            written = store.write(draft)
+            written = store.write(enrollment.draft(), retention=header.retention)
         except ValueError as exc:  # a flight id the store cannot name a gallery after
             raise ManifestError(str(exc)) from None
-        plane.store.load(written.info.gallery_id)  # warm the snapshot cache before cameras ask
-        return LoadResult(written.info, written.unchanged, tuple(self.failures))
+        store.load(written.info.gallery_id)  # warm the snapshot cache before cameras ask
+        return LoadResult(written.info, written.unchanged, tuple(enrollment.failures))
 
 
 class DataPlane:
@@ -403,20 +324,39 @@ class DataPlane:
     def admin_budget() -> Budget:
         return Budget.start(ADMIN_BUDGET_S)
 
-    def enrollment(self, header: LoadHeader) -> Enrollment:
+    def enrollment(self, header: LoadHeader) -> GalleryLoad:
         if header.pack and header.pack != self.pipeline.pack.name:
             raise WrongPackError(
                 f"gallery asks for pack {header.pack!r}; this server runs pack {self.pipeline.pack.name!r}"
             )
-        return Enrollment(self, header)
+        enrollment = Enrollment(self.enroller, header.flight_id, header.departure, batch_size=ENROLL_BATCH)
+        return GalleryLoad(self, header, enrollment)
 
     def warm(self) -> list[str]:
-        """Load every unexpired gallery into the snapshot cache (start-up, before reporting SERVING)."""
+        """Load every unexpired gallery into the snapshot cache (start-up, before reporting SERVING).
+
+        A gallery that cannot be loaded (index missing or altered, undecryptable, rows unreadable) is
+        quarantined and logged with why; its flight answers with that error and every other flight serves.
+        """
         now = datetime.now(UTC)
-        ids = [info.gallery_id for info in self.store.galleries() if not info.expired(now)]
-        for gallery_id in ids:
-            self.store.load(gallery_id, now)
-        return ids
+        try:
+            infos = self.store.galleries()
+        except GalleryStoreError as exc:  # the store's own database is damaged: say so per call, keep running
+            LOG.error("gallery store unreadable; no gallery loaded", extra={"reason": str(exc)})
+            return []
+        loaded = []
+        for info in infos:
+            if info.expired(now):
+                continue
+            try:
+                self.store.load(info.gallery_id, now)
+                loaded.append(info.gallery_id)
+            except (GalleryStoreError, TemplateKeyError) as exc:
+                LOG.error(
+                    "gallery quarantined",
+                    extra={"gallery": info.gallery_id, "flight": info.flight_id, "reason": str(exc)},
+                )
+        return loaded
 
     # -- frames ----------------------------------------------------------------------------------------
 

@@ -23,12 +23,12 @@ from grpc_reflection.v1alpha import reflection
 from gatematch.errors import ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
-from gatematch.gallery_store import GalleryStore
+from gatematch.gallery_store import is_database_url, open_store
 from gatematch.images import ImageLimits
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
-from gatematch.service.audit import AuditLog
+from gatematch.service.audit import AuditLog, AuditSink, DatabaseAuditLog
 from gatematch.service.config import ServiceConfig
 from gatematch.service.dataplane import DataPlane
 from gatematch.service.flow import WorkerPool
@@ -42,10 +42,11 @@ from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grp
 log = logging.getLogger("gatematch.service")
 
 PURGE_INTERVAL_S = 60.0
-SERVICE_NAMES = (
-    match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
-    gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,
-)
+GALLERY_SERVICE = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name
+SERVICE_NAMES = (match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name, GALLERY_SERVICE)
+# Health of the gallery database: NOT_SERVING while a replica cannot reach it (matching goes on from the
+# galleries in memory; loads and deletes cannot), so probes and operators see it without losing the replica.
+STORE_HEALTH = "gatematch.store"
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,7 +107,9 @@ class GateMatchServer:
         self._calibration = calibration
         self._model_store = model_store
         self.telemetry = Telemetry()
-        self.audit = AuditLog(config.audit.path)
+        self.audit: AuditSink = AuditLog(config.audit.path)
+        if config.audit.sink == "store":
+            self.audit = DatabaseAuditLog(config.store.url, self.audit)
         self.health = health.HealthServicer()
         self._loaded: _Loaded | None = None
         self._stopped = threading.Event()
@@ -144,7 +147,19 @@ class GateMatchServer:
         self.metrics_port = 0
 
     def _set_health(self, status: int) -> None:
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *SERVICE_NAMES, STORE_HEALTH):
+            self.health.set(name, status)
+
+    def _store_reachable(self, reachable: bool, _detail: str) -> None:
+        """The gallery database went away or came back (the store logs why)."""
+        if self._loaded is None or self._stopped.is_set():
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if reachable
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in (GALLERY_SERVICE, STORE_HEALTH):
             self.health.set(name, status)
 
     def ready(self) -> tuple[DataPlane, StreamScheduler]:
@@ -201,7 +216,13 @@ class GateMatchServer:
                 "single-photo table, which understates their false-match rate",
                 extra={"embedder": pipeline.pack.embedder.name},
             )
-        store = GalleryStore(config.store.gallery_dir, key=TemplateKey.from_env())
+        key = TemplateKey.from_env()
+        store = open_store(config.store.location, key, follow=True, on_reachable=self._store_reachable)
+        if key is None and is_database_url(config.store.location):
+            log.warning(
+                "templates are stored in PostgreSQL without encryption; set GATEMATCH_TEMPLATE_KEY "
+                "(deleted rows stay in the database's files until PostgreSQL reuses the space)"
+            )
         plane = DataPlane(
             pipeline,
             store,
@@ -226,6 +247,7 @@ class GateMatchServer:
         self._purger = threading.Thread(target=self._purge_loop, name="gatematch-retention", daemon=True)
         self._purger.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._store_reachable(store.reachable, "")
         log.info(
             "serving",
             extra={
@@ -263,6 +285,8 @@ class GateMatchServer:
         self._stopped.set()
         self.grpc.stop(grace).wait()
         self.pool.shutdown(wait=True)
+        if loaded:
+            loaded.plane.store.close()
         self.audit.close()
         log.info("stopped", extra={"drained": drained})
 

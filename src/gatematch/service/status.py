@@ -35,6 +35,7 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.CalibrationError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelError: grpc.StatusCode.UNAVAILABLE,
     errors.GalleryStoreError: grpc.StatusCode.UNAVAILABLE,
+    errors.GalleryDamagedError: grpc.StatusCode.DATA_LOSS,
     errors.TemplateKeyError: grpc.StatusCode.UNAVAILABLE,
     errors.BudgetExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,

@@ -1,0 +1,481 @@
+"""The embedded gallery store: one SQLite file for metadata plus one FAISS index file per gallery version.
+
+Why this shape: a gate needs no database server, and a departure's gallery is small, written once and read many
+times. Atomicity comes from ordering, not from locking readers out:
+  1. the new index file is written beside the old one (temp file, fsync, rename, directory fsync);
+  2. one SQLite transaction inserts the new version's rows and points the gallery at the new file;
+  3. only then are the old version's rows and file removed.
+A crash before step 2 leaves the old version fully intact plus an orphan file, which the next writer or
+`SQLiteGalleryStore()` removes (under the write lock, so never a file another writer is about to commit).
+Readers take one read transaction for the metadata and then load the file it names, checked against the
+sha256 recorded with it; if a writer removed or is zero-filling that file in between, they read again, so they
+only ever see a complete version (and a tampered or rotted file is quarantined, never searched).
+
+Templates (the only biometric data) live only in the index file; with a key they are encrypted there (AES-GCM,
+associated data = gallery id and version) and the index is rebuilt in memory from the decrypted bytes.
+Deleted rows are overwritten (`secure_delete`) and purged files are zero-filled before unlinking. A damaged
+database (a corrupted page) is a GalleryStoreError naming the store, never a raw sqlite3 exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from gatematch.atomicfile import TMP_MARK, write_atomic
+from gatematch.errors import (
+    GalleryDamagedError,
+    GalleryExpiredError,
+    GalleryNotFoundError,
+    GalleryStoreError,
+    TemplateKeyError,
+)
+from gatematch.gallery import (
+    EnrollmentFailure,
+    Gallery,
+    GalleryInfo,
+    ModelRef,
+    index_kind_for,
+    iso,
+    parse_iso,
+)
+from gatematch.gallery_store import (
+    DEFAULT_RETENTION,
+    FLIGHT_ID,
+    GalleryCheck,
+    GalleryDraft,
+    Quarantine,
+    Stamp,
+    TemplateProvenance,
+    TravelerRecord,
+    WriteResult,
+    check_index,
+    open_snapshot,
+    refuse_plaintext_over_encrypted,
+    seal_index,
+)
+from gatematch.template_crypto import TemplateKey
+
+LOG = logging.getLogger(__name__)
+DB_NAME = "galleries.sqlite"
+INDEX_SUFFIXES = (".faiss", ".faiss.enc")
+# The names this store gives its index files (final or written aside); nothing else in the folder is ours.
+INDEX_FILE = re.compile(
+    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\w+)?"
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS galleries (
+    gallery_id TEXT PRIMARY KEY, version INTEGER NOT NULL, flight_id TEXT NOT NULL, departure TEXT NOT NULL,
+    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, pack TEXT NOT NULL, model_hashes TEXT NOT NULL,
+    embedder_name TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, dim INTEGER NOT NULL, index_kind TEXT NOT NULL,
+    encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL,
+    index_sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS travelers (
+    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, traveler_id TEXT NOT NULL,
+    document_type TEXT, PRIMARY KEY (gallery_id, version, traveler_id));
+CREATE TABLE IF NOT EXISTS templates (
+    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, row INTEGER NOT NULL, traveler_id TEXT NOT NULL,
+    photo TEXT NOT NULL, photo_sha256 TEXT NOT NULL, quality TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (gallery_id, version, row));
+CREATE TABLE IF NOT EXISTS failures (
+    gallery_id TEXT NOT NULL, version INTEGER NOT NULL, traveler_id TEXT NOT NULL, photo TEXT NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS failures_by_gallery ON failures (gallery_id, version);
+"""
+CHILD_TABLES = ("travelers", "templates", "failures")
+
+
+def _shred(path: Path) -> None:
+    """Zero-fill then unlink: on simple file systems the template bytes do not linger in free blocks."""
+    with contextlib.suppress(FileNotFoundError):
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:
+            handle.write(b"\0" * size)
+            handle.flush()
+            os.fsync(handle.fileno())
+        path.unlink()
+
+
+class SQLiteGalleryStore:
+    """Galleries of one site in one directory. Safe for many threads and processes; every call is one
+    short SQLite transaction, and loaded snapshots are cached per version."""
+
+    def __init__(
+        self, root: Path, key: TemplateKey | None = None, retention: timedelta = DEFAULT_RETENTION
+    ) -> None:
+        if retention <= timedelta(0):
+            raise ValueError(f"retention must be positive, got {retention}")
+        self.root = Path(root)
+        self.location = str(self.root)
+        self.key = key
+        self.retention = retention
+        self.reachable = True  # a local file: there is no server to lose
+        self._cache: dict[str, tuple[Stamp, Gallery]] = {}
+        self._cache_lock = threading.Lock()
+        self.quarantine = Quarantine()
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._transaction(write=True) as con:
+                for statement in SCHEMA.split(";"):
+                    con.execute(statement)
+                self._collect_orphans(con)
+            os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
+        except (OSError, GalleryStoreError) as exc:
+            raise GalleryStoreError(f"gallery store {self.root} cannot be opened: {exc}") from None
+
+    def close(self) -> None:
+        """Nothing stays open between calls."""
+
+    # -- connections -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; a damaged database file is a GalleryStoreError, never a raw sqlite3 error."""
+        try:
+            con = sqlite3.connect(self.root / DB_NAME, timeout=30.0, isolation_level=None)
+            try:
+                con.execute(
+                    "PRAGMA secure_delete = ON"
+                )  # deleted rows are overwritten, not left in free pages
+                con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise GalleryStoreError(f"the gallery database is damaged or unreadable: {exc}") from None
+
+    def _collect_orphans(self, con: sqlite3.Connection) -> None:
+        """Remove index files no gallery points at (left by a crash). Caller holds the write lock."""
+        live = {row[0] for row in con.execute("SELECT index_file FROM galleries")}
+        for path in self.root.iterdir():
+            if INDEX_FILE.fullmatch(path.name) and path.name not in live:
+                _shred(path)
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def write(
+        self, draft: GalleryDraft, now: datetime | None = None, retention: timedelta | None = None
+    ) -> WriteResult:
+        """Make `draft` the gallery's current version, atomically; a no-op if the content is unchanged."""
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        retention = retention or self.retention
+        gid = draft.gallery_id
+        dim = draft.dim
+        vectors = np.asarray([t.embedding for t in draft.templates], dtype=np.float32).reshape(-1, dim)
+        encrypted = self.key is not None
+        old_file: str | None = None
+        with self._transaction(write=True) as con:
+            if self._is_current(con, gid, draft.content_hash):
+                return WriteResult(self._info(con, gid), unchanged=True)
+            current = con.execute(
+                "SELECT version, index_file, encrypted FROM galleries WHERE gallery_id = ?", (gid,)
+            ).fetchone()
+            refuse_plaintext_over_encrypted(gid, current and bool(current[2]), self.key)
+            self._collect_orphans(con)
+            version = current[0] + 1 if current else 1
+            kind = index_kind_for(len(vectors))
+            data = seal_index(vectors, kind, self.key, gid, version)
+            index_file = f"{gid}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
+            write_atomic(self.root / index_file, data)
+            if current:
+                old_file = current[1]
+                for table in CHILD_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
+            con.execute(
+                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    gid,
+                    version,
+                    draft.flight_id,
+                    iso(draft.departure),
+                    iso(now),
+                    iso(draft.departure + retention),
+                    draft.pack,
+                    json.dumps(draft.model_hashes, sort_keys=True),
+                    draft.embedder.name,
+                    draft.embedder.sha256,
+                    dim,
+                    kind,
+                    int(encrypted),
+                    draft.content_hash,
+                    index_file,
+                    hashlib.sha256(data).hexdigest(),
+                ),
+            )
+            con.executemany(
+                "INSERT INTO travelers VALUES (?,?,?,?,?)",
+                [(gid, version, i, t.traveler_id, t.document_type) for i, t in enumerate(draft.travelers)],
+            )
+            con.executemany(
+                "INSERT INTO templates VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        gid,
+                        version,
+                        row,
+                        t.traveler_id,
+                        t.photo,
+                        t.photo_sha256,
+                        json.dumps(t.quality, default=float),
+                        iso(now),
+                    )
+                    for row, t in enumerate(draft.templates)
+                ],
+            )
+            con.executemany(
+                "INSERT INTO failures VALUES (?,?,?,?,?,?)",
+                [(gid, version, f.traveler_id, f.photo, f.reason, f.detail) for f in draft.failures],
+            )
+            info = self._info(con, gid)
+        if old_file and old_file != index_file:
+            _shred(self.root / old_file)
+        return WriteResult(info, unchanged=False)
+
+    def _is_current(self, con: sqlite3.Connection, gallery_id: str, content_hash: str) -> bool:
+        """The stored version holds this content, encrypted as this store would, and is intact (a damaged or
+        quarantined version is replaced by a reload of the same content, not kept as "unchanged")."""
+        row = con.execute(
+            "SELECT version, content_hash, encrypted, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
+            (gallery_id,),
+        ).fetchone()
+        if row is None or row[1] != content_hash or bool(row[2]) != (self.key is not None):
+            return False
+        if self.quarantine.holds(gallery_id, (row[0], row[1])):
+            return False
+        try:
+            return hashlib.sha256((self.root / row[3]).read_bytes()).hexdigest() == row[4]
+        except OSError:
+            return False
+
+    def check_replaceable(self, gallery_id: str) -> None:
+        with self._transaction() as con:
+            row = con.execute(
+                "SELECT encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
+            ).fetchone()
+        refuse_plaintext_over_encrypted(gallery_id, row is not None and bool(row[0]), self.key)
+
+    def is_current(self, gallery_id: str, content_hash: str) -> bool:
+        with self._transaction() as con:
+            return self._is_current(con, gallery_id, content_hash)
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def _info(self, con: sqlite3.Connection, gallery_id: str) -> GalleryInfo:
+        row = con.execute(
+            "SELECT version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name,"
+            " embedder_sha256, dim, index_kind, encrypted, content_hash FROM galleries WHERE gallery_id = ?",
+            (gallery_id,),
+        ).fetchone()
+        if row is None:
+            raise GalleryNotFoundError(f"no gallery '{gallery_id}' in the store")
+        version = row[0]
+        travelers = con.execute(
+            "SELECT COUNT(DISTINCT traveler_id), COUNT(*) FROM templates WHERE gallery_id = ? AND version = ?",
+            (gallery_id, version),
+        ).fetchone()
+        failed = con.execute(
+            "SELECT traveler_id FROM travelers WHERE gallery_id = ? AND version = ? AND traveler_id NOT IN"
+            " (SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ?) ORDER BY position",
+            (gallery_id, version, gallery_id, version),
+        ).fetchall()
+        (failures,) = con.execute(
+            "SELECT COUNT(*) FROM failures WHERE gallery_id = ? AND version = ?", (gallery_id, version)
+        ).fetchone()
+        return GalleryInfo(
+            gallery_id=gallery_id,
+            version=version,
+            flight_id=row[1],
+            departure=parse_iso(row[2]),
+            created_at=parse_iso(row[3]),
+            expires_at=parse_iso(row[4]),
+            pack=row[5],
+            model_hashes=json.loads(row[6]),
+            embedder=ModelRef(row[7], row[8]),
+            dim=row[9],
+            travelers=travelers[0],
+            templates=travelers[1],
+            failed_travelers=tuple(r[0] for r in failed),
+            failures=failures,
+            index_kind=row[10],
+            encrypted=bool(row[11]),
+            content_hash=row[12],
+        )
+
+    def info(self, gallery_id: str) -> GalleryInfo:
+        with self._transaction() as con:
+            return self._info(con, gallery_id)
+
+    def galleries(self, flight_id: str | None = None) -> list[GalleryInfo]:
+        """Every gallery, or only those of one flight (the service resolves a camera's flight per frame)."""
+        where, args = ("WHERE flight_id = ? ", (flight_id,)) if flight_id is not None else ("", ())
+        with self._transaction() as con:
+            ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT gallery_id FROM galleries {where}ORDER BY departure, gallery_id", args
+                )
+            ]
+            return [self._info(con, gid) for gid in ids]
+
+    def failures(self, gallery_id: str) -> list[EnrollmentFailure]:
+        with self._transaction() as con:
+            version = self._info(con, gallery_id).version
+            rows = con.execute(
+                "SELECT traveler_id, photo, reason, detail FROM failures WHERE gallery_id = ? AND version = ?"
+                " ORDER BY rowid",
+                (gallery_id, version),
+            ).fetchall()
+        return [EnrollmentFailure(*row) for row in rows]
+
+    def travelers(self, gallery_id: str) -> list[TravelerRecord]:
+        """Every traveler of the manifest, in manifest order (including those that failed to enroll)."""
+        with self._transaction() as con:
+            version = self._info(con, gallery_id).version
+            rows = con.execute(
+                "SELECT traveler_id, document_type FROM travelers WHERE gallery_id = ? AND version = ?"
+                " ORDER BY position",
+                (gallery_id, version),
+            ).fetchall()
+        return [TravelerRecord(*row) for row in rows]
+
+    def provenance(self, gallery_id: str) -> list[TemplateProvenance]:
+        with self._transaction() as con:
+            version = self._info(con, gallery_id).version
+            rows = con.execute(
+                "SELECT row, traveler_id, photo, photo_sha256, quality, created_at FROM templates"
+                " WHERE gallery_id = ? AND version = ? ORDER BY row",
+                (gallery_id, version),
+            ).fetchall()
+        return [TemplateProvenance(r[0], r[1], r[2], r[3], json.loads(r[4]), parse_iso(r[5])) for r in rows]
+
+    def load(self, gallery_id: str, now: datetime | None = None) -> Gallery:
+        """An immutable snapshot of the current version (cached until a new version is written).
+
+        Called for every frame a camera sends, so a cache hit costs one indexed row read; the traveler rows
+        and the index file are only read when the version changed. A damaged version is quarantined: asked
+        again, it fails at once with the same error until a new version replaces it.
+        """
+        for _attempt in range(3):
+            with self._transaction() as con:
+                row = con.execute(
+                    "SELECT version, content_hash, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
+                    (gallery_id,),
+                ).fetchone()
+                if row is None:
+                    raise GalleryNotFoundError(f"no gallery '{gallery_id}' in the store")
+                stamp, index_file, index_sha256 = (row[0], row[1]), row[2], row[3]
+                with self._cache_lock:
+                    cached = self._cache.get(gallery_id)
+                if cached and cached[0] == stamp:
+                    info, owners = cached[1].info, None
+                else:
+                    info = self._info(con, gallery_id)
+                    owners = self._owners(con, gallery_id, info.version)
+            if info.expired(now):
+                raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(info.expires_at)}")
+            if owners is None:
+                return cached[1]
+            self.quarantine.check(gallery_id, stamp)
+            try:
+                data = (self.root / index_file).read_bytes()
+            except FileNotFoundError:
+                continue  # replaced by a newer version between our read and the file open: read again
+            if hashlib.sha256(data).hexdigest() != index_sha256:
+                continue  # being shredded by a writer (or altered): read the current version again
+            try:
+                gallery = open_snapshot(info, data, index_sha256, owners, self.key)
+            except (GalleryStoreError, TemplateKeyError) as exc:
+                self.quarantine.hold(gallery_id, stamp, exc)
+                raise
+            self.quarantine.release(gallery_id)
+            with self._cache_lock:
+                self._cache[gallery_id] = (stamp, gallery)
+            return gallery
+        error = GalleryDamagedError(
+            f"gallery {gallery_id}: its index file is missing or does not match its recorded sha256"
+        )
+        self.quarantine.hold(gallery_id, stamp, error)
+        raise error
+
+    @staticmethod
+    def _owners(con: sqlite3.Connection, gallery_id: str, version: int) -> list[str]:
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT traveler_id FROM templates WHERE gallery_id = ? AND version = ? ORDER BY row",
+                (gallery_id, version),
+            )
+        ]
+
+    def verify(self, gallery_id: str) -> GalleryCheck:
+        """Read the current version back: every row, and the index file against its sha256 (decrypted with
+        the key when there is one). Does not use or fill the snapshot cache."""
+        try:
+            with self._transaction() as con:
+                info = self._info(con, gallery_id)
+                index_file, index_sha256 = con.execute(
+                    "SELECT index_file, index_sha256 FROM galleries WHERE gallery_id = ?", (gallery_id,)
+                ).fetchone()
+                owners = self._owners(con, gallery_id, info.version)
+                for table in CHILD_TABLES:
+                    con.execute(f"SELECT * FROM {table} WHERE gallery_id = ?", (gallery_id,)).fetchall()
+            try:
+                data = (self.root / index_file).read_bytes()
+            except OSError as exc:
+                raise GalleryDamagedError(
+                    f"gallery {gallery_id}: index file {index_file}: {exc.strerror}"
+                ) from None
+            return check_index(info, data, index_sha256, owners, self.key)
+        except GalleryNotFoundError:
+            raise
+        except (GalleryStoreError, TemplateKeyError) as exc:
+            return GalleryCheck(gallery_id, str(exc))
+
+    # -- retention -----------------------------------------------------------------------------------------
+
+    def purge(self, gallery_id: str) -> None:
+        """Delete a gallery's rows and files now (rows overwritten by secure_delete, file zero-filled)."""
+        with self._transaction(write=True) as con:
+            row = con.execute(
+                "SELECT index_file FROM galleries WHERE gallery_id = ?", (gallery_id,)
+            ).fetchone()
+            if row is None:
+                raise GalleryNotFoundError(f"no gallery '{gallery_id}' in the store")
+            for table in (*CHILD_TABLES, "galleries"):
+                con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gallery_id,))
+            # Its index file, and any earlier version's file a crashed writer left behind, are orphans now.
+            self._collect_orphans(con)
+        with self._cache_lock:
+            self._cache.pop(gallery_id, None)
+        self.quarantine.release(gallery_id)
+
+    def purge_expired(self, now: datetime | None = None) -> list[str]:
+        """Purge every gallery whose retention is over; returns their ids. Run by the CLI and the service timer."""
+        moment = iso(now or datetime.now(UTC))
+        with self._transaction() as con:
+            due = [
+                r[0] for r in con.execute("SELECT gallery_id FROM galleries WHERE expires_at <= ?", (moment,))
+            ]
+        purged = []
+        for gid in due:
+            with contextlib.suppress(GalleryNotFoundError):  # another process purged it first
+                self.purge(gid)
+                purged.append(gid)
+        return purged
