@@ -53,9 +53,9 @@ def test_latencies_are_measured_end_to_end(report):
     assert {"detect", "embed"} <= set(load["server_stage_mean_ms"])
     # a frame's answer cannot come sooner than the server's detection of it
     assert frames["p50_ms"] >= load["server_stage_mean_ms"]["detect"] * 0.5
-    # an encounter searches after its 3rd usable frame, sent 2 frame intervals after its first
+    # a MATCH comes with a processed frame at the earliest: never sooner than the fastest frame answer
     match = load["decision_latency_by_kind"]["MATCH"]
-    assert match["count"] >= 1 and match["p50_ms"] >= 2 / FPS * 1000
+    assert match["count"] >= 1 and match["p50_ms"] >= frames["p50_ms"] * 0.5
 
 
 def test_server_cpu_and_memory_are_measured(report):

@@ -177,7 +177,7 @@ def test_a_tiny_deadline_gives_budget_exceeded_not_a_late_answer(match_stub, exa
     started = time.monotonic()
     response = match(match_stub, data, timeout=0.03)
     assert response.decision == match_pb2.DECISION_BUDGET_EXCEEDED
-    assert 0 < response.budget_ms < 20 and "detect" not in response.stage_ms
+    assert 0 < response.budget_ms < 30 and "detect" not in response.stage_ms
     assert time.monotonic() - started < 0.03
 
 

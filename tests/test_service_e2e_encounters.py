@@ -163,7 +163,8 @@ def test_a_printed_photo_held_up_to_the_camera_ends_liveness_failed(
     finally:
         server.stop(1.0)
     observations = [e.observation for e in events if e.WhichOneof("event") == "observation"]
-    assert all(o.status == match_pb2.DECISION_LIVENESS_FAILED for o in observations)
+    processed = [o for o in observations if o.status != match_pb2.DECISION_BUDGET_EXCEEDED]  # a loaded box
+    assert len(processed) >= 2 and all(o.status == match_pb2.DECISION_LIVENESS_FAILED for o in processed)
     decided = decisions(events)
     assert [name(d) for d in decided] == ["LIVENESS_FAILED"]
     assert len(decided[0].candidates) == 0 and decided[0].frames_used == 0

@@ -229,3 +229,102 @@ def test_a_frame_abandoned_at_its_budget_leaves_no_trace_in_the_encounters(
     decided = [e.decision for e in events if e.WhichOneof("event") == "decision"]
     assert sorted(d.encounter_id for d in decided) == sorted(seen)
     assert decided[0].decision == match_pb2.DECISION_NO_MATCH
+
+
+# -- idle and greedy callers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory, model_store, pipeline, faces_dir, examples):
+    """A server with small caps and one-second idle limits."""
+    limits = {"max_loads": 1, "stream_idle_s": 1.0, "load_idle_s": 1.0, "client_streams": 2}
+    root = tmp_path_factory.mktemp("tight")
+    config = service_config(root, max_streams=MAX_STREAMS, **limits)
+    server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
+    with open_channel(f"127.0.0.1:{server.port}") as channel:
+        photos = [("obama", (examples / "obama" / "obama.jpg").read_bytes())]
+        departure = datetime.now(UTC) + timedelta(hours=2)
+        gallery_pb2_grpc.GalleryServiceStub(channel).Load(
+            load_requests(FLIGHT, departure, photos), timeout=60
+        )
+    yield server
+    server.stop(1.0)
+
+
+def test_loads_that_never_commit_are_closed_and_never_starve_health_or_matching(tight, obama):
+    """36 uploads that send their header and go quiet made health checks and Match fail before."""
+    release = threading.Event()
+
+    def stalled(flight: str) -> Iterator[gallery_pb2.LoadGalleryRequest]:
+        yield next(load_requests(flight, datetime.now(UTC) + timedelta(hours=2), []))  # the header only
+        release.wait(30)
+
+    target = f"127.0.0.1:{tight.port}"
+    channels = [open_channel(target) for _ in range(36)]
+    futures = [
+        gallery_pb2_grpc.GalleryServiceStub(ch).Load.future(stalled(f"GM9{n:02d}"), timeout=30)
+        for n, ch in enumerate(channels)
+    ]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert health_status(target) == health_pb2.HealthCheckResponse.SERVING
+        with open_channel(target) as ch:
+            assert unary(ch, make_frame("cam-1", "A1", FLIGHT, 1, obama)).decision == match_pb2.DECISION_MATCH
+        assert time.monotonic() - started < 5
+        codes = [f.exception().code() for f in futures]  # every load ends on its own, before `release`
+    finally:
+        release.set()
+        for ch in channels:
+            ch.close()
+    assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 1  # the one admitted: quiet for 1 s
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 35  # over max_loads: refused at once
+    with open_channel(target) as ch:
+        listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(gallery_pb2.ListGalleriesRequest(), timeout=10)
+    assert [g.flight_id for g in listed.galleries] == [FLIGHT]  # nothing half-written
+
+
+def test_idle_camera_streams_are_closed_so_new_cameras_get_in(tight, obama):
+    release = threading.Event()
+
+    def quiet() -> Iterator[match_pb2.Frame]:
+        release.wait(30)
+        return
+        yield
+
+    target = f"127.0.0.1:{tight.port}"
+    channels = [open_channel(target) for _ in range(MAX_STREAMS)]
+    try:
+        calls = [match_pb2_grpc.MatchServiceStub(ch).StreamMatch(quiet(), timeout=30) for ch in channels]
+        started = time.monotonic()
+        codes = []
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(call)
+            codes.append(caught.value.code())
+        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * MAX_STREAMS
+        assert time.monotonic() - started < 5, "closed after the 1 s idle limit, not at the client's deadline"
+    finally:
+        release.set()
+        for ch in channels:
+            ch.close()
+    with open_channel(target) as ch:  # a camera that does send frames gets in and is decided
+        events = lockstep(ch, [make_frame("cam-9", "A1", FLIGHT, 1, obama)])
+    assert matched(events) == ["obama"]
+
+
+def test_reflection_is_off_by_default_and_a_flood_of_it_costs_nothing(tight):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    target = f"127.0.0.1:{tight.port}"
+    with open_channel(target) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        calls = [
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            for _ in range(20)
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(call)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert health_status(target) == health_pb2.HealthCheckResponse.SERVING

@@ -20,17 +20,21 @@ from gatematch.service.config import AuthConfig, TLSConfig
 from gatematch.service.security import channel_credentials
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
-from support.pki import Issued, issue
+from support.pki import Issued, issue, revocation_list
 from support.server import calibration_for, health_status, service_config, start_server
 
-FLIGHT, OTHER_FLIGHT = "GM202", "GM303"
+FLIGHT, OTHER_FLIGHT, SCRATCH = "GM202", "GM303", "GM404"
 POLICY = f"""
 [clients.cam-a1]
 roles = ["camera"]
 [clients.admin]
 roles = ["gallery-admin"]
+flights = ["{FLIGHT}", "{SCRATCH}"]
 [clients.analyst]
 roles = ["analyst"]
+flights = ["{FLIGHT}"]
+[clients.operator]
+roles = ["gallery-admin"]
 [cameras]
 cam-a1 = "A1"
 [gates]
@@ -48,8 +52,9 @@ def pki(tmp_path_factory) -> dict[str, Issued]:
         "server": issue(tmp, "server", ca, server=True),
         "rogue": issue(tmp / "rogue", "cam-a1", issue(tmp, "rogue-ca")),
     }
-    for name in ("cam-a1", "admin", "analyst", "stranger"):
+    for name in ("cam-a1", "admin", "analyst", "operator", "stranger"):
         made[name] = issue(tmp, name, ca)
+    made["crl"] = revocation_list(tmp, ca, [])  # nobody revoked yet
     return made
 
 
@@ -64,6 +69,7 @@ def service(tmp_path_factory, model_store, faces_dir, pki):
             cert_file=pki["server"].cert_file,
             key_file=pki["server"].key_file,
             client_ca_file=pki["ca"].cert_file,
+            crl_file=pki["crl"],
         ),
         auth=AuthConfig(policy_file=str(root / "policy.toml")),
     )
@@ -90,6 +96,8 @@ def loaded(service, pki, examples) -> None:
     with channel(service, client(pki, "admin")) as ch:
         departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         gallery_pb2_grpc.GalleryServiceStub(ch).Load(load_requests(FLIGHT, departure, photos), timeout=60)
+        gallery_pb2_grpc.GalleryServiceStub(ch).Load(load_requests(SCRATCH, departure, photos), timeout=60)
+    with channel(service, client(pki, "operator")) as ch:  # the admin's scope does not reach OTHER_FLIGHT
         gallery_pb2_grpc.GalleryServiceStub(ch).Load(
             load_requests(OTHER_FLIGHT, departure, photos), timeout=60
         )
@@ -174,15 +182,147 @@ def test_a_camera_cannot_administer_galleries_nor_ask_for_rankings(service, pki,
         assert ranked.decision == match_pb2.DECISION_NO_MATCH
         assert [c.traveler_id for c in ranked.candidates] == ["obama"]  # the flight's only traveler
         listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(gallery_pb2.ListGalleriesRequest())
-        assert {g.flight_id for g in listed.galleries} >= {FLIGHT, OTHER_FLIGHT}
+        assert {g.flight_id for g in listed.galleries} == {FLIGHT}  # its scope, not every flight
 
 
 def test_health_answers_any_tls_client_and_admin_can_purge(service, pki, loaded, examples):
     target = f"127.0.0.1:{service.port}"
     assert health_status(target, client(pki, "cam-a1")) == health_pb2.HealthCheckResponse.SERVING
-    with channel(service, client(pki, "admin")) as ch:
-        deleted = gallery_pb2_grpc.GalleryServiceStub(ch).Delete(
-            gallery_pb2.DeleteGalleryRequest(flight_id=OTHER_FLIGHT, reason="departed")
-        )
+    with channel(service, client(pki, "operator")) as ch:
+        stub = gallery_pb2_grpc.GalleryServiceStub(ch)
+        departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        photos = [("obama", (examples / "obama" / "obama.jpg").read_bytes())]
+        stub.Load(load_requests("GM505", departure, photos), timeout=60)
+        deleted = stub.Delete(gallery_pb2.DeleteGalleryRequest(flight_id="GM505", reason="departed"))
     assert deleted.deleted and deleted.templates_purged == 1
     assert '"event":"gallery.delete"' in Path(service.config.audit.path).read_text()
+
+
+# -- every RPC x every role x a flight in and out of the caller's scope --------------------------------------
+
+OK = grpc.StatusCode.OK
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+UNKNOWN_CALLER = grpc.StatusCode.UNAUTHENTICATED
+ROLES = ("stranger", "cam-a1", "admin", "analyst")  # stranger: a valid certificate the policy does not know
+RPCS = ("Match", "StreamMatch", "Load", "Get", "List", "Delete")
+EXPECTED = {  # (rpc, role) -> (status for the flight in scope, status for the one out of scope)
+    **{(rpc, "stranger"): (UNKNOWN_CALLER, UNKNOWN_CALLER) for rpc in RPCS},
+    ("Match", "cam-a1"): (OK, DENIED),
+    ("StreamMatch", "cam-a1"): (OK, DENIED),
+    **{(rpc, "cam-a1"): (DENIED, DENIED) for rpc in ("Load", "Get", "List", "Delete")},
+    ("Match", "admin"): (DENIED, DENIED),
+    ("StreamMatch", "admin"): (DENIED, DENIED),
+    ("Load", "admin"): (OK, DENIED),
+    ("Get", "admin"): (OK, DENIED),
+    ("List", "admin"): (OK, OK),  # List has no flight: what it shows is checked below
+    ("Delete", "admin"): (OK, DENIED),
+    ("Match", "analyst"): (OK, DENIED),
+    ("StreamMatch", "analyst"): (DENIED, DENIED),
+    ("Load", "analyst"): (DENIED, DENIED),
+    ("Get", "analyst"): (OK, DENIED),
+    ("List", "analyst"): (OK, OK),
+    ("Delete", "analyst"): (DENIED, DENIED),
+}
+SCOPE = {
+    "stranger": (FLIGHT, OTHER_FLIGHT),
+    "cam-a1": (FLIGHT, OTHER_FLIGHT),
+    "analyst": (FLIGHT, OTHER_FLIGHT),
+}
+SCOPE["admin"] = (SCRATCH, OTHER_FLIGHT)  # the admin's in-scope call of Delete must not remove FLIGHT
+
+
+def call(rpc: str, ch: grpc.Channel, flight: str, examples: Path) -> object:
+    photo = (examples / "obama" / "obama2.jpg").read_bytes()
+    matches = match_pb2_grpc.MatchServiceStub(ch)
+    galleries = gallery_pb2_grpc.GalleryServiceStub(ch)
+    if rpc == "Match":
+        return matches.Match(
+            match_pb2.MatchRequest(frame=make_frame("cam-a1", "A1", flight, 1, photo)), timeout=30
+        )
+    if rpc == "StreamMatch":
+        return list(matches.StreamMatch(iter([make_frame("cam-a1", "A1", flight, 1, photo)]), timeout=30))
+    if rpc == "Load":
+        departure = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        return galleries.Load(load_requests(flight, departure, [("obama", photo)]), timeout=60)
+    if rpc == "Get":
+        return galleries.Get(gallery_pb2.GetGalleryRequest(flight_id=flight), timeout=30)
+    if rpc == "List":
+        return galleries.List(gallery_pb2.ListGalleriesRequest(), timeout=30)
+    return galleries.Delete(
+        gallery_pb2.DeleteGalleryRequest(flight_id=flight, reason="matrix test"), timeout=30
+    )
+
+
+def status(action) -> grpc.StatusCode:
+    try:
+        action()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return OK
+
+
+def test_authorization_matrix_every_rpc_every_role_in_and_out_of_scope(service, pki, loaded, examples):
+    seen = {}
+    for role in ROLES:
+        with channel(service, client(pki, role)) as ch:
+            for rpc in RPCS:
+                seen[(rpc, role)] = tuple(
+                    status(lambda rpc=rpc, flight=flight: call(rpc, ch, flight, examples))
+                    for flight in SCOPE[role]
+                )
+    assert seen == EXPECTED
+    for role, visible in (("admin", {FLIGHT, SCRATCH}), ("analyst", {FLIGHT})):
+        with channel(service, client(pki, role)) as ch:
+            listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(
+                gallery_pb2.ListGalleriesRequest(), timeout=30
+            )
+        assert {g.flight_id for g in listed.galleries} <= visible and FLIGHT in {
+            g.flight_id for g in listed.galleries
+        }
+    refusals = [r for r in _audit(service) if r["event"] == "denied"]
+    assert len(refusals) >= sum(code != OK for codes in EXPECTED.values() for code in codes) - 2 * 3
+    assert {r["client"] for r in refusals} >= {"unauthenticated", "cam-a1", "admin", "analyst"}
+
+
+def _audit(service) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in Path(service.config.audit.path).read_text().splitlines()]
+
+
+def test_policy_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(service, pki, loaded, examples):
+    policy = Path(service.config.auth.policy_file)
+    original = policy.read_text()
+    try:
+        with channel(service, client(pki, "cam-a1")) as ch:
+            assert status(lambda: call("Match", ch, OTHER_FLIGHT, examples)) == DENIED
+            policy.write_text(original.replace(f'A1 = ["{FLIGHT}"]', f'A1 = ["{FLIGHT}", "{OTHER_FLIGHT}"]'))
+            assert service.reload_policy()  # what SIGHUP does
+            assert status(lambda: call("Match", ch, OTHER_FLIGHT, examples)) == OK  # the gate took the flight
+            policy.write_text(original.replace('A1 = ["', 'A1 = "').replace(f'{FLIGHT}"]', f'{FLIGHT}"', 1))
+            assert not service.reload_policy()  # a typo: refused, the previous policy stays in force
+            assert status(lambda: call("Match", ch, OTHER_FLIGHT, examples)) == OK
+    finally:
+        policy.write_text(original)
+        assert service.reload_policy()
+    reloads = [r["detail"] for r in _audit(service) if r["event"] == "policy.reload"]
+    assert reloads[-3:][0] == "applied" and reloads[-3:][1].startswith("refused")
+
+
+def test_a_revoked_certificate_is_refused_after_the_revocation_list_is_reloaded(
+    service, pki, loaded, examples
+):
+    crl = Path(pki["crl"])
+    empty = crl.read_bytes()
+    try:
+        with channel(service, client(pki, "analyst")) as ch:
+            assert status(lambda: call("Get", ch, FLIGHT, examples)) == OK
+        revocation_list(crl.parent, pki["ca"], [pki["analyst"]], name=crl.name)
+        assert service.reload_policy()
+        with channel(service, client(pki, "analyst")) as ch:
+            assert status(lambda: call("Get", ch, FLIGHT, examples)) == UNKNOWN_CALLER
+        with channel(service, client(pki, "admin")) as ch:  # others are not affected
+            assert status(lambda: call("Get", ch, FLIGHT, examples)) == OK
+    finally:
+        crl.write_bytes(empty)
+        assert service.reload_policy()

@@ -11,10 +11,11 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gatematch.errors import AuthorizationError, ConfigError
+from gatematch.service.audit import AuditRecord
 from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
+from gatematch.service.edge import Admission, CallContext, Edge
 from gatematch.service.security import (
     Authenticator,
-    AuthInterceptor,
     Policy,
     channel_credentials,
     check_exposure,
@@ -62,20 +63,28 @@ B03 = ["LH903-20250601"]
 
 
 class _EchoGalleries(gallery_pb2_grpc.GalleryServiceServicer):
-    """Answers List with the caller's identity, so the test sees who the server thinks is calling."""
+    """Answers List with the caller's identity, so the test sees who the edge says is calling."""
 
-    def __init__(self, authenticator: Authenticator):
-        self.authenticator = authenticator
+    def List(self, request: gallery_pb2.ListGalleriesRequest, context: CallContext):
+        return gallery_pb2.ListGalleriesResponse(
+            galleries=[gallery_pb2.GalleryInfo(flight_id=context.identity.name)]
+        )
 
-    def List(self, request: gallery_pb2.ListGalleriesRequest, context: grpc.ServicerContext):
-        identity = self.authenticator.identify(context)
-        return gallery_pb2.ListGalleriesResponse(galleries=[gallery_pb2.GalleryInfo(flight_id=identity.name)])
+
+class Recorded(list):
+    """An audit sink that keeps its records in memory."""
+
+    def record(self, record: AuditRecord) -> None:
+        self.append(record)
+
+    def close(self) -> None:
+        pass
 
 
 def _serve(tls: TLSConfig, policy: Path) -> Iterator[int]:
-    authenticator = Authenticator(Policy.load(policy))
-    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[AuthInterceptor(authenticator)])
-    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(authenticator), server)
+    edge = Edge(Authenticator(Policy.load(policy)), Recorded(), Admission(ServerConfig()), reflection=False)
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
+    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
     server.start()
@@ -157,25 +166,58 @@ def test_camera_may_only_match_its_gates_flight(policy_file: Path) -> None:
         policy.authorize_frame(admin, "cam-a12-1", "A12", "BA117-20250601")
 
 
-def test_bad_policy_and_tls_settings(tmp_path: Path, pki: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[clients.x]\nroles = ["superuser"]\n', "roles must be among"),
+        ('[cameras]\ncam = "Z9"\n', "which \\[gates\\] lacks"),
+        # a string where a list belongs silently became the flights {G, M, 1, 0} before
+        ('[gates]\nA1 = "GM101"\n', "must be a list of non-empty strings"),
+        ('[clients.x]\nroles = "camera"\n', "must be a list of non-empty strings"),
+        ('[clients.x]\nroles = ["analyst"]\nrole = ["camera"]\n', "unknown keys \\['role'\\]"),
+        ('[clients.x]\nroles = ["analyst"]\ntoken_sha256 = "secret"\n', "64 lowercase hex"),
+        ('[clients.x]\nroles = ["analyst"]\ncameras = ["c"]\n', "camera role only"),
+        ('[clients.x]\nroles = ["camera"]\n', "at no gate"),
+        ("[clienst.x]\n", "unknown sections"),
+        ('[clients]\nx = "camera"\n', "must be a table"),
+    ],
+)
+def test_a_policy_typo_is_refused_not_guessed(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "p.toml"
-    bad.write_text('[clients.x]\nroles = ["superuser"]\n')
-    with pytest.raises(ConfigError, match="roles must be among"):
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         Policy.load(bad)
-    bad.write_text('[cameras]\ncam = "Z9"\n')
-    with pytest.raises(ConfigError, match="which \\[gates\\] lacks"):
+
+
+def test_two_clients_cannot_share_a_token(tmp_path: Path) -> None:
+    digest = token_digest("t")
+    bad = tmp_path / "p.toml"
+    bad.write_text(
+        f'[clients.a]\nroles = ["analyst"]\ntoken_sha256 = "{digest}"\n'
+        f'[clients.b]\nroles = ["analyst"]\ntoken_sha256 = "{digest}"\n'
+    )
+    with pytest.raises(ConfigError, match="share one token"):
         Policy.load(bad)
+
+
+def test_bad_tls_settings(tmp_path: Path, pki: Path) -> None:
     with pytest.raises(ConfigError, match="must be set together"):
         server_credentials(TLSConfig(cert_file=str(pki / "server.pem")))
     with pytest.raises(ConfigError, match="cannot read TLS key"):
         server_credentials(TLSConfig(str(pki / "server.pem"), str(tmp_path / "absent.key")))
 
 
-def test_plaintext_beyond_loopback_is_refused() -> None:
+def test_plaintext_beyond_loopback_is_refused_and_never_without_a_policy(caplog) -> None:
     check_exposure(ServiceConfig())
-    exposed = ServiceConfig(server=ServerConfig(host="0.0.0.0"))
+    policy = AuthConfig("policy.toml")
     with pytest.raises(ConfigError, match="needs \\[tls\\]"):
-        check_exposure(exposed)
+        check_exposure(ServiceConfig(server=ServerConfig(host="0.0.0.0"), auth=policy))
+    # allow_insecure_remote allows plaintext, loudly, but never drops authorization
+    insecure = ServerConfig(host="0.0.0.0", allow_insecure_remote=True)
+    with pytest.raises(ConfigError, match="needs \\[auth\\] policy_file"):
+        check_exposure(ServiceConfig(server=insecure))
+    check_exposure(ServiceConfig(server=insecure, auth=policy))
+    assert "PLAINTEXT" in caplog.text
     check_exposure(
         ServiceConfig(
             server=ServerConfig(host="0.0.0.0"),

@@ -101,5 +101,9 @@ class RequestError(GatematchError):
     whose commit is missing or disagrees with what arrived)."""
 
 
+class TimeLimitError(GatematchError):
+    """A client's call went quiet or ran on past a server-side limit (stream_idle_s, load_idle_s, load_max_s)."""
+
+
 class CapacityError(GatematchError):
     """The server is at a configured limit (max_streams): the client should retry later or elsewhere."""

@@ -52,3 +52,24 @@ def issue(folder: Path, cn: str, issuer: Issued | None = None, *, server: bool =
         )
     )
     return Issued(cert, key, str(cert_file), str(key_file))
+
+
+def revocation_list(folder: Path, ca: Issued, revoked: list[Issued], name: str = "revoked.crl") -> str:
+    """A CRL signed by `ca` revoking the `revoked` certificates; returns its PEM file."""
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=1))
+    )
+    for issued in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(issued.cert.serial_number)
+            .revocation_date(now)
+            .build()
+        )
+    path = folder / name
+    path.write_bytes(builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return str(path)

@@ -366,11 +366,12 @@ def _score_tailgating(
 @dataclass(frozen=True)
 class VideoCase:
     video: Path
-    identity: str  # "" = nobody enrolled
+    identities: frozenset[str]  # the enrolled people in it (a CSV cell "a;b"); empty = nobody enrolled
 
 
 def read_video_list(path: Path) -> list[VideoCase]:
-    """A CSV `video,identity` (header optional); video paths relative to the CSV's folder."""
+    """A CSV `video,identity` (header optional; several people in one video as `a;b`; empty = nobody
+    enrolled); video paths relative to the CSV's folder."""
     try:
         rows = list(csv.reader(Path(path).read_text(encoding="utf-8").splitlines()))
     except (OSError, UnicodeDecodeError) as exc:
@@ -384,7 +385,7 @@ def read_video_list(path: Path) -> list[VideoCase]:
         video = (Path(path).parent / row[0].strip()).resolve()
         if not video.is_file():
             raise DatasetError(f"{path}:{line}: video {video} does not exist")
-        cases.append(VideoCase(video, row[1].strip()))
+        cases.append(VideoCase(video, frozenset(filter(None, (i.strip() for i in row[1].split(";"))))))
     if not cases:
         raise DatasetError(f"{path} lists no videos")
     return cases
@@ -447,11 +448,12 @@ def simulate_videos(
         rows.append(
             {
                 "video": case.video.name,
-                "identity": case.identity,
+                "identity": ";".join(sorted(case.identities)),
                 "frames": len(frames),
                 "decisions": [f"{d}{' ' + who if who else ''}" for d, who in decided],
-                "correct": (case.identity in matched and matched <= {case.identity})
-                if case.identity
+                # right: someone enrolled in it was matched and nobody else was (nobody at all for a stranger)
+                "correct": bool(matched & case.identities) and matched <= case.identities
+                if case.identities
                 else not matched,
                 "seconds_to_first_decision": min(run.decided_at.values(), default=None),
                 "tailgating": any(o.tailgating for o in run.outcomes),

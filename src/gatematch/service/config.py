@@ -39,16 +39,41 @@ class ServerConfig:
     port: int = 50051
     max_message_bytes: int = 16 * 1024 * 1024
     workers: int = 0  # inference threads; 0 = one per core
-    max_streams: int = 32
+    max_streams: int = 32  # camera streams, all clients together
+    max_loads: int = 2  # gallery loads at once (each holds an upload and enrollment work)
+    max_unary: int = 16  # unary calls in progress at once
     shutdown_grace_s: float = 5.0
-    allow_insecure_remote: bool = False  # plaintext on a non-loopback address needs this on purpose
+    # plaintext on a non-loopback address needs this on purpose; it never switches authorization off
+    allow_insecure_remote: bool = False
+    reflection: bool = False  # gRPC server reflection (then for authenticated analysts and admins only)
+    # per client (certificate or token): streams and loads open at once, and a request rate (token bucket)
+    client_streams: int = 4
+    client_rate: float = 50.0  # calls and stream opens per second, sustained
+    client_burst: int = 100
+    stream_idle_s: float = 30.0  # a camera stream that sends no frame this long is closed
+    stream_max_s: float = 24 * 3600.0  # a camera stream is closed after this long (the camera reconnects)
+    load_idle_s: float = 30.0  # a gallery load that sends nothing this long is refused, nothing written
+    load_max_s: float = 900.0  # a gallery load that takes longer is refused, nothing written
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"[server] port must be 0..65535, got {self.port}")
         if self.workers < 0:
             raise ConfigError(f"[server] workers must be >= 0, got {self.workers}")
-        _positive("server", max_message_bytes=self.max_message_bytes, max_streams=self.max_streams)
+        _positive(
+            "server",
+            max_message_bytes=self.max_message_bytes,
+            max_streams=self.max_streams,
+            max_loads=self.max_loads,
+            max_unary=self.max_unary,
+            client_streams=self.client_streams,
+            client_rate=self.client_rate,
+            client_burst=self.client_burst,
+            stream_idle_s=self.stream_idle_s,
+            stream_max_s=self.stream_max_s,
+            load_idle_s=self.load_idle_s,
+            load_max_s=self.load_max_s,
+        )
 
     @property
     def worker_count(self) -> int:
@@ -138,6 +163,9 @@ class TLSConfig:
     cert_file: str = ""  # server certificate chain (PEM); empty = plaintext
     key_file: str = ""
     client_ca_file: str = ""  # set: mutual TLS, clients must present a certificate signed by this CA
+    crl_file: str = (
+        ""  # certificates this CA revoked (PEM or DER CRL, signed by the client CA); reloaded on SIGHUP
+    )
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ before a worker picks it up is not started, and a caller never waits past its bu
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gatematch.errors import BudgetExceededError
+from gatematch.errors import BudgetExceededError, TimeLimitError
 from gatematch.service.telemetry import Telemetry
 
 T = TypeVar("T")
@@ -92,11 +94,13 @@ class LatestSlot(Generic[T]):
         self._full = False
         self._closed = False
         self.dropped = 0
+        self.last_put = time.monotonic()  # when an item last arrived (a stream's idle time counts from it)
         self._cond = threading.Condition()
 
     def put(self, item: T) -> bool:
         """Store `item`; True if it replaced one that was never taken."""
         with self._cond:
+            self.last_put = time.monotonic()
             replaced = self._full
             self.dropped += replaced
             self._item, self._full = item, True
@@ -170,3 +174,50 @@ class WorkerPool:
 
     def shutdown(self, wait: bool = True) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)
+
+
+_END = object()
+
+
+def guarded(items: Iterator[T], idle_s: float, max_s: float, what: str) -> Iterator[T]:
+    """A client's message stream that may not go quiet for `idle_s` nor last past `max_s` (TimeLimitError).
+
+    A reader thread takes the messages, one at a time (the next is only read once this one was taken), so a
+    client that stops sending cannot hold a server thread and its slot for ever.
+    """
+    handoff: queue.Queue[object] = queue.Queue(maxsize=1)
+    done = threading.Event()
+
+    def hand(item: object) -> None:
+        while not done.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put(item, timeout=0.5)
+                return
+
+    def read() -> None:
+        try:
+            for item in items:
+                hand(item)
+                if done.is_set():
+                    return
+            hand(_END)
+        except BaseException as exc:  # the client went away: hand the reason over
+            hand(exc)
+
+    threading.Thread(target=read, name="gatematch-call-reader", daemon=True).start()
+    deadline = time.monotonic() + max_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                item = handoff.get(timeout=max(min(idle_s, left), 0.0))
+            except queue.Empty:
+                limit = f"sent nothing for {idle_s:g} s" if left > idle_s else f"took longer than {max_s:g} s"
+                raise TimeLimitError(f"{what} {limit}: it was refused and nothing was written") from None
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        done.set()  # the reader stops at its next message (or when the call ends and its iterator fails)

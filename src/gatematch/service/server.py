@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gatematch.errors import ModelError, PackError
+from gatematch.errors import GatematchError, ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
 from gatematch.gallery_store import is_database_url, open_store
@@ -28,11 +28,12 @@ from gatematch.images import ImageLimits
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
-from gatematch.service.audit import AuditLog, AuditSink, DatabaseAuditLog
+from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord, AuditSink, DatabaseAuditLog
 from gatematch.service.config import ServiceConfig
 from gatematch.service.dataplane import DataPlane
+from gatematch.service.edge import Admission, Edge, grpc_threads
 from gatematch.service.flow import WorkerPool
-from gatematch.service.security import AuthInterceptor, authenticator_for, check_exposure, server_credentials
+from gatematch.service.security import check_exposure, load_authenticator, server_credentials
 from gatematch.service.servicers import GalleryServicer, MatchServicer
 from gatematch.service.streams import StreamScheduler
 from gatematch.service.telemetry import Telemetry
@@ -120,28 +121,34 @@ class GateMatchServer:
             self.telemetry,
         )
         limit = config.server.max_message_bytes
-        # gRPC threads carry calls (a stream holds one while open); they never run inference.
-        threads = config.server.max_streams + 4
-        auth = authenticator_for(config)
+        # gRPC threads carry calls (a stream holds one while open); they never run inference. The edge admits
+        # calls within its caps, which leave threads free for health checks (edge.HEALTH_SLOTS).
+        threads = grpc_threads(config.server)
+        self.auth = load_authenticator(config)
+        self.admission = Admission(config.server)
         self.grpc = grpc.server(
             ThreadPoolExecutor(threads, thread_name_prefix="gatematch-grpc"),
-            interceptors=[AuthInterceptor(auth)],
+            interceptors=[Edge(self.auth, self.audit, self.admission, config.server.reflection)],
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             maximum_concurrent_rpcs=threads,
         )
         match_pb2_grpc.add_MatchServiceServicer_to_server(
             MatchServicer(
-                self.ready, auth, self.audit, self.telemetry, config.budgets.reply_margin_ms / 1000
+                self.ready, self.auth, self.audit, self.telemetry, config.budgets.reply_margin_ms / 1000
             ),
             self.grpc,
         )
         gallery_pb2_grpc.add_GalleryServiceServicer_to_server(
-            GalleryServicer(self.ready, auth, self.audit), self.grpc
+            GalleryServicer(
+                self.ready, self.auth, self.audit, config.server.load_idle_s, config.server.load_max_s
+            ),
+            self.grpc,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
-        )
+        if config.server.reflection:
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+            )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
         self.metrics_port = 0
@@ -241,7 +248,8 @@ class GateMatchServer:
             config.budgets.encounter_ms / 1000,
             self.telemetry,
             self.audit,
-            max_streams=config.server.max_streams,
+            idle_s=config.server.stream_idle_s,
+            max_s=config.server.stream_max_s,
         )
         self._loaded = _Loaded(plane, scheduler)
         self._purger = threading.Thread(target=self._purge_loop, name="gatematch-retention", daemon=True)
@@ -257,6 +265,19 @@ class GateMatchServer:
                 "workers": config.server.worker_count,
             },
         )
+
+    def reload_policy(self) -> bool:
+        """Read the policy and revocation list again (SIGHUP); a bad file keeps the ones in force. True if swapped."""
+        try:
+            fresh = load_authenticator(self.config)
+        except GatematchError as exc:
+            log.error("policy reload refused: the previous policy stays in force", extra={"reason": str(exc)})
+            self.audit.record(AuditRecord("policy.reload", "operator", detail=f"refused: {exc}"[:MAX_TEXT]))
+            return False
+        self.auth.replace(fresh.policy, fresh.revoked)
+        log.info("policy reloaded", extra={"file": self.config.auth.policy_file})
+        self.audit.record(AuditRecord("policy.reload", "operator", detail="applied"))
+        return True
 
     def _purge_loop(self) -> None:
         while not self._stopped.wait(PURGE_INTERVAL_S):
@@ -306,6 +327,7 @@ def serve_forever(server: GateMatchServer) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: server.reload_policy())
     server.start()
     try:
         server.load()

@@ -42,6 +42,7 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.AuthorizationError: grpc.StatusCode.PERMISSION_DENIED,
     errors.RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.TimeLimitError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

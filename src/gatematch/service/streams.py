@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from gatematch.errors import BudgetExceededError, CapacityError, GatematchError
+from gatematch.errors import BudgetExceededError, CapacityError, GatematchError, TimeLimitError
 from gatematch.gallery import Gallery, GalleryInfo, SearchResult
 from gatematch.service.audit import AuditLog, AuditRecord
 from gatematch.service.config import EncounterConfig, ServerConfig
@@ -132,10 +132,12 @@ class StreamScheduler:
         encounter_s: float,
         telemetry: Telemetry,
         audit: AuditLog | None = None,
-        max_streams: int = ServerConfig.max_streams,
+        idle_s: float = ServerConfig.stream_idle_s,
+        max_s: float = ServerConfig.stream_max_s,
     ):
         self.plane = plane
-        self.max_streams = max_streams
+        self.idle_s = idle_s
+        self.max_s = max_s
         self.encounter = encounter
         self.encounter_s = encounter_s
         self.telemetry = telemetry
@@ -194,12 +196,7 @@ class StreamScheduler:
         if self._draining.is_set():
             raise BudgetExceededError("server is shutting down; reconnect to another instance")
         slot: LatestSlot[StreamFrame] = LatestSlot()
-        with self._cond:
-            # Refused here, not by gRPC's call limit: that limit would refuse health checks and unary calls too.
-            if self._open >= self.max_streams:
-                raise CapacityError(
-                    f"the server already serves its maximum of {self.max_streams} camera streams"
-                )
+        with self._cond:  # how many streams may be open is the edge's business (service/edge.py)
             self._open += 1
             self._slots.add(slot)
         self.telemetry.active_streams.inc()
@@ -208,15 +205,25 @@ class StreamScheduler:
         )
         reader.start()
         flights: dict[str, _Flight] = {}
-        ticked = time.monotonic()
+        opened = ticked = time.monotonic()
+        ending: TimeLimitError | None = None
         try:
             while is_active():
                 frame = slot.take(TICK_S)
-                if time.monotonic() - ticked >= TICK_S:  # budgets run out on every flight, busy or idle
-                    ticked = time.monotonic()
+                now = time.monotonic()
+                if now - ticked >= TICK_S:  # budgets run out on every flight, busy or idle
+                    ticked = now
                     yield from self._tick(flights, slot.dropped, client, ticked)
+                if now - opened > self.max_s:
+                    ending = TimeLimitError(f"the stream was open {self.max_s:g} s: reconnect to go on")
+                    break
                 if frame is None:
                     if not reader.is_alive() or self._draining.is_set():
+                        break
+                    if now - slot.last_put > self.idle_s:
+                        ending = TimeLimitError(
+                            f"the camera sent no frame for {self.idle_s:g} s: stream closed"
+                        )
                         break
                     continue
                 if frame.problem is not None:  # unusable fields: an error event, no state, no inference
@@ -231,6 +238,8 @@ class StreamScheduler:
             for flight_id, state in flights.items():
                 closed = state.tracker.close(now, state.search(plane))
                 yield from self._announce(closed, state, flight_id, client, slot.dropped)
+            if ending is not None:
+                raise ending
         finally:
             slot.close()
             self.telemetry.active_streams.dec()
