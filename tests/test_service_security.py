@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -13,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gatematch.errors import AuthorizationError, ConfigError
 from gatematch.service.audit import AuditRecord
 from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
-from gatematch.service.edge import Admission, CallContext, Edge
+from gatematch.service.edge import Admission, CallContext, Edge, Lockout
 from gatematch.service.security import (
     Authenticator,
     Policy,
@@ -141,6 +142,33 @@ def test_tls_with_bearer_tokens(pki: Path, tls_port: int) -> None:
     assert _list(tls_port, creds, "auditor-token") == "auditor"  # analysts may list
     assert _code(lambda: _list(tls_port, creds, "guessed")) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: _list(tls_port, creds)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_repeated_failed_authentication_locks_the_address_out(pki: Path, policy_file: Path) -> None:
+    """AC-7: ten wrong tokens from one address, and even the right token is refused until the lock ends."""
+    edge = Edge(
+        Authenticator(Policy.load(policy_file)),
+        audit := Recorded(),
+        Admission(ServerConfig()),
+        reflection=False,
+        lockout=Lockout(attempts=10, window_s=60, lock_s=0.5),
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
+    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(TLSConfig(str(pki / "server.pem"), str(pki / "server.key")))
+    )
+    server.start()
+    try:
+        creds = _client(pki, None)
+        for _ in range(10):
+            assert _code(lambda: _list(port, creds, "guessed")) == grpc.StatusCode.UNAUTHENTICATED
+        assert _code(lambda: _list(port, creds, ADMIN_TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+        assert sum("address locked out" in r.detail for r in audit) == 1
+        time.sleep(0.6)
+        assert _list(port, creds, ADMIN_TOKEN) == "ops-admin"  # the lock ends on its own
+    finally:
+        server.stop(None)
 
 
 def test_health_is_open(pki: Path, tls_port: int) -> None:

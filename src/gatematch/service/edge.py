@@ -125,6 +125,48 @@ class Admission:
         return self._open[kind]
 
 
+class Lockout:
+    """AC-7: an address that fails to authenticate without a certificate (a missing or wrong bearer token)
+    `attempts` times within `window_s` may not use a token for `lock_s`, so tokens cannot be guessed at
+    network speed. Certificates are not guessable (the handshake checks them), so mTLS callers sharing the
+    address (a NAT, a gate's switch) keep working."""
+
+    def __init__(self, attempts: int = 10, window_s: float = 60.0, lock_s: float = 60.0):
+        self.attempts, self.window_s, self.lock_s = attempts, window_s, lock_s
+        self._failures: dict[str, list[float]] = {}
+        self._locked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        with self._lock:
+            until = self._locked.get(address, 0.0)
+            if until and time.monotonic() >= until:
+                del self._locked[address]
+            elif until:
+                raise AuthenticationError(
+                    f"too many failed authentications from this address; retry in {until - time.monotonic():.0f} s"
+                )
+
+    def failed(self, address: str) -> bool:
+        """Count a failure; True when it locks the address out."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(address, []) if now - t < self.window_s] + [now]
+            if len(recent) >= self.attempts:
+                self._failures.pop(address, None)
+                self._locked[address] = now + self.lock_s
+                return True
+            self._failures[address] = recent
+            if len(self._failures) > 10_000:  # many addresses failing once each: forget the oldest
+                self._failures.pop(next(iter(self._failures)))
+            return False
+
+
+def peer_address(context: grpc.ServicerContext) -> str:
+    """The caller's address without its port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7")."""
+    return context.peer().rsplit(":", 1)[0]
+
+
 class CallContext:
     """The servicer's view of a call: the gRPC context plus who is calling (set by the edge)."""
 
@@ -137,17 +179,27 @@ class CallContext:
 
 
 class Edge(grpc.ServerInterceptor):
-    def __init__(self, auth: Authenticator, audit: AuditSink, admission: Admission, reflection: bool):
+    def __init__(
+        self,
+        auth: Authenticator,
+        audit: AuditSink,
+        admission: Admission,
+        reflection: bool,
+        lockout: Lockout | None = None,
+    ):
         self.auth = auth
         self.audit = audit
         self.admission = admission
         self.reflection = reflection
+        self.lockout = lockout or Lockout()
 
     def _enter(self, method: str, rule: MethodRule, context: grpc.ServicerContext) -> Identity:
         """Identify and authorize the caller, or end the call with the refusal (audited)."""
         identity: Identity | None = None
         try:
             identity = self.auth.identify(context)
+            if identity.via == "token":  # a guessable secret: refused from an address that kept guessing
+                self.lockout.check(peer_address(context))
             if not identity.roles & rule.roles:
                 raise AuthorizationError(
                     f"client {identity.name!r} lacks a role for {method} (needs one of {sorted(rule.roles)})"
@@ -159,11 +211,16 @@ class Edge(grpc.ServerInterceptor):
     def _refused(
         self, method: str, identity: Identity | None, context: grpc.ServicerContext, exc: Exception
     ) -> None:
+        address = peer_address(context)
+        guessing = isinstance(exc, AuthenticationError) and not context.auth_context().get("x509_common_name")
+        locked = guessing and self.lockout.failed(address)
         self.audit.record(
             AuditRecord(
                 "denied",
                 identity.name if identity else "unauthenticated",
-                detail=f"{method}: {exc}"[:MAX_TEXT],
+                detail=(("address locked out; " if locked else "") + f"{method} from {address}: {exc}")[
+                    :MAX_TEXT
+                ],
             )
         )
         abort(context, exc)
