@@ -12,9 +12,9 @@ and every score into an estimated FPIR; confidence = 1 - FPIR at that score for 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Protocol
 
@@ -352,3 +352,49 @@ class Gallery:
 def canonical_json(data: object) -> str:
     """Stable JSON for hashing and storing (sorted keys, no whitespace)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def in_memory_gallery(
+    vectors: np.ndarray,
+    owners: Sequence[str],
+    embedder: ModelRef,
+    *,
+    name: str = "MEMORY",
+    index: faiss.Index | None = None,
+) -> Gallery:
+    """A searchable snapshot that never touches a store (benchmarks and tests): template row i is owners[i].
+
+    `index` may be a prebuilt one over `vectors` (e.g. HNSW); by default the kind the store would choose.
+    """
+    now = datetime.now(UTC)
+    positions = {traveler: i for i, traveler in enumerate(dict.fromkeys(owners))}
+    mapping = np.fromiter((positions[t] for t in owners), dtype=np.int32, count=len(owners))
+    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(owners), -1)
+    kind = (
+        index_kind_for(len(owners))
+        if index is None
+        else ("hnsw" if isinstance(index, faiss.IndexHNSW) else "flat")
+    )
+    info = GalleryInfo(
+        gallery_id=name,
+        version=1,
+        flight_id=name,
+        departure=now + timedelta(hours=1),
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+        pack="",
+        model_hashes={},
+        embedder=embedder,
+        dim=vectors.shape[1],
+        travelers=len(positions),
+        templates=len(owners),
+        failed_travelers=(),
+        failures=0,
+        index_kind=kind,
+        encrypted=False,
+        content_hash="",
+    )
+    most = int(np.bincount(mapping).max()) if len(mapping) else 0
+    return Gallery(
+        info, index if index is not None else build_index(vectors, kind), tuple(positions), mapping, most
+    )

@@ -8,13 +8,13 @@ the FPIR the test observes.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
 from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.calibration import CalibrationTable
-from gatematch.gallery import Gallery, GalleryInfo, ModelRef, build_index
+from gatematch.gallery import Gallery, ModelRef, in_memory_gallery
 
 DIM = 128
 EMBEDDER = ModelRef("synthetic-embedder", "5" * 64)
@@ -63,27 +63,5 @@ def calibration(impostors: int = 200_000, seed: int = 99, dim: int = DIM) -> Cal
 
 def gallery(centres: np.ndarray, per_traveler: int = 1, flight: str = "GM101", prefix: str = "T") -> Gallery:
     """An in-memory gallery snapshot: traveler i enrolled with `per_traveler` copies of centres[i]."""
-    vectors = np.repeat(centres, per_traveler, axis=0)
-    travelers = tuple(f"{prefix}{i:03d}" for i in range(len(centres)))
-    now = datetime.now(UTC)
-    info = GalleryInfo(
-        gallery_id=f"{flight}_20300501T1830Z",
-        version=1,
-        flight_id=flight,
-        departure=DEPARTURE,
-        created_at=now,
-        expires_at=now + timedelta(days=1),
-        pack="synthetic",
-        model_hashes={EMBEDDER.name: EMBEDDER.sha256},
-        embedder=EMBEDDER,
-        dim=centres.shape[1],
-        travelers=len(travelers),
-        templates=len(vectors),
-        failed_travelers=(),
-        failures=0,
-        index_kind="flat",
-        encrypted=False,
-        content_hash="synthetic",
-    )
-    owners = np.repeat(np.arange(len(centres), dtype=np.int32), per_traveler)
-    return Gallery(info, build_index(vectors, "flat"), travelers, owners, per_traveler)
+    owners = [f"{prefix}{i:03d}" for i in range(len(centres)) for _ in range(per_traveler)]
+    return in_memory_gallery(np.repeat(centres, per_traveler, axis=0), owners, EMBEDDER, name=flight)

@@ -46,11 +46,10 @@ from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import (
     Calibrations,
     Gallery,
-    GalleryInfo,
     ModelRef,
     OperatingPoint,
     SearchResult,
-    build_index,
+    in_memory_gallery,
 )
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
@@ -180,39 +179,6 @@ def analyze_stills(
     return StillSet(np.array([s.identity for s in dataset.samples]), assessments, single, acquired)
 
 
-def in_memory_gallery(
-    templates: np.ndarray, travelers: Sequence[str], embedder: ModelRef, departure: int
-) -> Gallery:
-    """A searchable snapshot of a simulated departure's gallery, built as the store builds one."""
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime.now(UTC)
-    positions = {t: i for i, t in enumerate(dict.fromkeys(travelers))}
-    owners = np.array([positions[t] for t in travelers], dtype=np.int32)
-    info = GalleryInfo(
-        gallery_id=f"SIM{departure:04d}",
-        version=1,
-        flight_id=f"SIM{departure:04d}",
-        departure=now + timedelta(hours=1),
-        created_at=now,
-        expires_at=now + timedelta(hours=13),
-        pack="",
-        model_hashes={},
-        embedder=embedder,
-        dim=templates.shape[1] if templates.ndim == 2 else 0,
-        travelers=len(positions),
-        templates=len(travelers),
-        failed_travelers=(),
-        failures=0,
-        index_kind="flat",
-        encrypted=False,
-        content_hash="",
-    )
-    vectors = templates.reshape(len(travelers), -1) if len(travelers) else np.zeros((0, info.dim), np.float32)
-    most = int(np.bincount(owners).max()) if len(owners) else 0
-    return Gallery(info, build_index(vectors, "flat"), tuple(positions), owners, most)
-
-
 @dataclass
 class PersonResult:
     mated: bool
@@ -285,7 +251,9 @@ def simulate_stills(
         absent = np.setdiff1d(identities, chosen)
         enroll = np.array([rows[name][0] for name in chosen])
         ok = stills.acquired[enroll]
-        gallery = in_memory_gallery(stills.single[enroll[ok]], list(chosen[ok]), embedder, departure)
+        gallery = in_memory_gallery(
+            stills.single[enroll[ok]], list(chosen[ok]), embedder, name=f"SIM{departure:04d}"
+        )
         search = search_with(gallery, embedder, calibrations)
         enrolled_vectors = stills.single[enroll[ok]]
         column = dict(zip(chosen[ok], range(int(ok.sum())), strict=True))  # traveler -> gallery row
@@ -410,7 +378,7 @@ def enroll_folder(folder: Path, pipeline: FacePipeline, embedder: ModelRef) -> t
                 failed.append(str(photo))
     if not templates:
         raise DatasetError(f"no photo under {folder} could be enrolled")
-    return in_memory_gallery(np.stack(templates), owners, embedder, 0), failed
+    return in_memory_gallery(np.stack(templates), owners, embedder), failed
 
 
 def simulate_videos(

@@ -56,7 +56,7 @@ def stats(samples: list[float]) -> StageStats:
 def search_gallery(size: int, dim: int, seed: int = 0) -> Gallery:
     """A flat gallery of `size` clustered templates: search cost depends on count and dimension, not faces."""
     vectors, _ = clustered(size, dim, np.random.default_rng(seed))
-    return snapshot(build_index(vectors, "flat"), "flat", size, dim)
+    return snapshot(build_index(vectors, "flat"), vectors)
 
 
 def measure(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime, timedelta
 
 import faiss
 import numpy as np
@@ -24,10 +23,10 @@ from gatematch.gallery import (
     HNSW_EF_SEARCH,
     HNSW_M,
     Gallery,
-    GalleryInfo,
     ModelRef,
     OperatingPoint,
     build_index,
+    in_memory_gallery,
 )
 from gatematch.process import SEARCH_THREADS, configure_process, faiss_threads
 
@@ -52,30 +51,9 @@ def clustered(n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, n
     return vectors, centres
 
 
-def snapshot(index: faiss.Index, kind: str, n: int, dim: int) -> Gallery:
-    now = datetime.now(UTC)
-    info = GalleryInfo(
-        gallery_id="BENCH",
-        version=1,
-        flight_id="BENCH",
-        departure=now + timedelta(days=1),
-        created_at=now,
-        expires_at=now + timedelta(days=2),
-        pack="synthetic",
-        model_hashes={},
-        embedder=EMBEDDER,
-        dim=dim,
-        travelers=(n + PER_IDENTITY - 1) // PER_IDENTITY,
-        templates=n,
-        failed_travelers=(),
-        failures=0,
-        index_kind=kind,
-        encrypted=False,
-        content_hash="",
-    )
-    owners = (np.arange(n) // PER_IDENTITY).astype(np.int32)
-    ids = tuple(str(i) for i in range(int(owners[-1]) + 1))
-    return Gallery(info, index, ids, owners, PER_IDENTITY)
+def snapshot(index: faiss.Index, vectors: np.ndarray) -> Gallery:
+    owners = [str(i // PER_IDENTITY) for i in range(len(vectors))]
+    return in_memory_gallery(vectors, owners, EMBEDDER, name="BENCH", index=index)
 
 
 def time_searches(gallery: Gallery, probes: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -102,7 +80,7 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
         row: dict[str, object] = {"templates": n, "dim": dim}
 
         start = time.perf_counter()
-        flat = snapshot(build_index(vectors, "flat"), "flat", n, dim)
+        flat = snapshot(build_index(vectors, "flat"), vectors)
         row["flat_build_s"] = round(time.perf_counter() - start, 2)
         flat_ms, exact = time_searches(flat, probes)
         row |= {"flat_p50_ms": round(float(np.percentile(flat_ms, 50)), 4)}
@@ -113,7 +91,7 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
         if n <= hnsw_max:
             start = time.perf_counter()
             with faiss_threads():  # builds are offline: use every core
-                hnsw = snapshot(build_index(vectors, "hnsw"), "hnsw", n, dim)
+                hnsw = snapshot(build_index(vectors, "hnsw"), vectors)
             row["hnsw_build_s"] = round(time.perf_counter() - start, 2)
             hnsw_ms, approx = time_searches(hnsw, probes)
             row |= {"hnsw_p50_ms": round(float(np.percentile(hnsw_ms, 50)), 4)}
