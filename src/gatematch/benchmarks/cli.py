@@ -137,6 +137,7 @@ def _latency(args: argparse.Namespace) -> int:
         MAX_CAMERAS,
         CapacityCriteria,
         LoadSettings,
+        capacity_counts,
         check_loopback,
         find_capacity,
         in_process_server,
@@ -162,9 +163,11 @@ def _latency(args: argparse.Namespace) -> int:
         (args.search_gallery_size, 1, "--search-gallery-size"),
         (args.threads, 0, "--threads"),
         (args.workers, 0, "--workers"),
-        (args.step, 1, "--step"),
     ):
         check_at_least(value, minimum, option)
+    max_cameras = MAX_CAMERAS if args.max_cameras is None else args.max_cameras
+    if args.find_capacity:
+        capacity_counts(args.cameras, max_cameras, args.step)
     limits = {"frame_p99_ms": args.p99_budget_ms, "max_lost_fraction": args.max_lost}
     criteria = CapacityCriteria(**{name: value for name, value in limits.items() if value is not None})
     if get_pack(args.pack).embedder is None:
@@ -203,7 +206,7 @@ def _latency(args: argparse.Namespace) -> int:
             target,
             settings,
             criteria,
-            max_cameras=args.max_cameras or MAX_CAMERAS,
+            max_cameras=max_cameras,
             step=args.step,
             server_pid=server_pid,
             in_process=in_process,

@@ -373,6 +373,17 @@ def capacity_step(cameras: int, load: dict, reason: str) -> dict[str, object]:
     }
 
 
+def capacity_counts(start: int, max_cameras: int, step: int) -> range:
+    """The camera counts a capacity search tries, refused before any work when they make no sense."""
+    if step < 1:
+        raise ConfigError(f"--step must be >= 1, got {step}")
+    if not start <= max_cameras <= MAX_CAMERAS:
+        raise ConfigError(
+            f"--max-cameras must be in {start}..{MAX_CAMERAS} (from --cameras), got {max_cameras}"
+        )
+    return range(start, max_cameras + 1, step)
+
+
 def find_capacity(
     target: str,
     settings: LoadSettings,
@@ -390,13 +401,9 @@ def find_capacity(
     Linear, not a bisection: latency under overload is noisy near the knee, and the first failing count seen
     from below is the one an operator would meet as gates are added one at a time.
     """
-    if step < 1:
-        raise ConfigError(f"--step must be >= 1, got {step}")
-    if not settings.cameras <= max_cameras <= MAX_CAMERAS:
-        raise ConfigError(f"--max-cameras must be in {settings.cameras}..{MAX_CAMERAS}, got {max_cameras}")
     steps: list[dict[str, object]] = []
     capacity, capacity_load = 0, None
-    for cameras in range(settings.cameras, max_cameras + 1, step):
+    for cameras in capacity_counts(settings.cameras, max_cameras, step):
         load = run_load(target, replace(settings, cameras=cameras), server_pid, in_process)
         row = capacity_step(cameras, load, criteria.judge(load))
         steps.append(row)
