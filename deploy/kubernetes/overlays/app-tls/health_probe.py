@@ -16,15 +16,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gatematch.client import open_channel
 from gatematch.errors import ConfigError
+from gatematch.service.security import channel_credentials  # what gatematch.client uses, without cv2
 
 
 def check(target: str, tls_dir: Path, timeout: float) -> str:
     """The service's health status name ('SERVING', 'NOT_SERVING', ...), or the gRPC error that replaced it."""
     files = [str(tls_dir / name) for name in ("ca.crt", "probe.crt", "probe.key")]
     try:
-        with open_channel(target, *files) as channel:
+        with grpc.secure_channel(target, channel_credentials(*files)) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
             )
