@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
+from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -24,13 +25,17 @@ import pytest
 import yaml
 
 from gatematch.cards import get_pack
-from gatematch.cli.main import build_parser
+from gatematch.cli.main import build_parser, main
+from gatematch.facepipeline import FacePipeline
 from gatematch.modelstore import ENV_MODEL_DIR, ModelStore
 from gatematch.service.config import ENV_CONFIG, ServerConfig, StoreConfig, TLSConfig, load_config
 from gatematch.service.security import Policy
+from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.template_crypto import ENV_TEMPLATE_KEY
 from support.data import REPO, need, under_ci
 from support.pki import issue
+from support.server import calibration_for
+from support.server import service_config as loopback_config
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ("base", "overlays/production", "overlays/app-tls", "overlays/models-volume")
@@ -138,8 +143,6 @@ def test_dockerfile_model_step_installs_and_verifies_the_pack(shared, tmp_path, 
     assert target == image_env()[ENV_MODEL_DIR], "models land where the runtime looks for them"
     words[words.index("--from") + 1] = str(need(shared / "models", "../shared/models"))
     words[words.index("--model-dir") + 1] = str(tmp_path / "models")
-    from gatematch.cli.main import main
-
     assert main(words) == 0
     assert "sha256 verified" in capsys.readouterr().out
     store = ModelStore(tmp_path / "models")
@@ -368,13 +371,6 @@ def load_probe():
 
 
 def test_tls_health_probe_reports_serving_only_when_the_service_is(model_store, faces_dir, tmp_path, capsys):
-    from dataclasses import replace
-
-    from gatematch.facepipeline import FacePipeline
-    from gatematch.service.server import GateMatchServer, pipeline_config
-    from support.server import calibration_for
-    from support.server import service_config as loopback_config
-
     pki, tls_dir = tmp_path / "pki", tmp_path / "tls"
     ca = issue(pki, "ca")
     server_cert, probe_cert = issue(pki, "localhost", ca, server=True), issue(pki, "probe", ca)
