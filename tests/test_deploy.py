@@ -10,6 +10,7 @@ a real mutual-TLS server on loopback. `make deploy-check` installs the tools in 
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
@@ -28,7 +29,7 @@ from gatematch.cards import get_pack
 from gatematch.cli.main import build_parser, main
 from gatematch.facepipeline import FacePipeline
 from gatematch.modelstore import ENV_MODEL_DIR, ModelStore
-from gatematch.service.config import ENV_CONFIG, ServerConfig, StoreConfig, TLSConfig, load_config
+from gatematch.service.config import ENV_CONFIG, ServerConfig, TLSConfig, load_config
 from gatematch.service.security import Policy
 from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.template_crypto import ENV_TEMPLATE_KEY
@@ -42,6 +43,11 @@ KUSTOMIZATIONS = ("base", "overlays/production", "overlays/app-tls", "overlays/m
 DEPLOY_BIN = REPO / ".venv-deploy" / "bin"
 # What the service reads from its environment besides GATEMATCH_<SECTION>_<KEY> config overrides.
 SERVICE_ENV = {ENV_CONFIG, ENV_MODEL_DIR, ENV_TEMPLATE_KEY}
+# Stand-ins for secret values, by Secret key: shaped like the real thing, so the service's checks apply.
+SECRET_PLACEHOLDERS = {
+    "url": "postgresql://gatematch@db.invalid:5432/gatematch",
+    "template-key": base64.b64encode(bytes(32)).decode(),
+}
 
 
 def missing_tool(what: str) -> None:
@@ -189,9 +195,10 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     for kustomization in copy.rglob("kustomization.yaml"):
         for generator in yaml.safe_load(kustomization.read_text()).get("secretGenerator", []):
             for entry in generator.get("files", []):
-                path = kustomization.parent / entry.split("=", 1)[-1]
+                key, _, file = entry.rpartition("=")
+                path = kustomization.parent / file
                 if not path.exists():
-                    path.write_text(f"placeholder for {path.name}\n")
+                    path.write_text(SECRET_PLACEHOLDERS.get(key, f"placeholder for {path.name}"))
     documents = {}
     for name in KUSTOMIZATIONS:
         result = subprocess.run([binary, "kustomize", str(copy / name)], capture_output=True, text=True)
@@ -252,17 +259,20 @@ def test_pods_run_locked_down(rendered, name):
 
 
 def service_env(container: dict) -> dict[str, str]:
-    """The container's GATEMATCH_* environment, values from Secrets or the API shown as placeholders."""
+    """The container's GATEMATCH_* environment: Secret values as placeholders, the CPU limit as 2 cores."""
     env = {}
     for item in container.get("env", []):
-        if item["name"].startswith("GATEMATCH_"):
-            env[item["name"]] = item.get(
-                "value", "2" if "resourceFieldRef" in item.get("valueFrom", {}) else "x"
-            )
-    return env
+        source = item.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[item["name"]] = SECRET_PLACEHOLDERS[source["secretKeyRef"]["key"]]
+        elif "resourceFieldRef" in source:
+            env[item["name"]] = "2"
+        else:
+            env[item["name"]] = item["value"]
+    return {name: value for name, value in env.items() if name.startswith("GATEMATCH_")}
 
 
-def service_config(rendered, name: str, tmp_path: Path, without: frozenset[str] = frozenset()):
+def service_config(rendered, name: str, tmp_path: Path):
     """The service's config as this kustomization's pod would load it: the ConfigMap's TOML, then its env."""
     config_map = one(rendered[name], "ConfigMap", "gatematch-config")
     folder = tmp_path / name.replace("/", "-")
@@ -270,24 +280,23 @@ def service_config(rendered, name: str, tmp_path: Path, without: frozenset[str] 
     for file_name, text in config_map["data"].items():
         (folder / file_name).write_text(text)
     container = one(rendered[name], "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env = {k: v for k, v in service_env(container).items() if k not in SERVICE_ENV | without}
+    env = {k: v for k, v in service_env(container).items() if k not in SERVICE_ENV}
     return load_config(folder / "gatematch.toml", env=env), folder, container
-
-
-STORE_URL = "GATEMATCH_STORE_URL"  # [store] url: the PostgreSQL store of issue 12 part 1
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_config_and_environment_are_keys_the_service_accepts(rendered, name, tmp_path):
-    config, folder, container = service_config(rendered, name, tmp_path, without=frozenset({STORE_URL}))
+    config, folder, container = service_config(rendered, name, tmp_path)
     Policy.load(folder / "policy.toml")
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     config_mount = next(path for path in mounts if path.endswith("/config"))
     assert service_env(container)[ENV_CONFIG] == f"{config_mount}/gatematch.toml"
     assert config.auth.policy_file == f"{config_mount}/policy.toml"
     writable = [path for path, mount in mounts.items() if not mount.get("readOnly")]
-    for path in (config.store.gallery_dir, config.audit.path):
-        assert any(path.startswith(f"{root}/") for root in writable), f"{path} is on the read-only root"
+    assert config.store.url.startswith("postgresql://"), "replicas share their galleries in PostgreSQL"
+    assert config.audit.sink == "store", "audit records in the store's append-only table"
+    fallback = config.audit.path  # the audit file while the database is away
+    assert any(fallback.startswith(f"{root}/") for root in writable), f"{fallback} is on the read-only root"
     assert config.store.model_dir == image_env()[ENV_MODEL_DIR]
     assert config.server.host == "0.0.0.0" and config.server.workers == 2, "workers from the CPU limit"
     for file in (config.tls.cert_file, config.tls.key_file, config.tls.client_ca_file):
@@ -296,23 +305,25 @@ def test_config_and_environment_are_keys_the_service_accepts(rendered, name, tmp
         assert config.tls.client_ca_file and not config.server.allow_insecure_remote
 
 
-def test_store_url_comes_from_a_secret_and_is_a_config_key(rendered, tmp_path):
+def test_store_url_and_template_key_come_from_generated_secrets(rendered):
     container = one(rendered["overlays/production"], "Deployment")["spec"]["template"]["spec"]["containers"][
         0
     ]
-    (url,) = [item for item in container["env"] if item["name"] == STORE_URL]
-    secret = url["valueFrom"]["secretKeyRef"]
     generated = {s["metadata"]["name"]: s for s in objects(rendered["overlays/production"], "Secret")}
-    assert secret["key"] in generated[secret["name"]]["data"], "the reference follows the generated name"
-    if "url" not in StoreConfig.__dataclass_fields__:
-        pytest.skip("[store] url arrives with the PostgreSQL store (issue 12 part 1)")
-    config, _, _ = service_config(rendered, "overlays/production", tmp_path)
-    assert config.store.url == "x"
+    references = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container["env"]
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+    assert set(references) == {"GATEMATCH_STORE_URL", ENV_TEMPLATE_KEY}
+    for name, ref in references.items():
+        value = base64.b64decode(generated[ref["name"]]["data"][ref["key"]]).decode()
+        assert value == SECRET_PLACEHOLDERS[ref["key"]], f"{name} follows the generated Secret's name"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_probes_ask_the_service_port(rendered, name, tmp_path):
-    config, _, container = service_config(rendered, name, tmp_path, without=frozenset({STORE_URL}))
+    config, _, container = service_config(rendered, name, tmp_path)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == config.server.port and ports["metrics"] == config.metrics.port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
