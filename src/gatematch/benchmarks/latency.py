@@ -7,6 +7,10 @@ latency (an encounter's first frame sent -> its decision back); from the server'
 (latest frame wins) and the encounter time it reports; from /proc: the server process's CPU time and peak RSS.
 Loopback only and bounded in cameras, rate, time and frames: this is a measurement, never a load generator
 pointed at a production gate.
+
+Capacity (`--find-capacity`): the same load, stepped up in cameras against one server, until a step breaks the
+service's promise to a gate: frame p99 over the frame budget, or 1% or more of the frames lost (dropped by
+latest-frame-wins, answered BUDGET_EXCEEDED, bad, or never answered). The capacity is the last count that held.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from gatematch.client import camera_frames, folder_photos, load_requests, make_f
 from gatematch.errors import ConfigError
 from gatematch.gallery import Calibration
 from gatematch.modelstore import ModelStore
+from gatematch.service.config import BudgetConfig
 
 MAX_CAMERAS = 32
 MAX_FPS = 60.0
@@ -159,6 +164,7 @@ class CameraLog:
     sent: int = 0
     observations: int = 0
     errors: int = 0
+    over_budget: int = 0  # observations answered BUDGET_EXCEEDED: the frame was not analysed in time
     dropped: int = 0
     frame_latency_s: list[float] = field(default_factory=list)
     decision_latency_s: dict[str, list[float]] = field(default_factory=dict)  # by decision kind
@@ -192,6 +198,7 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
                     log.observations += 1
                     log.dropped = max(log.dropped, int(obs.dropped_frames))
                     log.errors += obs.HasField("error")
+                    log.over_budget += obs.status == match_pb2.DECISION_BUDGET_EXCEEDED
                     log.frame_latency_s.append(now - sent_at[obs.sequence])
                     for stage, ms in obs.stage_ms.items():
                         log.server_stage_ms.setdefault(stage, []).append(ms)
@@ -251,6 +258,8 @@ def run_load(
     if failures:
         raise ConfigError(f"{len(failures)} camera stream(s) failed against {target}: {failures[0]}")
     processed = sum(log.observations - log.errors for log in logs)
+    frames_sent = sum(log.sent for log in logs)
+    over_budget = sum(log.over_budget for log in logs)
     decisions: dict[str, int] = {}
     for log in logs:
         for name, count in log.decisions.items():
@@ -280,10 +289,13 @@ def run_load(
         "fps": settings.fps,
         "seconds": settings.seconds,
         "wall_s": round(wall, 2),
-        "frames_sent": sum(log.sent for log in logs),
+        "frames_sent": frames_sent,
         "frames_processed": processed,
         "frames_dropped": sum(log.dropped for log in logs),
         "frame_errors": sum(log.errors for log in logs),
+        "frames_over_budget": over_budget,
+        # every frame a gate sent that did not come back analysed in time: dropped, bad, late or unanswered
+        "frames_lost": frames_sent - (processed - over_budget),
         "throughput_fps": round(processed / wall, 2),
         "decisions": decisions,
         "frame_latency": percentiles_ms([s for log in logs for s in log.frame_latency_s]),
@@ -312,3 +324,109 @@ def warm_up(target: str, flight: str, clip: list[bytes], frames: int = 3) -> Non
         for i in range(frames):
             frame = make_frame("bench-warm-up", "BENCH-WARM", flight, i + 1, clip[i % len(clip)])
             stub.Match(match_pb2.MatchRequest(frame=frame), timeout=60)
+
+
+# -------------------------------------------------------------------------------------------- capacity
+
+
+@dataclass(frozen=True)
+class CapacityCriteria:
+    """What one replica must hold for a camera count to count: the per-frame promise to a gate."""
+
+    frame_p99_ms: float = BudgetConfig.frame_ms  # the service's frame budget
+    max_lost_fraction: float = 0.01  # a step passes only under this share of lost frames
+
+    def __post_init__(self) -> None:
+        if self.frame_p99_ms <= 0:
+            raise ConfigError(f"the frame p99 budget must be > 0 ms, got {self.frame_p99_ms:g}")
+        if not 0 < self.max_lost_fraction < 1:
+            raise ConfigError(f"the lost-frame share must be in (0, 1), got {self.max_lost_fraction:g}")
+
+    def judge(self, load: dict) -> str:
+        """Why this load breaks the criteria ('' when it holds)."""
+        p99 = load["frame_latency"]["p99_ms"]
+        lost = load["frames_lost"] / max(load["frames_sent"], 1)
+        reasons = []
+        if p99 is None or p99 > self.frame_p99_ms:
+            reasons.append(f"frame p99 {p99} ms > {self.frame_p99_ms:g} ms")
+        if lost >= self.max_lost_fraction:
+            reasons.append(f"{lost:.1%} of frames lost >= {self.max_lost_fraction:.0%}")
+        return "; ".join(reasons)
+
+
+def capacity_step(cameras: int, load: dict, reason: str) -> dict[str, object]:
+    """One row of the capacity search: what the count did, and whether it held."""
+    server = load["server"]
+    return {
+        "cameras": cameras,
+        "passed": not reason,
+        "reason": reason,
+        "frame_p50_ms": load["frame_latency"]["p50_ms"],
+        "frame_p99_ms": load["frame_latency"]["p99_ms"],
+        "frames_sent": load["frames_sent"],
+        "frames_lost": load["frames_lost"],
+        "frames_dropped": load["frames_dropped"],
+        "frames_over_budget": load["frames_over_budget"],
+        "lost_fraction": round(load["frames_lost"] / max(load["frames_sent"], 1), 4),
+        "server_cpu_cores": server["cpu_cores"],
+        "server_peak_rss_mib": server["peak_rss_mib"],
+    }
+
+
+def capacity_counts(start: int, max_cameras: int, step: int) -> range:
+    """The camera counts a capacity search tries, refused before any work when they make no sense."""
+    if step < 1:
+        raise ConfigError(f"--step must be >= 1, got {step}")
+    if not start <= max_cameras <= MAX_CAMERAS:
+        raise ConfigError(
+            f"--max-cameras must be in {start}..{MAX_CAMERAS} (from --cameras), got {max_cameras}"
+        )
+    return range(start, max_cameras + 1, step)
+
+
+def find_capacity(
+    target: str,
+    settings: LoadSettings,
+    criteria: CapacityCriteria,
+    *,
+    max_cameras: int = MAX_CAMERAS,
+    step: int = 1,
+    server_pid: int | None = None,
+    in_process: bool = False,
+    workers: int | None = None,
+    progress: Callable[[dict[str, object]], None] | None = None,
+) -> dict[str, object]:
+    """Run the load at settings.cameras, then `step` more each time, until a count fails or max_cameras passed.
+
+    Linear, not a bisection: latency under overload is noisy near the knee, and the first failing count seen
+    from below is the one an operator would meet as gates are added one at a time.
+    """
+    steps: list[dict[str, object]] = []
+    capacity, capacity_load = 0, None
+    for cameras in capacity_counts(settings.cameras, max_cameras, step):
+        load = run_load(target, replace(settings, cameras=cameras), server_pid, in_process)
+        row = capacity_step(cameras, load, criteria.judge(load))
+        steps.append(row)
+        if progress:
+            progress(row)
+        if not row["passed"]:
+            break
+        capacity, capacity_load = cameras, load
+    held_all = bool(steps) and bool(steps[-1]["passed"])
+    busy = capacity_load["server"]["cpu_cores"] if capacity_load else None
+    return {
+        "target": target,
+        "in_process": in_process,
+        "fps": settings.fps,
+        "seconds_per_step": settings.seconds,
+        "videos": [str(v) for v in settings.videos],
+        "criteria": {"frame_p99_ms": criteria.frame_p99_ms, "max_lost_fraction": criteria.max_lost_fraction},
+        "steps": steps,
+        "capacity_cameras": capacity,
+        # when every count up to max_cameras held, the capacity is only a lower bound
+        "first_failing_cameras": None if held_all else steps[-1]["cameras"],
+        "workers": workers,
+        "cameras_per_worker": round(capacity / workers, 2) if workers and capacity else None,
+        "server_cpu_cores_at_capacity": busy,
+        "cameras_per_busy_core": round(capacity / busy, 2) if capacity and busy else None,
+    }

@@ -346,7 +346,8 @@ def latency_markdown(report: dict) -> str:
         lines += [
             "",
             f"Frames sent {load['frames_sent']}, processed {load['frames_processed']}, dropped "
-            f"{load['frames_dropped']} (bad {load['frame_errors']}); throughput {load['throughput_fps']:.2f} "
+            f"{load['frames_dropped']} (bad {load['frame_errors']}, over budget {load['frames_over_budget']}, "
+            f"lost {load['frames_lost']}); throughput {load['throughput_fps']:.2f} "
             f"frames/s processed; decisions {load['decisions']}.",
             "Server-reported mean stage times (ms): "
             + ", ".join(f"{stage} {ms}" for stage, ms in load["server_stage_mean_ms"].items())
@@ -354,6 +355,9 @@ def latency_markdown(report: dict) -> str:
             f"Server CPU {server['cpu_s']} s ({server['cpu_cores']} cores busy on average), peak RSS "
             f"{server['peak_rss_mib']} MiB ({server['note']}).",
         ]
+    capacity = report.get("capacity")
+    if capacity:
+        lines += capacity_markdown(capacity)
     stages = report.get("stages")
     if stages:
         lines += [
@@ -371,6 +375,34 @@ def latency_markdown(report: dict) -> str:
             f"(with JPEG decode {stages['overhead_ratio_with_decode']}x).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def capacity_markdown(capacity: dict) -> list[str]:
+    criteria = capacity["criteria"]
+    count = capacity["capacity_cameras"]
+    bound = "" if capacity["first_failing_cameras"] else " (every count tried held: a lower bound)"
+    lines = [
+        "",
+        f"## Capacity: {count} cameras at {capacity['fps']:g} fps{bound}",
+        "",
+        f"A count holds when frame p99 <= {criteria['frame_p99_ms']:g} ms and under "
+        f"{criteria['max_lost_fraction']:.0%} of frames are lost (dropped, over budget, bad or unanswered); "
+        f"{capacity['seconds_per_step']:g} s per step against {capacity['target']}.",
+        "",
+    ]
+    keys = ("frame_p50_ms", "frame_p99_ms", "frames_sent", "frames_lost", "server_cpu_cores")
+    rows = [
+        [row["cameras"], *("-" if row[k] is None else row[k] for k in keys), row["reason"] or "held"]
+        for row in capacity["steps"]
+    ]
+    lines += table(["cameras", "p50 ms", "p99 ms", "sent", "lost", "server cores", "verdict"], rows)
+    lines += [
+        "",
+        f"Cameras per inference worker: {capacity['cameras_per_worker']} ({capacity['workers']} workers); "
+        f"per busy core: {capacity['cameras_per_busy_core']} (server used "
+        f"{capacity['server_cpu_cores_at_capacity']} cores at capacity).",
+    ]
+    return lines
 
 
 def write_latency(out: Path, report: dict) -> list[Path]:

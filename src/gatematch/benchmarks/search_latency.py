@@ -56,6 +56,11 @@ def snapshot(index: faiss.Index, vectors: np.ndarray) -> Gallery:
     return in_memory_gallery(vectors, owners, EMBEDDER, name="BENCH", index=index)
 
 
+def index_mib(index: faiss.Index) -> float:
+    """What a replica holds in memory for the index: its serialised size (vectors, plus HNSW's graph)."""
+    return round(faiss.serialize_index(index).nbytes / 2**20, 3)
+
+
 def time_searches(gallery: Gallery, probes: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Per-probe wall times (ms) and the top traveler of each probe."""
     for probe in probes[:20]:  # warm caches and allocators
@@ -82,6 +87,7 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
         start = time.perf_counter()
         flat = snapshot(build_index(vectors, "flat"), vectors)
         row["flat_build_s"] = round(time.perf_counter() - start, 2)
+        row["flat_mib"] = index_mib(flat.index)
         flat_ms, exact = time_searches(flat, probes)
         row |= {"flat_p50_ms": round(float(np.percentile(flat_ms, 50)), 4)}
         row |= {"flat_p99_ms": round(float(np.percentile(flat_ms, 99)), 4)}
@@ -93,6 +99,7 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
             with faiss_threads():  # builds are offline: use every core
                 hnsw = snapshot(build_index(vectors, "hnsw"), vectors)
             row["hnsw_build_s"] = round(time.perf_counter() - start, 2)
+            row["hnsw_mib"] = index_mib(hnsw.index)
             hnsw_ms, approx = time_searches(hnsw, probes)
             row |= {"hnsw_p50_ms": round(float(np.percentile(hnsw_ms, 50)), 4)}
             row |= {"hnsw_p99_ms": round(float(np.percentile(hnsw_ms, 99)), 4)}
@@ -109,7 +116,7 @@ def run(sizes: list[int], dim: int, queries: int, hnsw_max: int, seed: int) -> l
 
 def table(rows: list[dict[str, object]]) -> str:
     columns = ["templates", "flat_p50_ms", "flat_p99_ms", "hnsw_p50_ms", "hnsw_p99_ms", "hnsw_recall_at_1"]
-    columns += ["hnsw_build_s"]
+    columns += ["hnsw_build_s", "flat_mib", "hnsw_mib"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
