@@ -244,9 +244,10 @@ def _latency(args: argparse.Namespace) -> int:
 
 def _encounters(args: argparse.Namespace) -> int:
     from gatematch.benchmarks.dataset import scan_dataset
+    from gatematch.benchmarks.embeddings import default_cache_dir
     from gatematch.benchmarks.encounters import (
         EncounterSettings,
-        analyze_stills,
+        cached_stills,
         enroll_folder,
         fused_calibration_tables,
         read_video_list,
@@ -320,7 +321,9 @@ def _encounters(args: argparse.Namespace) -> int:
         body: dict[str, object] = {"commercial_use": pipeline.pack.commercial_use}
         if dataset is not None:
             body["dataset"] = {"root": str(dataset.root), "fingerprint": dataset.fingerprint}
-            stills = analyze_stills(dataset, pipeline, progress=not args.quiet)
+            stills = cached_stills(
+                dataset, pipeline, args.cache or default_cache_dir(), progress=not args.quiet
+            )
             body["stills"] = stills_report(stills, pipeline, calibrations, settings, progress=not args.quiet)
             if args.write_calibration:
                 args.out.mkdir(parents=True, exist_ok=True)
@@ -392,8 +395,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     encounters.add_argument(
         "--target-fpir", type=float, action="append", help="operating point(s) (default: 0.003 and 0.01)"
     )
-    encounters.add_argument("--decision-frames", default="3", help="usable frames at each search, e.g. 1,3")
-    encounters.add_argument("--fpir-shares", default="1", help="share of the target per search, e.g. 0.2,0.8")
+    encounters.add_argument(
+        "--decision-frames",
+        default=None,
+        help="usable frames at each search, e.g. 1,5 (default: the service's)",
+    )
+    encounters.add_argument(
+        "--fpir-shares",
+        default=None,
+        help="share of the target per search, e.g. 0.2,0.8 (default: the service's)",
+    )
+    encounters.add_argument(
+        "--fuse-best", type=int, default=None, help="frames averaged (default: the service's)"
+    )
+    encounters.add_argument(
+        "--cache", type=Path, default=None, help="analysed photos are cached here (default: the user cache)"
+    )
     encounters.add_argument(
         "--tailgating-pairs", type=int, default=20, help="back-to-back pairs per departure"
     )

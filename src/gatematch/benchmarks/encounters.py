@@ -28,16 +28,18 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from gatematch.atomicfile import write_atomic
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.benchmarks.dataset import Dataset
+from gatematch.benchmarks.embeddings import cache_key
 from gatematch.benchmarks.report import now_iso, percent, table, write_json
 from gatematch.calibration import CalibrationTable
 from gatematch.enrollment import EnrollmentPhoto, judge
@@ -54,7 +56,7 @@ from gatematch.gallery import (
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
 from gatematch.service.config import EncounterConfig
-from gatematch.service.dataplane import Assessment, judge_frame, sightings
+from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, EncounterOutcome, EncounterTracker, Sighting
 from gatematch.video import read_frames
 
@@ -140,25 +142,39 @@ def at_gate(seen: list[Sighting], rng: np.random.Generator) -> list[Sighting]:
 
 @dataclass
 class StillSet:
-    """Every photo of a data set analysed once: its frame judgment, its sightings, its enrollment outcome."""
+    """Every photo of a data set through the frame rules once: what the tracker would be handed for it (its main
+    gate-sized face as a sighting) and its main face's template (the single-image protocol and enrollment).
+
+    Only these arrays are kept, so a run can be cached (`cache_stills`) and replayed with other rules."""
 
     identities: np.ndarray  # (N,) str
-    assessments: list[Assessment | None]  # None: the file could not be read
-    single: np.ndarray  # (N, dim) the main face's template (zeros when none): the single-image protocol
-    acquired: np.ndarray  # (N,) bool: a face with a template
+    seen: np.ndarray  # (N,) bool: the frame rules found a gate-sized face (a sighting)
+    quality: np.ndarray  # (N,) float: its sighting quality
+    fusable: np.ndarray  # (N,) bool: it passed quality (and liveness): its template may be fused
+    single: np.ndarray  # (N, dim) the main face's template, zeros when none
+    acquired: np.ndarray  # (N,) bool: a main face with a template
+
+    def sighting(self, row: int) -> list[Sighting]:
+        if not self.seen[row]:
+            return []
+        template = self.single[row] if self.fusable[row] else None
+        return [Sighting(GATE_BOX, float(self.quality[row]), template)]
 
 
 def analyze_stills(
     dataset: Dataset, pipeline: FacePipeline, batch: int = 16, progress: bool = True
 ) -> StillSet:
-    dim = pipeline.embedding_size
-    assessments: list[Assessment | None] = []
-    single = np.zeros((len(dataset.samples), dim), np.float32)
-    acquired = np.zeros(len(dataset.samples), bool)
-    bar = tqdm(
-        total=len(dataset.samples), desc=f"analysing ({pipeline.pack.name})", unit="img", disable=not progress
+    n, dim = len(dataset.samples), pipeline.embedding_size
+    stills = StillSet(
+        np.array([s.identity for s in dataset.samples]),
+        np.zeros(n, bool),
+        np.zeros(n, np.float32),
+        np.zeros(n, bool),
+        np.zeros((n, dim), np.float32),
+        np.zeros(n, bool),
     )
-    for start in range(0, len(dataset.samples), batch):
+    bar = tqdm(total=n, desc=f"analysing ({pipeline.pack.name})", unit="img", disable=not progress)
+    for start in range(0, n, batch):
         chunk = dataset.samples[start : start + batch]
         images, rows = [], []
         for row, sample in enumerate(chunk, start=start):
@@ -167,16 +183,38 @@ def analyze_stills(
                 rows.append(row)
             except BadImageError:
                 pass
-        analyses = dict(zip(rows, pipeline.analyze_batch(images), strict=True))
-        for row in range(start, start + len(chunk)):
-            analysis = analyses.get(row)
-            assessments.append(judge_frame(analysis) if analysis is not None else None)
-            face = analysis.primary() if analysis is not None else None
+        for row, analysis in zip(rows, pipeline.analyze_batch(images), strict=True):
+            face = analysis.primary()
             if face is not None and face.embedding is not None:
-                single[row], acquired[row] = face.embedding, True
+                stills.single[row], stills.acquired[row] = face.embedding, True
+            seen = sightings(judge_frame(analysis))[:1]  # the photo's main face: the traveler at the gate
+            if seen:
+                stills.seen[row], stills.quality[row], stills.fusable[row] = (
+                    True,
+                    seen[0].quality,
+                    seen[0].fusable,
+                )
         bar.update(len(chunk))
     bar.close()
-    return StillSet(np.array([s.identity for s in dataset.samples]), assessments, single, acquired)
+    return stills
+
+
+def cache_stills(stills: StillSet, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda out: np.savez(out, **{f.name: getattr(stills, f.name) for f in fields(stills)}))
+
+
+def cached_stills(
+    dataset: Dataset, pipeline: FacePipeline, cache_dir: Path, progress: bool = True
+) -> StillSet:
+    """`analyze_stills`, read back when the same photos went through the same pipeline before."""
+    path = cache_dir / f"stills-{pipeline.pack.name}-{cache_key(pipeline)}-{dataset.fingerprint[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return StillSet(**{f.name: data[f.name] for f in fields(StillSet)})
+    stills = analyze_stills(dataset, pipeline, progress=progress)
+    cache_stills(stills, path)
+    return stills
 
 
 @dataclass
@@ -241,9 +279,7 @@ def simulate_stills(
         return EncounterTracker(settings.rule, target, settings.encounter_s, same_person)
 
     def frames_of(picks: np.ndarray) -> list[list[Sighting]]:
-        return [
-            at_gate(sightings(stills.assessments[r]), rng) if stills.assessments[r] else [] for r in picks
-        ]
+        return [at_gate(stills.sighting(r), rng) for r in picks]
 
     bar = tqdm(total=settings.departures, desc=f"departures (FPIR {target:g})", disable=not progress)
     for departure in range(settings.departures):
