@@ -7,6 +7,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gatematch.cli.options import add_model_dir_option
@@ -283,14 +284,20 @@ def _encounters(args: argparse.Namespace) -> int:
     if not args.fps > 0 or not all(0 < t < 1 for t in args.target_fpir or [0.003]):
         raise ConfigError("--fps must be > 0 and every --target-fpir in (0, 1)")
     check_output_folder(args.out, "--out")
+    default = EncounterConfig()
     try:
-        frames = tuple(int(v) for v in args.decision_frames.split(","))
-        shares = tuple(float(v) for v in args.fpir_shares.split(","))
+        frames = tuple(int(v) for v in args.decision_frames.split(",")) if args.decision_frames else None
+        shares = tuple(float(v) for v in args.fpir_shares.split(",")) if args.fpir_shares else None
     except ValueError:
         raise ConfigError(
             "--decision-frames takes integers and --fpir-shares numbers, comma-separated"
         ) from None
-    rule = EncounterConfig(decision_frames=frames, fpir_shares=shares)
+    rule = replace(
+        default,
+        decision_frames=frames or default.decision_frames,
+        fpir_shares=shares or default.fpir_shares,
+        fuse_best=args.fuse_best or default.fuse_best,
+    )
     settings = EncounterSettings(
         gallery_size=args.gallery_size,
         departures=args.departures,
