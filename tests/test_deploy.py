@@ -3,22 +3,20 @@
 The Dockerfile is read statically (what it copies exists and enters the build context, its entry point and
 commands are the CLI's, its model step really installs and verifies the models) and linted by hadolint and
 checkov. The kustomizations are rendered by `kubectl kustomize` (secret files replaced by placeholders in a
-copy) and checked as the cluster would see them: locked-down pods, probes on the service's port, config and
-environment keys that `load_config` accepts, and checkov. The app-tls overlay's exec health probe runs against
-a real mutual-TLS server on loopback. `make deploy-check` installs the tools in .venv-deploy.
+copy) and checked as the cluster would see them: locked-down pods, native gRPC probes on the service's port
+(the health-only port where the service does mutual TLS), config and environment keys that `load_config`
+accepts, and checkov. `make deploy-check` installs the tools in .venv-deploy.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import shlex
 import shutil
 import subprocess
 import tomllib
-from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -27,16 +25,11 @@ import yaml
 
 from gatematch.cards import get_pack
 from gatematch.cli.main import build_parser, main
-from gatematch.facepipeline import FacePipeline
 from gatematch.modelstore import ENV_MODEL_DIR, ModelStore
-from gatematch.service.config import ENV_CONFIG, ServerConfig, TLSConfig, load_config
+from gatematch.service.config import ENV_CONFIG, ServerConfig, load_config
 from gatematch.service.security import Policy
-from gatematch.service.server import GateMatchServer, pipeline_config
 from gatematch.template_crypto import ENV_TEMPLATE_KEY
 from support.data import REPO, need, under_ci
-from support.pki import issue
-from support.server import calibration_for
-from support.server import service_config as loopback_config
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ("base", "overlays/production", "overlays/app-tls", "overlays/models-volume")
@@ -322,18 +315,15 @@ def test_store_url_and_template_key_come_from_generated_secrets(rendered):
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_probes_ask_the_service_port(rendered, name, tmp_path):
+def test_probes_are_native_grpc_health_checks_on_the_right_port(rendered, name, tmp_path):
     config, _, container = service_config(rendered, name, tmp_path)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == config.server.port and ports["metrics"] == config.metrics.port
+    # with mutual TLS in the service, the kubelet's plaintext probe asks the health-only port instead
+    probed = config.server.health_port if name == "overlays/app-tls" else config.server.port
+    assert probed and (name != "overlays/app-tls" or ports["health"] == probed)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        spec = container[probe]
-        if name == "overlays/app-tls":
-            script = spec["exec"]["command"][-1]
-            mount = next(m for m in container["volumeMounts"] if script.startswith(m["mountPath"]))
-            assert mount["name"] == "probe", "the probe script comes from its ConfigMap"
-        else:
-            assert spec["grpc"]["port"] == config.server.port, f"{probe}: native gRPC health probe"
+        assert container[probe]["grpc"]["port"] == probed, f"{probe}: native gRPC health probe"
 
 
 def test_generated_secrets_and_images_are_referenced(rendered):
@@ -368,41 +358,3 @@ def test_manifests_pass_checkov(rendered):
     for name in KUSTOMIZATIONS:
         (folder / f"{name.replace('/', '-')}.yaml").write_text(yaml.safe_dump_all(rendered[name]))
     assert_clean(checkov("-d", str(folder), framework="kubernetes"))
-
-
-# ------------------------------------------------------------------------------------------ health probe
-
-
-def load_probe():
-    path = DEPLOY / "overlays" / "app-tls" / "health_probe.py"
-    spec = importlib.util.spec_from_file_location("health_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tls_health_probe_reports_serving_only_when_the_service_is(model_store, faces_dir, tmp_path, capsys):
-    pki, tls_dir = tmp_path / "pki", tmp_path / "tls"
-    ca = issue(pki, "ca")
-    server_cert, probe_cert = issue(pki, "localhost", ca, server=True), issue(pki, "probe", ca)
-    tls_dir.mkdir()
-    shutil.copy(pki / "ca.pem", tls_dir / "ca.crt")
-    shutil.copy(probe_cert.cert_file, tls_dir / "probe.crt")
-    shutil.copy(probe_cert.key_file, tls_dir / "probe.key")
-    config = loopback_config(tmp_path)
-    tls = TLSConfig(server_cert.cert_file, server_cert.key_file, str(tls_dir / "ca.crt"))
-    config = replace(config, tls=tls)
-    pipeline = FacePipeline.from_pack("default", store=model_store, config=pipeline_config(config))
-    server = GateMatchServer(config, pipeline=pipeline, calibration=calibration_for(pipeline, faces_dir))
-    probe = load_probe()
-    server.start()
-    try:
-        argv = ["--target", f"localhost:{server.port}", "--tls-dir", str(tls_dir)]
-        assert probe.main(argv) == 1 and "NOT_SERVING" in capsys.readouterr().out
-        server.load()
-        assert probe.main(argv) == 0 and "SERVING" in capsys.readouterr().out
-        assert probe.main([*argv[:2], "--tls-dir", str(tmp_path / "nowhere")]) == 2
-        assert "cannot read" in capsys.readouterr().err
-    finally:
-        server.stop(0)
-    assert probe.main(argv) == 1 and "UNAVAILABLE" in capsys.readouterr().out

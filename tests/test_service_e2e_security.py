@@ -21,7 +21,7 @@ from gatematch.service.security import channel_credentials
 from gatematch.service.server import pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 from support.pki import Issued, issue, revocation_list
-from support.server import calibration_for, health_status, service_config, start_server
+from support.server import calibration_for, free_port, health_status, service_config, start_server
 
 FLIGHT, OTHER_FLIGHT, SCRATCH = "GM202", "GM303", "GM404"
 POLICY = f"""
@@ -62,7 +62,7 @@ def pki(tmp_path_factory) -> dict[str, Issued]:
 def service(tmp_path_factory, model_store, faces_dir, pki):
     root = tmp_path_factory.mktemp("secure")
     (root / "policy.toml").write_text(POLICY)
-    config = service_config(root)
+    config = service_config(root, health_port=free_port())
     config = replace(
         config,
         tls=TLSConfig(
@@ -183,6 +183,21 @@ def test_a_camera_cannot_administer_galleries_nor_ask_for_rankings(service, pki,
         assert [c.traveler_id for c in ranked.candidates] == ["obama"]  # the flight's only traveler
         listed = gallery_pb2_grpc.GalleryServiceStub(ch).List(gallery_pb2.ListGalleriesRequest())
         assert {g.flight_id for g in listed.galleries} == {FLIGHT}  # its scope, not every flight
+
+
+def test_the_health_only_port_answers_plaintext_probes_and_nothing_else(service, pki, loaded):
+    target = f"127.0.0.1:{service.health_port}"
+    assert health_status(target) == health_pb2.HealthCheckResponse.SERVING  # a kubelet's probe: no TLS
+    with grpc.insecure_channel(target) as ch:
+        for action in (
+            lambda: gallery_pb2_grpc.GalleryServiceStub(ch).List(
+                gallery_pb2.ListGalleriesRequest(), timeout=5
+            ),
+            lambda: match_pb2_grpc.MatchServiceStub(ch).Match(match_pb2.MatchRequest(), timeout=5),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                action()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_health_answers_any_tls_client_and_admin_can_purge(service, pki, loaded, examples):

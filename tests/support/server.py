@@ -135,3 +135,12 @@ class ServeProcess:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a second listener whose port the test must know)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -46,6 +46,9 @@ class ServerConfig:
     # plaintext on a non-loopback address needs this on purpose; it never switches authorization off
     allow_insecure_remote: bool = False
     reflection: bool = False  # gRPC server reflection (then for authenticated analysts and admins only)
+    # A second, plaintext listener that serves grpc.health.v1 only (0 = none): for orchestrator probes that
+    # cannot do mutual TLS (the kubelet's). It tells nothing but SERVING / NOT_SERVING.
+    health_port: int = 0
     # per client (certificate or token): streams and loads open at once, and a request rate (token bucket)
     client_streams: int = 4
     client_rate: float = 50.0  # calls and stream opens per second, sustained
@@ -56,8 +59,10 @@ class ServerConfig:
     load_max_s: float = 900.0  # a gallery load that takes longer is refused, nothing written
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"[server] port must be 0..65535, got {self.port}")
+        if not 0 <= self.port <= 65535 or not 0 <= self.health_port <= 65535:
+            raise ConfigError(
+                f"[server] port and health_port must be 0..65535, got {self.port}, {self.health_port}"
+            )
         if self.workers < 0:
             raise ConfigError(f"[server] workers must be >= 0, got {self.workers}")
         _positive(

@@ -151,6 +151,8 @@ class GateMatchServer:
             )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
+        self.health_port = 0
+        self._health_only: grpc.Server | None = None
         self.metrics_port = 0
 
     def _set_health(self, status: int) -> None:
@@ -186,6 +188,11 @@ class GateMatchServer:
         else:
             self.port = self.grpc.add_secure_port(address, credentials)
         self.grpc.start()
+        if server.health_port:
+            self._health_only = grpc.server(ThreadPoolExecutor(2, thread_name_prefix="gatematch-health"))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_only)
+            self.health_port = self._health_only.add_insecure_port(f"{server.host}:{server.health_port}")
+            self._health_only.start()
         if self.config.metrics.port:
             self.metrics_port = self.telemetry.serve(self.config.metrics.host, self.config.metrics.port)
         log.info(
@@ -194,6 +201,7 @@ class GateMatchServer:
                 "host": server.host,
                 "port": self.port,
                 "tls": credentials is not None,
+                "health_port": self.health_port,
                 "metrics": self.metrics_port,
             },
         )
@@ -305,6 +313,8 @@ class GateMatchServer:
         drained = loaded.scheduler.drain(grace) if loaded else True
         self._stopped.set()
         self.grpc.stop(grace).wait()
+        if self._health_only is not None:
+            self._health_only.stop(0).wait()
         self.pool.shutdown(wait=True)
         if loaded:
             loaded.plane.store.close()
