@@ -83,7 +83,7 @@ def run(dataset_root, pairs_file, labels_file, model_dir, tmp_path_factory) -> d
     out, cache = base / "first", base / "cache"
     extra = ["--pack", PACKS[0], "--pack", PACKS[1], "--pairs", str(pairs_file), "--labels", str(labels_file)]
     assert bench(dataset_root, out, cache, model_dir, *extra) == 0
-    caches = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    caches = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
     assert bench(dataset_root, base / "second", cache, model_dir, *extra) == 0
     return {
         "out": out,
@@ -123,9 +123,11 @@ def test_verification_rates_are_sane_ordered_and_match_the_scores(run, dataset_r
             assert p["generalized_fnmr"] >= p["fnmr"] and p["generalized_fmr"] <= p["fmr"]
         assert 0 <= v["eer"] <= 0.5
         # the reported numbers are those of the cached scores (cache hit: no model run needed to recheck)
-        embedded = embed_dataset(
+        embedding = embed_dataset(
             dataset, FacePipeline.from_pack(name, model_store), run["cache"], progress=False
         )
+        assert embedding.new_images == 0 and embedding.stored_images == len(dataset.samples)
+        embedded = embedding.embedded
         scores = verification_scores(embedded)
         assert v["genuine_comparisons"] == scores.genuine.size
         fmr, fnmr = metrics.fmr_fnmr(scores.genuine, scores.impostor, np.array(thresholds))
@@ -183,9 +185,16 @@ def test_calibration_tables_and_plots_are_written(run):
 
 
 def test_rerun_uses_the_cache_and_gives_identical_numbers(run):
-    assert {p: p.stat().st_mtime_ns for p in run["cache"].iterdir()} == run["caches_before"]
+    assert {p: p.stat().st_mtime_ns for p in run["cache"].rglob("*")} == run["caches_before"]
     for name in PACKS:
         first, again = dict(run["report"]["packs"][name]), dict(run["rerun"]["packs"][name])
+        assert first.pop("embedding")["new_images"] == first["images"]
+        assert again.pop("embedding") == {
+            "engine": "local",
+            "new_images": 0,
+            "stored_images": first["images"],
+            "images_per_s": None,
+        }
         first.pop("embedding_s"), again.pop("embedding_s")
         assert first == again
 
