@@ -354,6 +354,45 @@ def _verification_scores(
     )
 
 
+@dataclass(frozen=True)
+class ScoredSet:
+    """What the protocols make of an embedded set: summaries (JSON-ready) and the raw score sets."""
+
+    rates: dict[str, object]
+    scores: VerificationScores
+    searches: FlightSearches
+
+
+def score_embedded(
+    embedded: EmbeddedSet,
+    settings: AccuracySettings,
+    *,
+    labels: dict[str, dict[str, str]] | None = None,
+    progress: bool = True,
+) -> ScoredSet:
+    """Everything after embedding: 1:1 and 1:N protocols, their rates, subgroups when labelled."""
+    fta = embedded.fta_rate
+    scores = _verification_scores(embedded, settings, progress)
+    searches = simulate_flights(embedded, settings.gallery_size, settings.departures, settings.seed, progress)
+    verification = verification_summary(scores, fta, settings.fmr_targets)
+    identification = identification_summary(searches, settings.gallery_size, settings.fpir_targets)
+    identification["single_image_identities"] = single_image_identities(embedded)
+    acquired = embedded.acquired
+    rates: dict[str, object] = {
+        "images": int(acquired.size),
+        "fta_rate": fta,
+        "fte_rate": enrollment_failures(embedded),
+        "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
+        "verification": verification,
+        "identification": identification,
+    }
+    if labels:
+        rates["subgroups"] = subgroup_summary(
+            embedded, searches, labels, verification, identification, settings
+        )
+    return ScoredSet(rates, scores, searches)
+
+
 def evaluate_pack(
     dataset: Dataset,
     pipeline: FacePipeline,
@@ -372,16 +411,9 @@ def evaluate_pack(
     embedding = embed_dataset(
         dataset, pipeline, cache_dir, engine=embed_with, chunk_size=chunk_size, progress=progress
     )
-    embedded = embedding.embedded
-    fta = embedded.fta_rate
-    scores = _verification_scores(embedded, settings, progress)
-    searches = simulate_flights(embedded, settings.gallery_size, settings.departures, settings.seed, progress)
-    verification = verification_summary(scores, fta, settings.fmr_targets)
+    scored = score_embedded(embedding.embedded, settings, labels=labels, progress=progress)
     if pairs:
-        verification["lfw_accuracy"] = lfw_summary(dataset, embedded, pairs)
-    identification = identification_summary(searches, settings.gallery_size, settings.fpir_targets)
-    identification["single_image_identities"] = single_image_identities(embedded)
-    acquired = embedded.acquired
+        scored.rates["verification"]["lfw_accuracy"] = lfw_summary(dataset, embedding.embedded, pairs)
     summary: dict[str, object] = {
         "pack": pack.name,
         "commercial_use": pack.commercial_use,
@@ -391,20 +423,11 @@ def evaluate_pack(
             "dim": pipeline.embedding_size,
         },
         "models": pack.model_hashes,
-        "images": int(acquired.size),
-        "fta_rate": fta,
-        "fte_rate": enrollment_failures(embedded),
-        "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
         "embedding_s": round(embedding.seconds, 1),
         "embedding": {"engine": engine_name, **embedding.summary},
-        "verification": verification,
-        "identification": identification,
+        **scored.rates,
     }
-    if labels:
-        summary["subgroups"] = subgroup_summary(
-            embedded, searches, labels, verification, identification, settings
-        )
-    return PackRun(pack.name, summary, scores, searches)
+    return PackRun(pack.name, summary, scored.scores, scored.searches)
 
 
 def calibration_table(run: PackRun, dataset: Dataset) -> CalibrationTable:

@@ -88,6 +88,8 @@ class StoredTemplates:
         if isinstance(rows, int | np.integer):
             return self[np.array([rows])][0]
         chunk, offset = self._chunk[rows], self._offset[rows]
+        if len(chunk) and (chunk == chunk[0]).all():  # the common case after compaction: one copy, not two
+            return np.asarray(self._chunks[chunk[0]][offset])
         out = np.empty((len(chunk), self.dim), np.float32)
         order = np.argsort(chunk, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(chunk[order]) != 0]) if len(order) else []

@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the protocols only read an EmbeddedSet; importing it would 
 
 DEFAULT_IMPOSTOR_PAIRS = 10_000_000  # all pairs up to this many; a 40 MB score array, ~25x FMR 1e-4's need
 WORK_ITEMS = 1 << 22  # floats per temporary score block (16 MiB): what bounds the protocols' working memory
-SAMPLE_BLOCK = 1 << 18  # impostor pairs drawn and scored at a time
 SAMPLING_STREAM = 1  # impostor sampling draws from its own seeded stream, apart from the flight simulation's
 
 
@@ -120,12 +119,13 @@ def _sampled_impostor_scores(
     redrawn when both show one identity (which drops i == j too); every unordered impostor pair is then
     equally likely. Drawn with replacement, so the scores are independent trials for the binomial interval."""
     rng = np.random.default_rng([seed, SAMPLING_STREAM])
+    block = max(1, WORK_ITEMS // (2 * embedded.embeddings.shape[1]))  # pairs drawn and scored at a time
     out = np.empty(wanted, np.float32)
     done = 0
     with tqdm(total=wanted, desc="1:1 impostor sample", unit="pair", disable=not progress) as bar:
         while done < wanted:
-            first = rng.integers(0, len(keep), SAMPLE_BLOCK)
-            second = rng.integers(0, len(keep), SAMPLE_BLOCK)
+            first = rng.integers(0, len(keep), block)
+            second = rng.integers(0, len(keep), block)
             differ = codes[first] != codes[second]
             first, second = first[differ][: wanted - done], second[differ][: wanted - done]
             a, b = embedded.embeddings[keep[first]], embedded.embeddings[keep[second]]
@@ -301,7 +301,7 @@ def _scored_blocks(
     progress: bool,
 ) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """(departure slice, probe slice, scores) per block: each probe against its own departure's gallery,
-    -inf where the gallery entry failed to enroll (it is not in the gallery)."""
+    -inf where the traveler failed to enroll (not in the gallery)."""
     departures, gallery = enroll_rows.shape
     probes = probe_rows.shape[1]
     across, per_block = _flight_blocks(departures, gallery, probes, embedded.embeddings.shape[1])

@@ -71,6 +71,7 @@ def ray_cluster() -> Iterator[int]:
             logging_level=logging.WARNING,
         )
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is enough
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset execution plan on stderr
     try:
         yield int(ray.cluster_resources().get("CPU", 1))
     finally:
@@ -97,7 +98,7 @@ def ray_engine(
             fn_constructor_kwargs={"pack": pack, "model_dir": str(model_dir), "config": actor_config},
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=ACTOR_THREADS,
         )
         try:
