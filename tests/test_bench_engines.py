@@ -114,3 +114,25 @@ def test_a_killed_run_resumes_embedding_only_what_it_had_not_stored(celeb5, loca
     assert len(store_of(cache).digests()) == total
     assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]  # a chunk being written at the kill is gone
     assert figures(report) == figures(local_run["report"])
+
+
+def test_the_ray_engine_without_ray_installed_is_a_one_line_error(
+    celeb5, model_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it does without the extra
+    argv = options(tmp_path / "cache", tmp_path / "out", model_dir, "--engine", "ray")
+    assert main(["bench", "accuracy", str(celeb5), *argv]) == 2
+    assert "pip install 'gatematch[ray]'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "bench",
+                "accuracy",
+                str(celeb5),
+                *options(tmp_path / "c", tmp_path / "o", model_dir, "--ray-actors", "2"),
+            ]
+        )
+        == 2
+    )
+    assert "--ray-actors is an option of --engine ray" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()

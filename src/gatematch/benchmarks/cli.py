@@ -86,14 +86,12 @@ def _accuracy(args: argparse.Namespace) -> int:
         embedders[pack.embedder.name] = name
     check_output_folder(args.out, "--out")
     check_output_folder(args.cache or default_cache_dir(), "--cache")
-    for value, minimum, option in (
-        (args.chunk_size, 1, "--chunk-size"),
-        (args.impostor_pairs, 1, "--impostor-pairs"),
-        (args.ray_actors or 1, 1, "--ray-actors"),
-    ):
-        check_at_least(value, minimum, option)
-    if args.ray_actors is not None and args.engine != "ray":
-        raise ConfigError("--ray-actors is an option of --engine ray")
+    check_at_least(args.chunk_size, 1, "--chunk-size")
+    check_at_least(args.impostor_pairs, 1, "--impostor-pairs")
+    if args.ray_actors is not None:
+        if args.engine != "ray":
+            raise ConfigError("--ray-actors is an option of --engine ray")
+        check_at_least(args.ray_actors, 1, "--ray-actors")
     settings = AccuracySettings(
         gallery_size=args.gallery_size,
         departures=args.departures,
