@@ -54,7 +54,8 @@ CONVENTIONS = {
     "impostor_sampling": "when a set has more impostor pairs than the sample size (the --impostor-pairs budget, "
     "or what the lowest FMR target needs if more), impostor scores are a seeded uniform sample with "
     "replacement of that many pairs; genuine pairs are always all scored",
-    "confidence": "ci95 = 95% Wilson score interval of a rate as errors / trials; pairs_needed = impostor "
+    "confidence": "ci95 = 95% Wilson score interval of a rate as errors / trials, trials taken as independent "
+    "(all-pairs comparisons share photos, so their true interval is wider); pairs_needed = impostor "
     "comparisons for which the interval spans about +-30% of the target FMR (about 43 false matches)",
     "identification": "open-set, rank 1 (NIST FRVT): a mated search whose probe gave no face or whose traveler "
     "failed to enroll is a miss at every threshold (counts in FNIR and rank-1); a non-mated probe without a "
