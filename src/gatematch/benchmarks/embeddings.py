@@ -22,6 +22,7 @@ from tqdm import tqdm
 from gatematch.benchmarks.dataset import Dataset
 from gatematch.benchmarks.embedding_store import (
     DEFAULT_CHUNK_SIZE,
+    DIGEST,
     EmbeddedBatch,
     EmbeddingStore,
     StoredTemplates,
@@ -147,10 +148,10 @@ def embed_dataset(
         pipeline.embedding_size,
     )
     digests = [s.sha256 for s in dataset.samples]
-    distinct = list(dict.fromkeys(digests))
-    stored = set(store.digests().astype(str).tolist())
-    paths = {s.sha256: s.path for s in dataset.samples}
-    todo = [(digest, paths[digest]) for digest in distinct if digest not in stored]
+    paths = dict(zip(digests, (s.path for s in dataset.samples), strict=True))  # one entry per distinct image
+    distinct = list(paths)
+    missing = ~np.isin(np.array(distinct, dtype=DIGEST), store.digests())
+    todo = [(distinct[k], paths[distinct[k]]) for k in np.flatnonzero(missing)]
     start = time.perf_counter()
     if todo:
         with (
