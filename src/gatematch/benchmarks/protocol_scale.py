@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from gatematch.benchmarks.accuracy import AccuracySettings, score_embedded
-from gatematch.benchmarks.calibration import CalibrationTable
+from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.benchmarks.embedding_store import EmbeddedBatch, EmbeddingStore, record_dtype
 from gatematch.benchmarks.embeddings import EmbeddedSet
 from gatematch.benchmarks.protocols import DEFAULT_IMPOSTOR_PAIRS
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             scored = score_embedded(embedded, settings, progress=args.progress)
             times["protocols_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            CalibrationTable.from_impostor_scores(
+            measure_calibration(
                 scored.scores.impostor, embedder="synthetic", embedder_sha256="0" * 64, dataset="synthetic"
             )
             times["calibration_s"] = time.perf_counter() - start
