@@ -23,6 +23,11 @@ $(BIN)/gatematch: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The optional Ray engine of `gatematch bench accuracy`: only the tests need it (they run it as CI does).
+$(VENV)/.extra-ray: $(BIN)/gatematch
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	touch $@
+
 setup: $(BIN)/gatematch
 
 models: setup
@@ -36,7 +41,7 @@ serve: models
 system-packages:
 	bash .ci/system-packages
 
-test: models system-packages deploy-check
+test: models system-packages $(VENV)/.extra-ray deploy-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q --ignore=tests/test_deploy.py

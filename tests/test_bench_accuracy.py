@@ -83,7 +83,7 @@ def run(dataset_root, pairs_file, labels_file, model_dir, tmp_path_factory) -> d
     out, cache = base / "first", base / "cache"
     extra = ["--pack", PACKS[0], "--pack", PACKS[1], "--pairs", str(pairs_file), "--labels", str(labels_file)]
     assert bench(dataset_root, out, cache, model_dir, *extra) == 0
-    caches = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    caches = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
     assert bench(dataset_root, base / "second", cache, model_dir, *extra) == 0
     return {
         "out": out,
@@ -123,9 +123,11 @@ def test_verification_rates_are_sane_ordered_and_match_the_scores(run, dataset_r
             assert p["generalized_fnmr"] >= p["fnmr"] and p["generalized_fmr"] <= p["fmr"]
         assert 0 <= v["eer"] <= 0.5
         # the reported numbers are those of the cached scores (cache hit: no model run needed to recheck)
-        embedded = embed_dataset(
+        embedding = embed_dataset(
             dataset, FacePipeline.from_pack(name, model_store), run["cache"], progress=False
         )
+        assert embedding.new_images == 0 and embedding.stored_images == len(dataset.samples)
+        embedded = embedding.embedded
         scores = verification_scores(embedded)
         assert v["genuine_comparisons"] == scores.genuine.size
         fmr, fnmr = metrics.fmr_fnmr(scores.genuine, scores.impostor, np.array(thresholds))
@@ -183,9 +185,16 @@ def test_calibration_tables_and_plots_are_written(run):
 
 
 def test_rerun_uses_the_cache_and_gives_identical_numbers(run):
-    assert {p: p.stat().st_mtime_ns for p in run["cache"].iterdir()} == run["caches_before"]
+    assert {p: p.stat().st_mtime_ns for p in run["cache"].rglob("*")} == run["caches_before"]
     for name in PACKS:
         first, again = dict(run["report"]["packs"][name]), dict(run["rerun"]["packs"][name])
+        assert first.pop("embedding")["new_images"] == first["images"]
+        assert again.pop("embedding") == {
+            "engine": "local",
+            "new_images": 0,
+            "stored_images": first["images"],
+            "images_per_s": None,
+        }
         first.pop("embedding_s"), again.pop("embedding_s")
         assert first == again
 
@@ -221,3 +230,70 @@ def test_unusable_outputs_and_protocols_fail_before_embedding(dataset_root, tmp_
         (solo / photo.name).write_bytes(photo.read_bytes())
     assert main(["bench", "accuracy", str(solo.parent), "--gallery-size", "1", "--out", str(tmp_path)]) == 2
     assert "at least 2 identities" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def lfw_style_root(faces_dir: Path, tmp_path_factory) -> Path:
+    """An LFW-style set from real photos (symlinks under LFW names): the five celeb5 people with 6 photos
+    each, and six AT&T people reduced to a single photo."""
+    celeb5 = need(faces_dir / "celeb5", "celeb5 photos")
+    orl = need(faces_dir / "att_orl", "att_orl photos")
+    root = tmp_path_factory.mktemp("lfw-style") / "set"
+    sources = [(p.name, sorted(p.iterdir())[:6]) for p in sorted(celeb5.iterdir())]
+    sources += [(f"s{k}", [orl / f"s{k}" / "1.png"]) for k in range(1, 7)]
+    for name, photos in sources:
+        (root / name).mkdir(parents=True)
+        for number, photo in enumerate(photos, start=1):
+            (root / name / f"{name}_{number:04d}.jpg").symlink_to(
+                photo
+            )  # LFW names; decoding reads the bytes
+    return root
+
+
+def test_single_image_identities_are_searched_as_non_mated_probes(
+    lfw_style_root, tmp_path, model_dir, capsys
+):
+    """Issue 9 item 7: a set where some identities have one photo runs; they are never enrolled and are
+    non-mated searches in every departure, and impostors in 1:1."""
+    assert bench(lfw_style_root, tmp_path / "out", tmp_path / "cache", model_dir, "--gallery-size", "4") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    pack = report["packs"]["default"]
+    ident, verification = pack["identification"], pack["verification"]
+    assert report["dataset"]["identities"] == 11 and ident["single_image_identities"] == 6
+    assert ident["mated_searches"] == 4 * DEPARTURES  # only the five celeb5 people can be enrolled
+    assert ident["nonmated_searches"] == (11 - 4) * DEPARTURES  # one left-out celeb5 person + the six singles
+    acquired = round(pack["images"] * (1 - pack["fta_rate"]))
+    assert verification["genuine_comparisons"] <= 5 * 15  # singles have no genuine pair
+    assert (
+        verification["genuine_comparisons"] + verification["impostor_population"]
+        == acquired * (acquired - 1) // 2
+    )
+    assert "6 identities have a single image" in (tmp_path / "out" / "report.md").read_text()
+    capsys.readouterr()
+    assert bench(lfw_style_root, tmp_path / "o2", tmp_path / "cache", model_dir, "--gallery-size", "6") == 2
+    assert "gallery size 6 must be between 1 and 5" in capsys.readouterr().err
+
+
+def test_an_lfw_pairs_file_can_name_single_image_identities(lfw_style_root, tmp_path, model_dir):
+    pairs = tmp_path / "pairs.txt"
+    people = sorted(p.name for p in lfw_style_root.iterdir() if not p.name.startswith("s"))
+    lines = ["2 2"]
+    for fold in range(2):
+        lines += [f"{people[fold * 2 + i]} 1 {2 + i}" for i in range(2)]
+        lines += [f"{people[i]} {1 + fold} s{1 + i + 2 * fold} 1" for i in range(2)]
+    pairs.write_text("\n".join(lines) + "\n")
+    code = bench(
+        lfw_style_root,
+        tmp_path / "out",
+        tmp_path / "cache",
+        model_dir,
+        "--gallery-size",
+        "4",
+        "--pairs",
+        str(pairs),
+    )
+    assert code == 0
+    lfw = json.loads((tmp_path / "out" / "report.json").read_text())["packs"]["default"]["verification"][
+        "lfw_accuracy"
+    ]
+    assert lfw["pairs"] == 8 and lfw["folds"] == 2 and 0.5 <= lfw["accuracy"] <= 1

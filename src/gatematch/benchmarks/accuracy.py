@@ -1,8 +1,10 @@
 """The accuracy run behind `gatematch bench accuracy`: a labelled photo set -> 1:1 and 1:N error rates per pack.
 
-Per pack: embed every image once (cached by file hash), score all pairs (1:1 verification), simulate departures
-(open-set 1:N as NIST's paperless-travel tests do), fold failures to acquire/enroll in, break the rates down by
-subgroup when labels are given, and measure the calibration table galleries use for thresholds and confidences.
+Per pack: embed every image once (kept in a resumable store keyed by file hash, on this machine or a Ray
+cluster), score 1:1 pairs (all of them, or a seeded sample of impostor pairs sized to the lowest FMR target),
+simulate departures (open-set 1:N as NIST's paperless-travel tests do), fold failures to acquire/enroll in,
+break the rates down by subgroup when labels are given, and measure the calibration table galleries use for
+thresholds and confidences. Identities with a single image are searched as non-mated probes only.
 The arithmetic lives in `metrics`, the score sets in `protocols`; this module only wires them and states the
 conventions the report quotes.
 """
@@ -10,7 +12,6 @@ conventions the report quotes.
 from __future__ import annotations
 
 import csv
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,12 @@ import numpy as np
 
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.calibration import measure_calibration
+from gatematch.benchmarks.confidence import trials_needed, wilson_interval
 from gatematch.benchmarks.dataset import Dataset
-from gatematch.benchmarks.embeddings import EmbeddedSet, embed_dataset
+from gatematch.benchmarks.embedding_store import DEFAULT_CHUNK_SIZE
+from gatematch.benchmarks.embeddings import EmbeddedSet, Engine, embed_dataset
 from gatematch.benchmarks.protocols import (
+    DEFAULT_IMPOSTOR_PAIRS,
     FlightSearches,
     VerificationScores,
     simulate_flights,
@@ -41,14 +45,22 @@ UNLABELLED = "unknown"
 CONVENTIONS = {
     "scores": "cosine similarity of L2-normalised embeddings; a comparison matches when score >= threshold",
     "fta": "failure to acquire: share of all images whose photo gave no face (no template)",
-    "fte": "failure to enroll: share of identities whose enrollment photo (their first by file name) gave no face",
+    "fte": "failure to enroll: share of identities with two or more images whose enrollment photo (their "
+    "first by file name) gave no face",
     "verification": "all pairs of acquired images (ISO/IEC 19795-1 FMR/FNMR over comparisons that ran); "
     "generalized_fmr/fnmr fold failures in as 19795-1 does for one attempt: GFNMR = FTE + (1-FTE)FTA + "
     "(1-FTE)(1-FTA)FNMR, GFMR = (1-FTE)(1-FTA)FMR, with both FTA and FTE = the image FTA rate because either "
     "side of an all-pairs comparison is an arbitrary image",
+    "impostor_sampling": "when a set has more impostor pairs than the sample size (the --impostor-pairs budget, "
+    "or what the lowest FMR target needs if more), impostor scores are a seeded uniform sample with "
+    "replacement of that many pairs; genuine pairs are always all scored",
+    "confidence": "ci95 = 95% Wilson score interval of a rate as errors / trials, trials taken as independent "
+    "(all-pairs comparisons share photos, so their true interval is wider); pairs_needed = impostor "
+    "comparisons for which the interval spans about +-30% of the target FMR (about 43 false matches)",
     "identification": "open-set, rank 1 (NIST FRVT): a mated search whose probe gave no face or whose traveler "
     "failed to enroll is a miss at every threshold (counts in FNIR and rank-1); a non-mated probe without a "
-    "face is a correct rejection (counts in the FPIR denominator only)",
+    "face is a correct rejection (counts in the FPIR denominator only); only identities with two or more "
+    "images are enrolled, those with one are non-mated probes in every departure",
     "thresholds": "exact for the data: the smallest threshold meeting the target; supported=false when the "
     "target is below 1/n of the comparisons or searches that can produce a false positive",
     "spread": "per departure, at the threshold set on all departures pooled",
@@ -66,6 +78,7 @@ class AccuracySettings:
     seed: int = 0
     fmr_targets: tuple[float, ...] = FMR_TARGETS
     fpir_targets: tuple[float, ...] = FPIR_TARGETS
+    impostor_pairs: int = DEFAULT_IMPOSTOR_PAIRS  # all impostor pairs up to this many, else a sample
 
 
 @dataclass(frozen=True)
@@ -88,19 +101,15 @@ def check_dataset(dataset: Dataset, settings: AccuracySettings) -> None:
             f"{dataset.root} has {len(counts)} identity: a benchmark needs at least 2 identities "
             "(travelers on the flight and people who are not)"
         )
-    if not 0 < settings.gallery_size < len(counts):
+    enrollable = sum(1 for n in counts.values() if n >= 2)
+    if not 0 < settings.gallery_size <= min(enrollable, len(counts) - 1):
         raise DatasetError(
-            f"gallery size {settings.gallery_size} must be between 1 and {len(counts) - 1}: "
-            f"{dataset.root} has {len(counts)} identities and some must stay out as non-mated searches"
+            f"gallery size {settings.gallery_size} must be between 1 and {min(enrollable, len(counts) - 1)}: "
+            f"{dataset.root} has {len(counts)} identities, {enrollable} of them with two or more images (one "
+            "to enroll, one to search), and some must stay out as non-mated searches"
         )
     if settings.departures < 1:
         raise DatasetError(f"at least one departure must be simulated, got {settings.departures}")
-    single = sorted(name for name, n in counts.items() if n < 2)
-    if single:
-        raise DatasetError(
-            f"{len(single)} identities have a single image (one to enroll, one to search are needed), "
-            f"e.g. {single[:3]}"
-        )
 
 
 def read_labels(path: Path, identities: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -140,15 +149,6 @@ def read_labels(path: Path, identities: Sequence[str]) -> dict[str, dict[str, st
     return labels
 
 
-def _subset(embedded: EmbeddedSet, keep: np.ndarray) -> EmbeddedSet:
-    return EmbeddedSet(
-        embedded.identities[keep],
-        embedded.embeddings[keep],
-        embedded.acquired[keep],
-        embedded.quality_passed[keep],
-    )
-
-
 def _spread(values: Sequence[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {
@@ -160,9 +160,19 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def enrollment_failures(embedded: EmbeddedSet) -> float:
-    """FTE: identities whose first image (the one `simulate_flights` enrolls) gave no template."""
-    _, first = np.unique(embedded.identities, return_index=True)
-    return float(1.0 - embedded.acquired[first].mean())
+    """FTE: enrollable identities (two or more images) whose first image, the one `simulate_flights`
+    enrolls, gave no template."""
+    _, first, counts = np.unique(embedded.identities, return_index=True, return_counts=True)
+    enrolled = first[counts >= 2]
+    return float(1.0 - embedded.acquired[enrolled].mean()) if enrolled.size else 0.0
+
+
+def single_image_identities(embedded: EmbeddedSet) -> int:
+    return int((np.unique(embedded.identities, return_counts=True)[1] < 2).sum())
+
+
+def _interval(errors: int, trials: int) -> list[float]:
+    return list(wilson_interval(errors, trials))
 
 
 def verification_summary(
@@ -171,6 +181,7 @@ def verification_summary(
     points = metrics.fnmr_at_fmr(scores.genuine, scores.impostor, targets)
     eer_rate, eer_threshold = metrics.eer(scores.genuine, scores.impostor)
     rows = []
+    n_genuine, n_impostor = int(scores.genuine.size), int(scores.impostor.size)
     for point in points:
         gfmr, gfnmr = metrics.generalized_verification_rates(point.fmr, point.fnmr, fta, fte=fta)
         rows.append(
@@ -182,11 +193,16 @@ def verification_summary(
                 "supported": point.supported,
                 "generalized_fmr": float(gfmr),
                 "generalized_fnmr": float(gfnmr),
+                "fmr_ci95": _interval(round(point.fmr * n_impostor), n_impostor),
+                "fnmr_ci95": _interval(round(point.fnmr * n_genuine), n_genuine),
+                "pairs_needed": trials_needed(point.target),
             }
         )
     return {
-        "genuine_comparisons": int(scores.genuine.size),
-        "impostor_comparisons": int(scores.impostor.size),
+        "genuine_comparisons": n_genuine,
+        "impostor_comparisons": n_impostor,
+        "impostor_population": scores.impostor_population,
+        "impostor_sampled": scores.sampled,
         "fnmr_at_fmr": rows,
         "eer": eer_rate,
         "eer_threshold": eer_threshold,
@@ -223,11 +239,13 @@ def identification_summary(
     per_departure = [searches.departure(i) for i in range(searches.departures)]
     thresholds = np.array([p.threshold for p in points])
     departure_fnir = np.array([_rates_at(d, thresholds)[1] for d in per_departure])  # (departures, targets)
+    mated = int(searches.mated_ranks.size) + mated_failed
+    nonmated = int(searches.nonmated_top.size) + nonmated_failed
     return {
         "gallery_size": gallery_size,
         "departures": searches.departures,
-        "mated_searches": int(searches.mated_ranks.size) + mated_failed,
-        "nonmated_searches": int(searches.nonmated_top.size) + nonmated_failed,
+        "mated_searches": mated,
+        "nonmated_searches": nonmated,
         "mated_failed": mated_failed,
         "nonmated_failed": nonmated_failed,
         "fnir_at_fpir": [
@@ -238,6 +256,8 @@ def identification_summary(
                 "fnir": p.fnir,
                 "supported": p.supported,
                 "fnir_spread": _spread(departure_fnir[:, k]),
+                "fpir_ci95": _interval(round(p.fpir * nonmated), nonmated),
+                "fnir_ci95": _interval(round(p.fnir * mated), mated),
             }
             for k, p in enumerate(points)
         ],
@@ -252,6 +272,7 @@ def subgroup_summary(
     labels: dict[str, dict[str, str]],
     verification: dict,
     identification: dict,
+    settings: AccuracySettings,
 ) -> dict[str, dict[str, dict[str, object]]]:
     """Per attribute and value, the rates at the pooled thresholds (None where the group has no such trials)."""
     fmr_thresholds = np.array([row["threshold"] for row in verification["fnmr_at_fmr"]])
@@ -264,8 +285,8 @@ def subgroup_summary(
             keep = np.isin(embedded.identities, members)
             if not keep.any():
                 continue
-            group = _subset(embedded, keep)
-            scores = verification_scores(group)
+            group = embedded.subset(keep)
+            scores = _verification_scores(group, settings, progress=False)
             row: dict[str, object] = {
                 "identities": int(np.unique(group.identities).size),
                 "images": int(keep.sum()),
@@ -322,28 +343,78 @@ def lfw_summary(dataset: Dataset, embedded: EmbeddedSet, pairs: Sequence[metrics
     }
 
 
+def _verification_scores(
+    embedded: EmbeddedSet, settings: AccuracySettings, progress: bool
+) -> VerificationScores:
+    return verification_scores(
+        embedded,
+        impostor_pairs=settings.impostor_pairs,
+        lowest_fmr=min(settings.fmr_targets),
+        seed=settings.seed,
+        progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class ScoredSet:
+    """What the protocols make of an embedded set: summaries (JSON-ready) and the raw score sets."""
+
+    rates: dict[str, object]
+    scores: VerificationScores
+    searches: FlightSearches
+
+
+def score_embedded(
+    embedded: EmbeddedSet,
+    settings: AccuracySettings,
+    *,
+    labels: dict[str, dict[str, str]] | None = None,
+    progress: bool = True,
+) -> ScoredSet:
+    """Everything after embedding: 1:1 and 1:N protocols, their rates, subgroups when labelled."""
+    fta = embedded.fta_rate
+    scores = _verification_scores(embedded, settings, progress)
+    searches = simulate_flights(embedded, settings.gallery_size, settings.departures, settings.seed, progress)
+    verification = verification_summary(scores, fta, settings.fmr_targets)
+    identification = identification_summary(searches, settings.gallery_size, settings.fpir_targets)
+    identification["single_image_identities"] = single_image_identities(embedded)
+    acquired = embedded.acquired
+    rates: dict[str, object] = {
+        "images": int(acquired.size),
+        "fta_rate": fta,
+        "fte_rate": enrollment_failures(embedded),
+        "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
+        "verification": verification,
+        "identification": identification,
+    }
+    if labels:
+        rates["subgroups"] = subgroup_summary(
+            embedded, searches, labels, verification, identification, settings
+        )
+    return ScoredSet(rates, scores, searches)
+
+
 def evaluate_pack(
     dataset: Dataset,
     pipeline: FacePipeline,
     settings: AccuracySettings,
     *,
+    engine: tuple[str, Engine] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     pairs: Sequence[metrics.Pair] | None = None,
     labels: dict[str, dict[str, str]] | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> PackRun:
+    """One pack's run; `engine` is (name, engine) to embed elsewhere than in this process."""
     pack = pipeline.pack
-    start = time.perf_counter()
-    embedded = embed_dataset(dataset, pipeline, cache_dir, progress=progress)
-    embed_s = time.perf_counter() - start
-    fta = embedded.fta_rate
-    scores = verification_scores(embedded)
-    searches = simulate_flights(embedded, settings.gallery_size, settings.departures, settings.seed)
-    verification = verification_summary(scores, fta, settings.fmr_targets)
+    engine_name, embed_with = engine or ("local", None)
+    embedding = embed_dataset(
+        dataset, pipeline, cache_dir, engine=embed_with, chunk_size=chunk_size, progress=progress
+    )
+    scored = score_embedded(embedding.embedded, settings, labels=labels, progress=progress)
     if pairs:
-        verification["lfw_accuracy"] = lfw_summary(dataset, embedded, pairs)
-    identification = identification_summary(searches, settings.gallery_size, settings.fpir_targets)
-    acquired = embedded.acquired
+        scored.rates["verification"]["lfw_accuracy"] = lfw_summary(dataset, embedding.embedded, pairs)
     summary: dict[str, object] = {
         "pack": pack.name,
         "commercial_use": pack.commercial_use,
@@ -353,17 +424,11 @@ def evaluate_pack(
             "dim": pipeline.embedding_size,
         },
         "models": pack.model_hashes,
-        "images": int(acquired.size),
-        "fta_rate": fta,
-        "fte_rate": enrollment_failures(embedded),
-        "quality_pass_rate": float(embedded.quality_passed[acquired].mean()) if acquired.any() else 0.0,
-        "embedding_s": round(embed_s, 1),
-        "verification": verification,
-        "identification": identification,
+        "embedding_s": round(embedding.seconds, 1),
+        "embedding": {"engine": engine_name, **embedding.summary},
+        **scored.rates,
     }
-    if labels:
-        summary["subgroups"] = subgroup_summary(embedded, searches, labels, verification, identification)
-    return PackRun(pack.name, summary, scores, searches)
+    return PackRun(pack.name, summary, scored.scores, scored.searches)
 
 
 def calibration_table(run: PackRun, dataset: Dataset) -> CalibrationTable:

@@ -53,6 +53,8 @@ def check_at_least(value: int, minimum: int, option: str) -> None:
 
 
 def _accuracy(args: argparse.Namespace) -> int:
+    import contextlib
+
     from gatematch.benchmarks.accuracy import (
         AccuracySettings,
         calibration_table,
@@ -84,7 +86,18 @@ def _accuracy(args: argparse.Namespace) -> int:
         embedders[pack.embedder.name] = name
     check_output_folder(args.out, "--out")
     check_output_folder(args.cache or default_cache_dir(), "--cache")
-    settings = AccuracySettings(gallery_size=args.gallery_size, departures=args.departures, seed=args.seed)
+    check_at_least(args.chunk_size, 1, "--chunk-size")
+    check_at_least(args.impostor_pairs, 1, "--impostor-pairs")
+    if args.ray_actors is not None:
+        if args.engine != "ray":
+            raise ConfigError("--ray-actors is an option of --engine ray")
+        check_at_least(args.ray_actors, 1, "--ray-actors")
+    settings = AccuracySettings(
+        gallery_size=args.gallery_size,
+        departures=args.departures,
+        seed=args.seed,
+        impostor_pairs=args.impostor_pairs,
+    )
     dataset = scan_dataset(args.root)
     check_dataset(dataset, settings)
     pairs = parse_lfw_pairs(args.pairs, root=dataset.root) if args.pairs else None
@@ -94,21 +107,34 @@ def _accuracy(args: argparse.Namespace) -> int:
     command = command_line(args.parser, args)
     store = ModelStore(args.model_dir)
     runs, calibration_files = [], {}
-    for name in names:
-        pipeline = FacePipeline.from_pack(name, store, PipelineConfig(flip=args.flip))
-        run = evaluate_pack(
-            dataset,
-            pipeline,
-            settings,
-            pairs=pairs,
-            labels=labels,
-            cache_dir=args.cache,
-            progress=not args.quiet,
-        )
-        table = calibration_table(run, dataset)
-        calibration_files[name] = f"{table.embedder}.json"
-        table.save(args.out / calibration_files[name])
-        runs.append(run)
+    if args.engine == "ray":
+        from gatematch.benchmarks.ray_engine import ray_cluster, ray_engine
+
+        cluster = ray_cluster()
+    else:
+        cluster = contextlib.nullcontext(0)
+    with cluster as cpus:
+        for name in names:
+            config = PipelineConfig(flip=args.flip)
+            pipeline = FacePipeline.from_pack(name, store, config)
+            engine = None
+            if args.engine == "ray":
+                engine = ("ray", ray_engine(name, store.root, config, args.ray_actors or cpus))
+            run = evaluate_pack(
+                dataset,
+                pipeline,
+                settings,
+                engine=engine,
+                chunk_size=args.chunk_size,
+                pairs=pairs,
+                labels=labels,
+                cache_dir=args.cache,
+                progress=not args.quiet,
+            )
+            table = calibration_table(run, dataset)
+            calibration_files[name] = f"{table.embedder}.json"
+            table.save(args.out / calibration_files[name])
+            runs.append(run)
     report = accuracy_report(
         dataset,
         settings,
@@ -124,9 +150,12 @@ def _accuracy(args: argparse.Namespace) -> int:
         verification, ident = pack["verification"], pack["identification"]
         fnmr = ", ".join(f"{percent(p['fnmr'])}@{p['target']:g}" for p in verification["fnmr_at_fmr"])
         fnir = ", ".join(f"{percent(p['fnir'])}@{p['target']:g}" for p in ident["fnir_at_fpir"])
+        embedding = pack["embedding"]
         print(
             f"{name}: FNMR {fnmr}; EER {percent(verification['eer'])}; rank-1 {percent(ident['rank1'])}; "
-            f"FNIR {fnir}; FTA {percent(pack['fta_rate'])}; FTE {percent(pack['fte_rate'])}"
+            f"FNIR {fnir}; FTA {percent(pack['fta_rate'])}; FTE {percent(pack['fte_rate'])}; "
+            f"embedded {embedding['new_images']} images ({embedding['engine']}), "
+            f"{embedding['stored_images']} from the store"
         )
     print(f"report: {args.out / 'report.md'}")
     return 0
@@ -351,6 +380,9 @@ def _encounters(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from gatematch.benchmarks.embedding_store import DEFAULT_CHUNK_SIZE
+    from gatematch.benchmarks.protocols import DEFAULT_IMPOSTOR_PAIRS
+
     bench = commands.add_parser("bench", help="accuracy and latency benchmarks")
     kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
 
@@ -374,6 +406,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     accuracy.add_argument("--out", type=Path, default=Path("bench-accuracy"), help="report folder")
     accuracy.add_argument(
         "--cache", type=Path, default=None, help="embedding cache (default: the user cache)"
+    )
+    accuracy.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where images are embedded: this process, or Ray (RAY_ADDRESS, else Ray on this machine)",
+    )
+    accuracy.add_argument(
+        "--ray-actors", type=int, default=None, help="Ray actors (default: one per CPU of the cluster)"
+    )
+    accuracy.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"images per stored chunk: the most a killed run loses (default {DEFAULT_CHUNK_SIZE})",
+    )
+    accuracy.add_argument(
+        "--impostor-pairs",
+        type=int,
+        default=DEFAULT_IMPOSTOR_PAIRS,
+        help="score all 1:1 impostor pairs up to this many, else sample this many (more if the lowest FMR "
+        f"target needs it) (default {DEFAULT_IMPOSTOR_PAIRS:,})",
     )
     accuracy.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_dir_option(accuracy)

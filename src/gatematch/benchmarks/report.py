@@ -78,6 +78,7 @@ def accuracy_report(
         "departures": settings.departures,
         "fmr_targets": list(settings.fmr_targets),
         "fpir_targets": list(settings.fpir_targets),
+        "impostor_pairs": settings.impostor_pairs,
         "flip": flip,
         "pairs_file": pairs_file,
         "labels_file": labels_file,
@@ -133,6 +134,26 @@ def accuracy_markdown(report: dict) -> str:
         for name, pack in packs.items()
     ]
     lines += table(["pack", *(f"GFNMR / GFMR @FMR={t:g}" for t in targets)], rows)
+    lines += [
+        "",
+        "Confidence (95% Wilson interval) and the impostor comparisons each target needs (±30%):",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            *(
+                f"{_with_interval(p['fmr'], p['fmr_ci95'], 4)}; {_with_interval(p['fnmr'], p['fnmr_ci95'])}; "
+                f"{p['pairs_needed']:,}"
+                for p in pack["verification"]["fnmr_at_fmr"]
+            ),
+            _impostor_pairs(pack["verification"]),
+        ]
+        for name, pack in packs.items()
+    ]
+    lines += table(
+        ["pack", *(f"FMR; FNMR; pairs needed @FMR={t:g}" for t in targets), "impostor comparisons"], rows
+    )
     lfw = {name: pack["verification"].get("lfw_accuracy") for name, pack in packs.items()}
     if any(lfw.values()):
         lines += ["", "### LFW-style 10-fold accuracy", ""]
@@ -178,6 +199,25 @@ def accuracy_markdown(report: dict) -> str:
             ]
         )
     lines += table(header, rows)
+    lines += ["", "Confidence (95% Wilson interval):", ""]
+    rows = [
+        [
+            name,
+            *(
+                f"{_with_interval(p['fpir'], p['fpir_ci95'])}; {_with_interval(p['fnir'], p['fnir_ci95'])}"
+                for p in pack["identification"]["fnir_at_fpir"]
+            ),
+        ]
+        for name, pack in packs.items()
+    ]
+    lines += table(["pack", *(f"FPIR; FNIR @FPIR={t:g}" for t in fpir_targets)], rows)
+    singles = {pack["identification"]["single_image_identities"] for pack in packs.values()}
+    if singles != {0}:
+        lines += [
+            "",
+            f"{max(singles)} identities have a single image: they are never enrolled and are searched as "
+            "non-mated probes in every departure.",
+        ]
     for name, pack in packs.items():
         for attribute, groups in pack.get("subgroups", {}).items():
             lines += ["", f"### Subgroups by `{attribute}` ({name}, at the pooled thresholds)", ""]
@@ -209,8 +249,11 @@ def accuracy_markdown(report: dict) -> str:
     lines += ["", "## Packs and models", ""]
     for name, pack in packs.items():
         use = "commercial use allowed" if pack["commercial_use"] else "NON-COMMERCIAL models"
+        run = pack["embedding"]
+        rate = "" if run["images_per_s"] is None else f", {run['images_per_s']} images/s"
         lines.append(
-            f"- `{name}` ({use}; embedding {pack['embedding_s']} s, quality gate passed by "
+            f"- `{name}` ({use}; embedding {pack['embedding_s']} s with the {run['engine']} engine: "
+            f"{run['new_images']} images embedded{rate}, {run['stored_images']} from the store; quality gate passed by "
             f"{percent(pack['quality_pass_rate'])} of faces; calibration table `{pack['calibration_file']}`)"
         )
         lines += [f"  - {model}: `{sha}`" for model, sha in pack["models"].items()]
@@ -218,6 +261,19 @@ def accuracy_markdown(report: dict) -> str:
     lines += [f"- {key}: {text}" for key, text in report["conventions"].items()]
     lines += ["", "Plots: `det.png` (1:1 DET), `flight_det.png` (1:N FPIR vs FNIR), `scores_<pack>.png`.", ""]
     return "\n".join(lines)
+
+
+def _with_interval(rate: float, interval: Sequence[float], digits: int = 2) -> str:
+    return f"{percent(rate, digits)} [{percent(interval[0], digits)}-{percent(interval[1], digits)}]"
+
+
+def _impostor_pairs(verification: dict) -> str:
+    if verification["impostor_sampled"]:
+        return (
+            f"{verification['impostor_comparisons']:,} sampled of {verification['impostor_population']:,} "
+            "(seeded, uniform, with replacement)"
+        )
+    return f"all {verification['impostor_population']:,}"
 
 
 def _det_samples(x: np.ndarray, y: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
