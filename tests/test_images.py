@@ -148,7 +148,8 @@ def test_every_shared_photo_decodes(faces_dir):
 def test_a_progressive_scan_bomb_is_refused_from_its_markers():
     """Thousands of near-empty scans: seconds of decoding in a small file, refused before any decoding."""
     bomb, scans = progressive_bomb(2400, 2400)
-    with pytest.raises(BadImageError, match=f"{scans} scans"):
+    assert scans > 2000
+    with pytest.raises(BadImageError, match=f"over {MAX_JPEG_SCANS} scans"):
         decode_image(bomb)
     with pytest.raises(BadImageError, match="scans"):
         decode_image(repeated_scan_bomb(640, 480, MAX_JPEG_SCANS + 1))
