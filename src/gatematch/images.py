@@ -32,7 +32,7 @@ DEFAULT_LIMITS = ImageLimits()
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its fixed CRC: the last 8 bytes of every PNG
 # Encoders write 1 scan (baseline) or about 10 (libjpeg's progressive script: 10 for colour, 6 for grey); a
 # valid progression may have up to 2,700, and each costs a pass over the image: 2,649 scans of a 2400 x 2400
-# black image (85 KB) took 4-6 s to decode on the 2-core box. 100 scans bound a frame's decode to about 10
+# black image (84 KB) took 4-6 s to decode on the 2-core box. 100 scans bound a frame's decode to about 10
 # times that of a baseline frame of its size.
 MAX_JPEG_SCANS = 100
 # In entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; anything else starts a marker.
