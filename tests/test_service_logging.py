@@ -47,7 +47,9 @@ def test_native_writes_to_stderr_become_json_records() -> None:
         "configure_logging()\n"
         "logging.getLogger('gatematch.test').info('from python', extra={'n': 1})\n"
         "os.write(2, b'libfoo warning: written by C code\\nsecond line\\n')\n"
-        "threading.Thread(target=lambda: 1 / 0).start()\n"  # an uncaught exception's traceback
+        "failing = threading.Thread(target=lambda: 1 / 0)\n"  # an uncaught exception's traceback
+        "failing.start()\n"
+        "failing.join()\n"
         "os.write(2, b'no newline at exit')\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
