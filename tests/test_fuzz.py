@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gatematch.errors import GatematchError
-from gatematch.service.servicers import load_header
+from gatematch.service.converters import load_header
 from gatematch.v1 import gallery_pb2
 from support.data import REPO, under_ci
 
@@ -21,7 +21,7 @@ HARNESS = REPO / "tests" / "fuzz" / "fuzz_inputs.py"
 RUNS = 10_000
 LOAD_HEADER_BUG = (
     "load_header lets ValueError/OverflowError of an invalid departure_utc or retention escape (Load then ends "
-    "UNKNOWN with a traceback in the log, not INVALID_ARGUMENT); fix in servicers.py, reported to the lead"
+    "UNKNOWN with a traceback in the log, not INVALID_ARGUMENT); fix in service/converters.py, reported to the lead"
 )
 
 

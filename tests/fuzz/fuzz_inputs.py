@@ -31,8 +31,8 @@ with atheris.instrument_imports(include=["gatematch"]):
     from gatematch.errors import GatematchError
     from gatematch.images import ImageLimits, decode_image, megapixels
     from gatematch.service.config import MatchConfig, ServerConfig
+    from gatematch.service.converters import frame_problem, image_of, load_header, stream_frame
     from gatematch.service.dataplane import RawPixels
-    from gatematch.service.servicers import frame_problem, image_of, load_header, stream_frame
     from gatematch.v1 import gallery_pb2, match_pb2
 
 import cv2
@@ -111,7 +111,8 @@ def _frame(fdp: atheris.FuzzedDataProvider) -> match_pb2.Frame:
 
 
 def convert_frame(frame: match_pb2.Frame) -> None:
-    """The servicers' conversions: they must not raise (a problem is returned, or carried by the frame)."""
+    """The conversions the servicers apply (service/converters.py): they must not raise (a problem is
+    returned, or carried by the frame)."""
     problem = frame_problem(frame)
     if problem is not None and not isinstance(problem, GatematchError):
         raise AssertionError(f"frame_problem returned {problem!r}")
