@@ -371,6 +371,7 @@ def _soak(args: argparse.Namespace) -> int:
         args.fps,
         args.minutes * 60,
         window_s=args.window_s,
+        warmup_s=args.warmup_s,
         health_interval_s=args.health_interval_s,
         tolerance=args.tolerance,
     )
@@ -560,6 +561,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     soak.add_argument("--fps", type=float, default=10.0, help="frames per second per camera")
     soak.add_argument("--minutes", type=float, default=10.0, help="streaming time")
     soak.add_argument("--window-s", type=float, default=60.0, help="reporting window (default a minute)")
+    soak.add_argument(
+        "--warmup-s", type=float, default=60.0, help="streaming before the first window, in no window"
+    )
     soak.add_argument("--health-interval-s", type=float, default=2.0, help="seconds between health checks")
     soak.add_argument(
         "--tolerance", type=float, default=0.10, help="allowed growth of RSS and p99, last vs first window"

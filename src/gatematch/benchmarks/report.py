@@ -419,8 +419,8 @@ def soak_markdown(report: dict) -> str:
     lines = ["# Soak", "", f"`{report['command']}`", "", f"{report['created_at']}, {report['host']}", ""]
     lines += [
         f"{soak['cameras']} cameras x {soak['fps']} fps x {soak['seconds']:g} s against {soak['target']} "
-        f"({soak['server_note']}), windows of {soak['window_s']:g} s, a health check every "
-        f"{soak['health_interval_s']:g} s.",
+        f"({soak['server_note']}) after a warm-up of {soak['warmup_s']:g} s, windows of {soak['window_s']:g} s, "
+        f"a health check every {soak['health_interval_s']:g} s.",
         "",
     ]
     columns = ("window", "frames", "p50_ms", "p99_ms", "dropped", "rss_mib", "cpu_cores")
@@ -434,7 +434,8 @@ def soak_markdown(report: dict) -> str:
     lines += table([*columns, "health SERVING/checks"], rows)
     lines += [
         "",
-        f"Frames sent {soak['frames_sent']}, observed {soak['frames_observed']}, dropped {soak['frames_dropped']} "
+        f"Warm-up included: frames sent {soak['frames_sent']}, observed {soak['frames_observed']}, dropped "
+        f"{soak['frames_dropped']} "
         f"(bad {soak['frame_errors']}); frame latency over the run p50 {soak['frame_latency']['p50_ms']} ms, "
         f"p99 {soak['frame_latency']['p99_ms']} ms; decisions {soak['decisions']}; slowest health answer "
         f"{soak['health_ms_max']} ms.",

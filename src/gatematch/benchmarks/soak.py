@@ -5,8 +5,13 @@ A leak or a slow degradation does not show in a 20-second latency run. The soak 
 minutes, and reports per window (a minute by default): frames observed, frame latency p50/p99, frames dropped,
 the server's RSS (mean of one sample per second) and CPU, and the health checks sent every few seconds with how
 they were answered. It passes when the last window's RSS and p99 are at most `tolerance` (10%) above the
-first window's, every health check answered SERVING, and no camera stream failed. Only growth fails: memory or
-latency falling over a run is not a fault. Loopback only, bounded in cameras, rate and time.
+first window's, every health check (warm-up included) answered SERVING, and no camera stream failed. Only
+growth fails: memory or latency falling over a run is not a fault.
+
+The cameras stream a warm-up (a minute by default) before the first window: a server's first minute under
+load grows its allocator arenas and caches (measured: +24-29 MiB from minute 1 to minute 2), which is start-up,
+not a leak, and comparing against it made the verdict depend on it. Loopback only, bounded in cameras, rate
+and time.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -42,6 +47,7 @@ HEALTH_TIMEOUT_S = 2.0
 @dataclass(frozen=True)
 class SoakSettings(LoadSettings):
     window_s: float = 60.0
+    warmup_s: float = 60.0  # streamed before the first window, not in any window
     health_interval_s: float = 2.0
     tolerance: float = 0.10
     max_seconds: ClassVar[float] = MAX_SOAK_SECONDS
@@ -55,6 +61,8 @@ class SoakSettings(LoadSettings):
             raise ConfigError(
                 f"health interval must be in [0.5, {self.window_s:g}] s, got {self.health_interval_s}"
             )
+        if not 0 <= self.warmup_s <= self.max_seconds:
+            raise ConfigError(f"warm-up must be in [0, {self.max_seconds:g}] s, got {self.warmup_s}")
         if not 0 < self.tolerance < 1:
             raise ConfigError(f"tolerance must be in (0, 1), got {self.tolerance}")
 
@@ -112,11 +120,12 @@ def windows(
     probes: list[HealthProbe],
     samples: list[ServerSample],
 ) -> list[dict[str, object]]:
-    """Figures per window; what arrives after the last window (the drain) counts in the last one."""
+    """Figures per window from `start`; what arrives before it (the warm-up) is in none, what arrives after the
+    last window (the drain) counts in the last one."""
     count = settings.windows
 
     def index(at: float) -> int:
-        return min(max(int((at - start) // settings.window_s), 0), count - 1)
+        return -1 if at < start else min(int((at - start) // settings.window_s), count - 1)
 
     latency: list[list[float]] = [[] for _ in range(count)]
     drops = [0] * count
@@ -125,8 +134,9 @@ def windows(
         for at, seconds, dropped in zip(
             log.observed_at, log.frame_latency_s, log.dropped_so_far, strict=True
         ):
-            latency[index(at)].append(seconds)
-            drops[index(at)] += dropped - before
+            if index(at) >= 0:
+                latency[index(at)].append(seconds)
+                drops[index(at)] += dropped - before
             before = dropped
     rows = []
     for i in range(count):
@@ -150,9 +160,11 @@ def windows(
     return rows
 
 
-def verdict(settings: SoakSettings, rows: list[dict[str, object]], failures: list[str]) -> dict[str, object]:
-    """Pass when RSS and p99 of the last window are at most `tolerance` above the first, health always
-    answered SERVING and every camera stream lasted the run."""
+def verdict(
+    settings: SoakSettings, rows: list[dict[str, object]], probes: list[HealthProbe], failures: list[str]
+) -> dict[str, object]:
+    """Pass when RSS and p99 of the last window are at most `tolerance` above the first, every health check
+    of the run (warm-up included) answered SERVING and every camera stream lasted the run."""
     first, last = rows[0], rows[-1]
     checks: dict[str, dict[str, object]] = {}
     for name in ("rss_mib", "p99_ms"):
@@ -164,8 +176,8 @@ def verdict(settings: SoakSettings, rows: list[dict[str, object]], failures: lis
             "growth": round(growth, 4) if growth is not None else None,
             "passed": growth is not None and growth <= settings.tolerance,
         }
-    sent = sum(row["health_checks"] for row in rows)
-    serving = sum(row["health_serving"] for row in rows)
+    sent = len(probes)
+    serving = sum(p.answer == "SERVING" for p in probes)
     checks["health"] = {"checks": sent, "serving": serving, "passed": sent > 0 and serving == sent}
     checks["cameras"] = {"failures": failures, "passed": not failures}
     return {"passed": all(c["passed"] for c in checks.values()), "tolerance": settings.tolerance, **checks}
@@ -184,6 +196,7 @@ def run_soak(
     clip_s = min(settings.seconds, CLIP_SECONDS)
     clips = [encoded_clip(video, settings.fps, clip_s) for video in settings.videos]
     warm_up(target, settings.flight, clips[0])
+    streaming = replace(settings, seconds=settings.warmup_s + settings.seconds, warmup_s=0.0)
     logs = [CameraLog() for _ in range(settings.cameras)]
     probes: list[HealthProbe] = []
     samples: list[ServerSample] = []
@@ -195,7 +208,7 @@ def run_soak(
     cameras = [
         threading.Thread(
             target=run_camera,
-            args=(target, i, clips[i % len(clips)], settings, logs[i]),
+            args=(target, i, clips[i % len(clips)], streaming, logs[i]),
             name=f"soak-cam-{i}",
         )
         for i in range(settings.cameras)
@@ -204,13 +217,13 @@ def run_soak(
     for thread in helpers + cameras:
         thread.start()
     for thread in cameras:
-        thread.join(settings.seconds + 2 * DRAIN_S)
+        thread.join(streaming.seconds + 2 * DRAIN_S)
     stop.set()
     for thread in helpers:
         thread.join(HEALTH_TIMEOUT_S + SAMPLE_S + 1)
     wall = time.monotonic() - start
     failures = [f"camera {i}: {log.failure}" for i, log in enumerate(logs) if log.failure]
-    rows = windows(settings, start, logs, probes, samples)
+    rows = windows(settings, start + settings.warmup_s, logs, probes, samples)
     return {
         "target": target,
         "in_process": in_process,
@@ -226,6 +239,7 @@ def run_soak(
         "fps": settings.fps,
         "seconds": settings.seconds,
         "window_s": settings.window_s,
+        "warmup_s": settings.warmup_s,
         "health_interval_s": settings.health_interval_s,
         "wall_s": round(wall, 2),
         "frames_sent": sum(log.sent for log in logs),
@@ -239,5 +253,5 @@ def run_soak(
         },
         "health_ms_max": round(max((p.ms for p in probes), default=0.0), 1),
         "windows": rows,
-        "verdict": verdict(settings, rows, failures),
+        "verdict": verdict(settings, rows, probes, failures),
     }
