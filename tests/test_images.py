@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from gatematch.errors import BadImageError, ImageTooLargeError
-from gatematch.images import ImageLimits, decode_image, encoded_size, load_image, to_bgr
+from gatematch.images import (
+    MAX_JPEG_SCANS,
+    ImageLimits,
+    decode_image,
+    encoded_size,
+    jpeg_scans,
+    load_image,
+    to_bgr,
+)
+from gatematch.video import encode_jpeg, sampled_frames
+from support.jpegs import cut_and_terminate, progressive_bomb, repeated_scan_bomb
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +140,53 @@ def test_every_shared_photo_decodes(faces_dir):
     for path in paths[::7]:
         image = load_image(path)
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+# -- hostile JPEGs (issue 10) --------------------------------------------------------------------------------
+
+
+def test_a_progressive_scan_bomb_is_refused_from_its_markers():
+    """Thousands of near-empty scans: seconds of decoding in a small file, refused before any decoding."""
+    bomb, scans = progressive_bomb(2400, 2400)
+    assert scans > 2000
+    with pytest.raises(BadImageError, match=f"over {MAX_JPEG_SCANS} scans"):
+        decode_image(bomb)
+    with pytest.raises(BadImageError, match="scans"):
+        decode_image(repeated_scan_bomb(640, 480, MAX_JPEG_SCANS + 1))
+
+
+def test_progressive_jpegs_that_encoders_write_decode(photo):
+    data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert jpeg_scans(data) > 1
+    assert np.abs(decode_image(data).astype(int) - photo.astype(int)).mean() < 6
+    allowed, scans = progressive_bomb(64, 48, components=1, bits=1)
+    assert scans <= MAX_JPEG_SCANS and decode_image(allowed).shape == (48, 64, 3)
+    refused, scans = progressive_bomb(64, 48, components=1, bits=2)
+    assert scans > MAX_JPEG_SCANS
+    with pytest.raises(BadImageError, match="scans"):
+        decode_image(refused)
+
+
+def _real_jpegs(faces_dir, video_dir) -> list[tuple[str, bytes]]:
+    photos = [(p.name, p.read_bytes()) for p in sorted((faces_dir / "examples6").rglob("*.jpg"))[:6]]
+    frames = [
+        (f"{video.name}#{i}", encode_jpeg(frame))
+        for video in sorted(video_dir.glob("*.mp4"))
+        for i, frame in enumerate(sampled_frames(video, 2, (1280, 720)))
+    ]
+    return photos + frames
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8, 0.95, 0.99])
+def test_a_real_jpeg_cut_short_and_terminated_is_corrupt_not_grey_filled(faces_dir, video_dir, fraction):
+    """Issue 10: libjpeg fills what is missing with grey and only warns; the strict decoder reports it."""
+    for name, data in _real_jpegs(faces_dir, video_dir):
+        with pytest.raises(BadImageError, match="corrupt JPEG") as caught:
+            decode_image(cut_and_terminate(data, fraction))
+        assert "premature end" in str(caught.value), name
+
+
+def test_strict_decoding_gives_opencvs_pixels(faces_dir, video_dir):
+    for name, data in _real_jpegs(faces_dir, video_dir):
+        expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert np.array_equal(decode_image(data), expected), name

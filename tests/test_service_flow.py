@@ -28,12 +28,59 @@ def test_require_refuses_a_stage_that_cannot_finish() -> None:
         Budget.start(0.0).require("detect")
 
 
+class Clock:
+    """A hand-driven monotonic clock, so decay and staleness are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_stage_costs_follow_observations() -> None:
-    costs = StageCosts(alpha=0.5)
+    costs = StageCosts(alpha=0.5, clock=Clock())
     assert costs.estimate("detect") == 0.0
     costs.observe("detect", 0.1)
     costs.observe("detect", 0.3)
     assert costs.estimate("detect") == pytest.approx(0.2)
+
+
+def test_one_slow_input_cannot_lock_a_stage_out() -> None:
+    """Issue 10: one 6 s decode moved the average past the 500 ms budget, and the stage never ran again."""
+    clock = Clock()
+    costs = StageCosts(clock=clock)
+    for _ in range(20):
+        costs.observe("decode", 0.002)
+        clock.now += 0.1
+    costs.observe("decode", 6.0)
+    assert costs.estimate("decode") < 0.005  # an outlier is a nudge, not a lock
+    for _ in range(25):  # a real slow-down is followed within a few dozen frames
+        costs.observe("decode", 0.2)
+        clock.now += 0.1
+    assert costs.estimate("decode") == pytest.approx(0.2, rel=0.05)
+
+
+def test_cost_is_per_unit_of_input() -> None:
+    costs = StageCosts(clock=Clock())
+    costs.observe("decode", 0.8, units=8.3)  # a 4K frame
+    assert costs.estimate("decode", units=0.3) == pytest.approx(0.8 / 8.3 * 0.3)
+    assert costs.estimate("decode", units=0.0) == pytest.approx(0.8 / 8.3 * costs.min_units)
+
+
+def test_an_estimate_decays_and_a_stale_one_lets_a_frame_through() -> None:
+    clock = Clock()
+    costs = StageCosts(half_life_s=10.0, stale_s=5.0, clock=clock)
+    costs.observe("analyze", 2.0)  # the first observation is taken as it is, however slow
+    clock.now += 4.0
+    assert costs.estimate("analyze") == pytest.approx(2.0 * 0.5**0.4)
+    clock.now += 2.0  # 6 s without an observation: stale
+    assert costs.estimate("analyze") == 0.0  # one frame goes through to measure the stage again...
+    assert costs.estimate("analyze") > 1.0  # ...not every frame at once
+    costs.observe("analyze", 0.03)  # and what it measured replaces the stale estimate
+    assert costs.estimate("analyze") == pytest.approx(0.03)
+    clock.now += 5.5
+    assert costs.estimate("analyze") == 0.0  # the next stale period lets the next frame through
 
 
 def test_latest_frame_wins_and_drops_are_counted() -> None:

@@ -2,17 +2,22 @@
 
 Gate cameras and enrollment systems send JPEG/PNG/WebP bytes or raw arrays in many layouts. Everything past
 this module sees exactly one layout (H x W x 3, uint8, BGR), so detectors never branch on input kinds.
-The pixel limit is read from the file header first: a decompression bomb is refused before it is decoded.
+What decoding costs is bounded from the markers first: the pixel limit from the header (a decompression bomb),
+the number of progressive scans from a walk over the JPEG's markers (a scan bomb: each scan costs a pass over
+every block, however few bytes it holds). JPEGs are decoded strictly (libjpeg-turbo through simplejpeg, every
+libjpeg warning an error): a frame with corrupt or missing data is refused, never filled in with grey.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from gatematch.errors import BadImageError, ImageTooLargeError
 
@@ -25,11 +30,22 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its fixed CRC: the last 8 bytes of every PNG
+# Encoders write 1 scan (baseline) or about 10 (libjpeg's progressive script: 10 for colour, 6 for grey); a
+# valid progression may have up to 2,700, and each costs a pass over the image: 2,649 scans of a 2400 x 2400
+# black image (84 KB) took 4-6 s to decode on the 2-core box. 100 scans bound a frame's decode to about 10
+# times that of a baseline frame of its size.
+MAX_JPEG_SCANS = 100
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; anything else starts a marker.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the first SOFn marker, or None if the stream ends before one."""
-    pos = 2
+def _jpeg_markers(data: bytes, count_scans: bool) -> tuple[tuple[int, int] | None, int]:
+    """(width, height) from the SOFn marker (None if the stream ends before it) and, with `count_scans`, the
+    number of scans (else the walk stops at the size).
+
+    Walks marker segments by their lengths and skips each scan's entropy-coded data to the next marker; stops
+    (and raises) past MAX_JPEG_SCANS, so the walk itself is bounded too."""
+    size, scans, pos = None, 0, 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise BadImageError("corrupt JPEG: marker expected")
@@ -37,17 +53,39 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker == 0xD9:  # end of image
+            break
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             pos += 2
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        if length < 2:
+            raise BadImageError(f"corrupt JPEG: marker 0x{marker:02X} has length {length}")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and size is None:
             if pos + 9 > len(data):
-                return None
+                break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
+            size = (width, height)
+            if not count_scans:
+                break
         pos += 2 + length
-    return None
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise BadImageError(
+                    f"JPEG has over {MAX_JPEG_SCANS} scans (each one a pass over the whole image): refused "
+                    "before decoding"
+                )
+            found = _MARKER_AFTER_SCAN.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return size, scans
+
+
+def jpeg_scans(data: bytes) -> int:
+    """Number of scans of a JPEG (1 for baseline); BadImageError over MAX_JPEG_SCANS."""
+    return _jpeg_markers(data, count_scans=True)[1]
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
@@ -68,7 +106,7 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 def encoded_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
     """(format, (width, height)) read from the header alone; the size is None when the header is cut short."""
     if data.startswith(b"\xff\xd8"):
-        return "jpeg", _jpeg_size(data)
+        return "jpeg", _jpeg_markers(data, count_scans=False)[0]
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(data) < 24:
             return "png", None
@@ -77,6 +115,16 @@ def encoded_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp", _webp_size(data)
     raise BadImageError("unsupported image format: expected JPEG, PNG or WebP bytes")
+
+
+def megapixels(data: bytes) -> float:
+    """Width x height / 1e6 from the header, what decoding costs grow with; 0 when the header is unreadable
+    (such bytes are refused before any decoding)."""
+    try:
+        _, size = encoded_size(data)
+    except BadImageError:
+        return 0.0
+    return size[0] * size[1] / 1e6 if size else 0.0
 
 
 def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
@@ -99,12 +147,20 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     if size is None:
         raise BadImageError(f"truncated {fmt.upper()}: the header ends before the image size")
     _check_pixels(*size, limits)
-    # Truncation is checked before decoding: libpng would print its own error line first, and libjpeg fills a
-    # cut-off JPEG with grey and only warns (a probe must not be half a face).
+    # Truncation is checked before decoding: libpng would print its own error line first. A JPEG cut short
+    # (end marker missing) is named as such here; one cut short and terminated again, or otherwise damaged, is
+    # reported by the strict decoder (libjpeg alone fills the gap with grey and warns: half a face must not
+    # match).
     if fmt == "png" and PNG_END not in data:
         raise BadImageError("truncated PNG: the IEND chunk that ends the image is missing")
-    if fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise BadImageError("truncated JPEG: the end-of-image marker is missing")
+    if fmt == "jpeg":
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise BadImageError("truncated JPEG: the end-of-image marker is missing")
+        jpeg_scans(data)
+        try:
+            return simplejpeg.decode_jpeg(data, "BGR", strict=True)
+        except ValueError as exc:  # libjpeg's message: no path, no pixel data
+            raise BadImageError(f"corrupt JPEG: {exc}") from None
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise BadImageError(f"corrupt or truncated {fmt.upper()}: it could not be decoded")

@@ -379,11 +379,69 @@ def _encounters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gatematch.benchmarks.calibration import CalibrationTable
+    from gatematch.benchmarks.latency import check_loopback, in_process_server, load_gallery
+    from gatematch.benchmarks.report import now_iso, write_soak
+    from gatematch.benchmarks.soak import SoakSettings, run_soak
+    from gatematch.errors import ConfigError
+    from gatematch.modelstore import ModelStore
+
+    check_output_folder(args.out, "--out")
+    check_at_least(args.workers, 0, "--workers")
+    if args.gallery is not None and not args.gallery.is_dir():
+        raise ConfigError(f"gallery folder {args.gallery} does not exist")
+    settings = SoakSettings(
+        tuple(args.video),
+        args.flight,
+        args.cameras,
+        args.fps,
+        args.minutes * 60,
+        window_s=args.window_s,
+        warmup_s=args.warmup_s,
+        health_interval_s=args.health_interval_s,
+        tolerance=args.tolerance,
+    )
+    if args.target:
+        check_loopback(args.target)
+    elif args.gallery is None:
+        raise ConfigError(
+            "an in-process server needs --gallery FOLDER (one sub-folder of photos per traveler)"
+        )
+    report: dict[str, object] = {
+        "format": "gatematch-soak-report/1",
+        "created_at": now_iso(),
+        "command": command_line(args.parser, args),
+        "host": f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+    }
+    target = args.target or "the in-process service"
+    try:
+        if args.target:
+            if args.gallery:
+                report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
+            report["soak"] = run_soak(args.target, settings, args.server_pid, in_process=False)
+        else:
+            calibration = CalibrationTable.load(args.calibration) if args.calibration else None
+            store = ModelStore(args.model_dir)
+            with in_process_server(args.pack, store, calibration, args.workers) as target:
+                report["gallery"] = load_gallery(target, args.flight, args.gallery)
+                report["soak"] = run_soak(target, settings, None, in_process=True)
+    except grpc.RpcError as exc:
+        raise ConfigError(
+            f"cannot reach the service at {target}: {exc.code().name}: {exc.details()}"
+        ) from None
+    written = write_soak(args.out, report)
+    print(written[1].read_text(encoding="utf-8"))
+    return 0 if report["soak"]["verdict"]["passed"] else 1
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     from gatematch.benchmarks.embedding_store import DEFAULT_CHUNK_SIZE
     from gatematch.benchmarks.protocols import DEFAULT_IMPOSTOR_PAIRS
 
-    bench = commands.add_parser("bench", help="accuracy and latency benchmarks")
+    bench = commands.add_parser("bench", help="accuracy, encounter, latency and soak benchmarks")
     kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
 
     accuracy = kinds.add_parser(
@@ -541,3 +599,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     latency.add_argument("--out", type=Path, default=Path("bench-latency"), help="report folder")
     add_model_dir_option(latency)
     latency.set_defaults(handler=_latency, parser=latency)
+
+    soak = kinds.add_parser(
+        "soak",
+        help="N cameras for T minutes on loopback: p50/p99, RSS, drops and health per minute, pass/fail",
+    )
+    soak.add_argument("--video", type=Path, action="append", required=True, help="camera video; repeatable")
+    soak.add_argument("--gallery", type=Path, default=None, help="FOLDER/<traveler>/<photos> to enroll")
+    soak.add_argument("--flight", default="SOAK1", help="flight whose gallery the cameras search")
+    soak.add_argument(
+        "--target", default=None, help="a running service on loopback (default: start one here)"
+    )
+    soak.add_argument("--server-pid", type=int, default=None, help="its process id (needed with --target)")
+    soak.add_argument("--cameras", type=int, default=8)
+    soak.add_argument("--fps", type=float, default=10.0, help="frames per second per camera")
+    soak.add_argument("--minutes", type=float, default=10.0, help="streaming time")
+    soak.add_argument("--window-s", type=float, default=60.0, help="reporting window (default a minute)")
+    soak.add_argument(
+        "--warmup-s", type=float, default=60.0, help="streaming before the first window, in no window"
+    )
+    soak.add_argument("--health-interval-s", type=float, default=2.0, help="seconds between health checks")
+    soak.add_argument(
+        "--tolerance", type=float, default=0.10, help="allowed growth of RSS and p99, last vs first window"
+    )
+    soak.add_argument("--pack", default="default")
+    soak.add_argument("--calibration", type=Path, default=None, help="table for the in-process server")
+    soak.add_argument(
+        "--workers", type=int, default=0, help="in-process inference workers (0 = one per core)"
+    )
+    soak.add_argument("--out", type=Path, default=Path("bench-soak"), help="report folder")
+    add_model_dir_option(soak)
+    soak.set_defaults(handler=_soak, parser=soak)

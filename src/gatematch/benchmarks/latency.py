@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class LoadSettings:
     cameras: int = 2
     fps: float = 5.0
     seconds: float = 10.0
+    max_seconds: ClassVar[float] = MAX_SECONDS  # a longer run (the soak) raises these two
+    max_frames: ClassVar[int] = MAX_FRAMES
 
     def __post_init__(self) -> None:
         if not self.videos:
@@ -58,11 +61,12 @@ class LoadSettings:
             raise ConfigError(f"cameras must be 1..{MAX_CAMERAS}, got {self.cameras}")
         if not 0 < self.fps <= MAX_FPS:
             raise ConfigError(f"fps must be in (0, {MAX_FPS:g}], got {self.fps}")
-        if not 0 < self.seconds <= MAX_SECONDS:
-            raise ConfigError(f"seconds must be in (0, {MAX_SECONDS:g}], got {self.seconds}")
-        if self.frames_per_camera * self.cameras > MAX_FRAMES:
+        if not 0 < self.seconds <= self.max_seconds:
+            raise ConfigError(f"seconds must be in (0, {self.max_seconds:g}], got {self.seconds}")
+        if self.frames_per_camera * self.cameras > self.max_frames:
             raise ConfigError(
-                f"{self.cameras} cameras x {self.fps:g} fps x {self.seconds:g} s is more than {MAX_FRAMES} frames"
+                f"{self.cameras} cameras x {self.fps:g} fps x {self.seconds:g} s is more than {self.max_frames} "
+                "frames"
             )
 
     @property
@@ -92,10 +96,12 @@ def check_loopback(target: str) -> None:
 class ProcessSample:
     cpu_s: float
     peak_rss_bytes: int
+    rss_bytes: int = 0
 
 
 def sample_process(pid: int | None) -> ProcessSample | None:
-    """CPU seconds (user + system) and peak RSS (VmHWM) of a process from /proc; None where unavailable."""
+    """CPU seconds (user + system), peak and current RSS (VmHWM, VmRSS) of a process from /proc; None where
+    unavailable."""
     where = Path("/proc") / (str(pid) if pid else "self")
     try:
         fields = (where / "stat").read_text().rsplit(")", 1)[1].split()
@@ -104,8 +110,12 @@ def sample_process(pid: int | None) -> ProcessSample | None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
-    peak = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-    return ProcessSample(cpu, peak)
+    memory = {
+        key: int(value.split()[0]) * 1024
+        for key, _, value in (line.partition(":") for line in status.splitlines())
+        if key in ("VmHWM", "VmRSS")
+    }
+    return ProcessSample(cpu, memory.get("VmHWM", 0), memory.get("VmRSS", 0))
 
 
 @contextmanager
@@ -167,6 +177,8 @@ class CameraLog:
     over_budget: int = 0  # observations answered BUDGET_EXCEEDED: the frame was not analysed in time
     dropped: int = 0
     frame_latency_s: list[float] = field(default_factory=list)
+    observed_at: list[float] = field(default_factory=list)  # monotonic arrival of each observation
+    dropped_so_far: list[int] = field(default_factory=list)  # the stream's drop count at each observation
     decision_latency_s: dict[str, list[float]] = field(default_factory=dict)  # by decision kind
     encounter_elapsed_ms: list[float] = field(default_factory=list)
     server_stage_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -200,6 +212,8 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
                     log.errors += obs.HasField("error")
                     log.over_budget += obs.status == match_pb2.DECISION_BUDGET_EXCEEDED
                     log.frame_latency_s.append(now - sent_at[obs.sequence])
+                    log.observed_at.append(now)
+                    log.dropped_so_far.append(log.dropped)
                     for stage, ms in obs.stage_ms.items():
                         log.server_stage_ms.setdefault(stage, []).append(ms)
                 else:

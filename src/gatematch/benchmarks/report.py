@@ -467,3 +467,60 @@ def write_latency(out: Path, report: dict) -> list[Path]:
     write_json(written[0], report)
     written[1].write_text(latency_markdown(report), encoding="utf-8")
     return written
+
+
+def soak_markdown(report: dict) -> str:
+    soak = report["soak"]
+    verdict = soak["verdict"]
+    lines = ["# Soak", "", f"`{report['command']}`", "", f"{report['created_at']}, {report['host']}", ""]
+    lines += [
+        f"{soak['cameras']} cameras x {soak['fps']} fps x {soak['seconds']:g} s against {soak['target']} "
+        f"({soak['server_note']}) after a warm-up of {soak['warmup_s']:g} s, windows of {soak['window_s']:g} s, "
+        f"a health check every {soak['health_interval_s']:g} s.",
+        "",
+    ]
+    columns = ("window", "frames", "p50_ms", "p99_ms", "dropped", "rss_mib", "cpu_cores")
+    rows = [
+        [
+            *("-" if row[c] is None else row[c] for c in columns),
+            f"{row['health_serving']}/{row['health_checks']}",
+        ]
+        for row in soak["windows"]
+    ]
+    lines += table([*columns, "health SERVING/checks"], rows)
+    lines += [
+        "",
+        f"Warm-up included: frames sent {soak['frames_sent']}, observed {soak['frames_observed']}, dropped "
+        f"{soak['frames_dropped']} "
+        f"(bad {soak['frame_errors']}); frame latency over the run p50 {soak['frame_latency']['p50_ms']} ms, "
+        f"p99 {soak['frame_latency']['p99_ms']} ms; decisions {soak['decisions']}; slowest health answer "
+        f"{soak['health_ms_max']} ms.",
+        "",
+        f"**{'PASS' if verdict['passed'] else 'FAIL'}** (last window at most {verdict['tolerance']:.0%} above the "
+        "first):",
+    ]
+    for name in ("rss_mib", "p99_ms"):
+        check = verdict[name]
+        growth = "-" if check["growth"] is None else f"{check['growth']:+.1%}"
+        lines.append(
+            f"- {name}: first {check['first']}, last {check['last']}, {growth}: "
+            f"{'pass' if check['passed'] else 'FAIL'}"
+        )
+    health = verdict["health"]
+    lines.append(
+        f"- health: {health['serving']} of {health['checks']} checks answered SERVING: "
+        f"{'pass' if health['passed'] else 'FAIL'}"
+    )
+    failures = verdict["cameras"]["failures"]
+    lines.append(
+        f"- camera streams: {'FAIL: ' + '; '.join(failures) if failures else 'all lasted the run: pass'}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_soak(out: Path, report: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "soak.json", out / "soak.md"]
+    write_json(written[0], report)
+    written[1].write_text(soak_markdown(report), encoding="utf-8")
+    return written

@@ -45,7 +45,7 @@ from gatematch.gallery import (
     iso,
 )
 from gatematch.gallery_store import GalleryStore
-from gatematch.images import ImageLimits, decode_image, to_bgr
+from gatematch.images import ImageLimits, decode_image, megapixels, to_bgr
 from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
@@ -369,14 +369,21 @@ class DataPlane:
         return decode_image(bytes(image), limits)
 
     def _timed(
-        self, stage: str, budget: Budget, stage_s: dict[str, float], fn: Callable[..., T], *args: Any
+        self,
+        stage: str,
+        budget: Budget,
+        stage_s: dict[str, float],
+        fn: Callable[..., T],
+        *args: Any,
+        units: float = 1.0,
     ) -> T:
-        """Run one stage if its estimated cost fits in what is left of the budget; record its time."""
-        budget.require(stage, self.costs.estimate(stage))
+        """Run one stage if its estimated cost for `units` of input fits in what is left of the budget; record
+        its time."""
+        budget.require(stage, self.costs.estimate(stage, units))
         start = time.perf_counter()
         value = fn(*args)
         seconds = time.perf_counter() - start
-        self.costs.observe(stage, seconds)
+        self.costs.observe(stage, seconds, units)
         stage_s[stage] = seconds
         return value
 
@@ -386,7 +393,9 @@ class DataPlane:
         BudgetExceededError when a stage cannot finish in what is left of the budget."""
         stage_s["queue"] = budget.elapsed()
         gallery = self._timed("gallery", budget, stage_s, self.resolve, probe.flight_id)
-        decoded = self._timed("decode", budget, stage_s, self.decode, probe.image)
+        image = probe.image
+        size = image.width * image.height / 1e6 if isinstance(image, RawPixels) else megapixels(image)
+        decoded = self._timed("decode", budget, stage_s, self.decode, image, units=size)
         analysis = self._timed("analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0])
         stage_s.pop("analyze")
         stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")

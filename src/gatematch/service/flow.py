@@ -67,23 +67,72 @@ class Budget:
             )
 
 
-class StageCosts:
-    """Running estimate (exponential moving average) of each stage's duration, shared by all requests."""
+@dataclass
+class _Cost:
+    rate: float  # seconds per unit of input, as last updated
+    observed: float  # clock time of the last observation
+    probed: float = float("-inf")  # clock time a stale estimate last let a frame through
 
-    def __init__(self, alpha: float = 0.2):
+
+class StageCosts:
+    """Running cost of each stage per unit of input, shared by all requests: work that cannot finish in what is
+    left of a budget is not started.
+
+    Units are what the cost grows with: megapixels for decoding, one call for the other stages. An estimate must
+    never lock its stage out (issue 10: one bomb frame took seconds to decode, the average jumped past the
+    budget and, since a refused stage never runs again to correct it, every later frame was refused until a
+    restart). So one observation counts at most `max_step` times the estimate (an outlier is a nudge; a real
+    slow-down is followed within a few dozen frames), an estimate decays with the time since its last
+    observation (half-life `half_life_s`), and once it is `stale_s` old it lets one frame through (one per
+    `stale_s`) whose measurement replaces it. Overestimating refuses good frames; underestimating only starts
+    work that the worker pool then abandons at the budget, so the estimate errs low.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.2,
+        max_step: float = 4.0,
+        half_life_s: float = 30.0,
+        stale_s: float = 5.0,
+        min_units: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.alpha = alpha
-        self._means: dict[str, float] = {}
+        self.max_step = max_step
+        self.half_life_s = half_life_s
+        self.stale_s = stale_s
+        self.min_units = min_units  # below it a call's fixed cost dominates (0.01 megapixels = 100 x 100)
+        self._clock = clock
+        self._costs: dict[str, _Cost] = {}
         self._lock = threading.Lock()
 
-    def observe(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            previous = self._means.get(stage)
-            self._means[stage] = seconds if previous is None else previous + self.alpha * (seconds - previous)
+    def _rate(self, cost: _Cost, now: float) -> float:
+        return cost.rate * 0.5 ** ((now - cost.observed) / self.half_life_s)
 
-    def estimate(self, stage: str) -> float:
-        """0 until the stage has run once: the first request is never refused on a guess."""
+    def observe(self, stage: str, seconds: float, units: float = 1.0) -> None:
+        rate = seconds / max(units, self.min_units)
         with self._lock:
-            return self._means.get(stage, 0.0)
+            now = self._clock()
+            cost = self._costs.get(stage)
+            if cost is None or now - cost.observed > self.stale_s:
+                self._costs[stage] = _Cost(rate, now, cost.probed if cost else float("-inf"))
+                return
+            previous = self._rate(cost, now)
+            cost.rate = previous + self.alpha * (min(rate, previous * self.max_step) - previous)
+            cost.observed = now
+
+    def estimate(self, stage: str, units: float = 1.0) -> float:
+        """Seconds `stage` should take for `units` of input; 0 until it has run once, and 0 for one frame per
+        `stale_s` while the estimate is stale, so that frame measures the stage again."""
+        with self._lock:
+            now = self._clock()
+            cost = self._costs.get(stage)
+            if cost is None:
+                return 0.0
+            if now - cost.observed > self.stale_s and now - cost.probed > self.stale_s:
+                cost.probed = now
+                return 0.0
+            return self._rate(cost, now) * max(units, self.min_units)
 
 
 class LatestSlot(Generic[T]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from gatematch.service.edge import Admission, Edge, grpc_threads
 from gatematch.service.flow import WorkerPool
 from gatematch.service.security import check_exposure, load_authenticator, server_credentials
 from gatematch.service.servicers import GalleryServicer, MatchServicer
+from gatematch.service.stderr_capture import QuietStreamHandler, capture_stderr
 from gatematch.service.streams import StreamScheduler
 from gatematch.service.telemetry import Telemetry
 from gatematch.template_crypto import TemplateKey
@@ -69,7 +69,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """JSON lines on stderr, and whatever C libraries print there captured into them (stderr_capture)."""
+    handler = QuietStreamHandler(capture_stderr())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
