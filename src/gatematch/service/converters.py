@@ -195,10 +195,14 @@ def gallery_pb(info: GalleryInfo) -> gallery_pb2.GalleryInfo:
 def load_header(header: gallery_pb2.GalleryHeader) -> LoadHeader:
     if not header.flight_id or not header.HasField("departure_utc"):
         raise ManifestError("gallery header needs flight_id and departure_utc")
-    retention = header.retention.ToTimedelta() if header.HasField("retention") else timedelta(0)
+    try:
+        departure = header.departure_utc.ToDatetime(UTC)
+        retention = header.retention.ToTimedelta() if header.HasField("retention") else timedelta(0)
+    except (ValueError, OverflowError) as exc:  # found by the fuzz harness: seconds beyond any datetime
+        raise ManifestError(f"gallery header has an impossible time: {exc}") from None
     return LoadHeader(
         flight_id=header.flight_id,
-        departure=header.departure_utc.ToDatetime(UTC),
+        departure=departure,
         pack=header.pack,
         retention=retention if retention > timedelta(0) else None,
         embedder=header.embedder,
