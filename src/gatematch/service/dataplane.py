@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from gatematch.enrollment import Enrollment, EnrollmentPhoto
+from gatematch.enrollment import Enrollment, EnrollmentPhoto, judge
 from gatematch.errors import (
     AmbiguousFlightError,
     BadImageError,
@@ -30,6 +30,7 @@ from gatematch.errors import (
     GalleryNotFoundError,
     GalleryStoreError,
     ManifestError,
+    NoFaceError,
     TemplateKeyError,
     WrongPackError,
 )
@@ -163,6 +164,24 @@ class FrameResult:
         """MATCH only: how often a stranger's frame reaches this score in this gallery (calibrated FPIR)."""
         match = self.search.match if self.search else None
         return match.estimated_fpir if match is not None else None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """A 1:1 verification of a live frame against a reference (nothing of which is kept)."""
+
+    decision: Decision
+    assessment: Assessment | None
+    score: float | None  # cosine of the live face and the reference; None when nothing was compared
+    false_match_rate: float | None  # calibrated 1:1 FMR at `score`
+    threshold: float  # the cosine of `target_fmr`: MATCH at or above it
+    target_fmr: float
+    stage_s: dict[str, float]
+    budget_s: float
+    detail: str = ""
+
+
+Reference = bytes | RawPixels | tuple[ModelRef, Sequence[float]]  # a photo, or a template from an embedder
 
 
 def is_live(face: Face) -> bool | None:
@@ -532,6 +551,103 @@ class DataPlane:
                 None,
                 None,
                 None,
+                {"queue": budget.elapsed()},
+                budget.seconds,
+                str(exc),
+            )
+
+    # -- 1:1 verification ------------------------------------------------------------------------------
+
+    def reference_template(self, reference: Reference) -> np.ndarray:
+        """The reference as a template: a photo judged like an enrollment photo (exactly one face of enrollment
+        quality) and embedded, or a template checked to come from this server's embedder."""
+        if isinstance(reference, tuple):
+            embedder, values = reference
+            if embedder != self.embedder:
+                raise WrongPackError(
+                    f"the reference template comes from embedder {embedder.name or '(unnamed)'} "
+                    f"(sha256 {embedder.sha256[:12] or '?'}); this server embeds with {self.embedder.name} "
+                    f"(sha256 {self.embedder.sha256[:12]})"
+                )
+            vector = np.asarray(values, dtype=np.float32)
+            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
+            if vector.shape != (self.pipeline.embedding_size,) or not np.isfinite(norm) or norm == 0.0:
+                raise BadImageError(
+                    f"the reference template needs {self.pipeline.embedding_size} finite values, not all zero"
+                )
+            return vector / norm
+        analysis = self.enroller.analyze_batch([self.decode(reference)])[0]
+        outcome = judge(analysis, EnrollmentPhoto("reference", "reference", ""))
+        if isinstance(outcome, EnrollmentFailure):
+            raise NoFaceError(f"the reference photo cannot be used: {outcome.reason}: {outcome.detail}")
+        return outcome[0]
+
+    def verify(
+        self, image: bytes | RawPixels, reference: Reference, target_fmr: float, budget: Budget
+    ) -> VerifyResult:
+        """Is the live frame's face the reference's? MATCH when the score's calibrated 1:1 FMR is at most
+        `target_fmr`, i.e. the score reaches the table's threshold for it. On the calling thread."""
+        threshold = self.verify_threshold(target_fmr)
+        stage_s: dict[str, float] = {"queue": budget.elapsed()}
+        assessment = None
+        try:
+            template = self._timed("reference", budget, stage_s, self.reference_template, reference)
+            decoded = self._timed("decode", budget, stage_s, self.decode, image)
+            analysis = self._timed(
+                "analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0]
+            )
+            stage_s.pop("analyze")
+            stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
+            assessment = judge_frame(analysis)
+        except BudgetExceededError as exc:
+            return VerifyResult(
+                Decision.BUDGET_EXCEEDED,
+                assessment,
+                None,
+                None,
+                threshold,
+                target_fmr,
+                stage_s,
+                budget.seconds,
+                str(exc),
+            )
+        if assessment.decision is not None:
+            return VerifyResult(
+                assessment.decision, assessment, None, None, threshold, target_fmr, stage_s, budget.seconds
+            )
+        score = float(np.dot(assessment.face.embedding, template))
+        decision = Decision.MATCH if score >= threshold else Decision.NO_MATCH
+        return VerifyResult(
+            decision,
+            assessment,
+            score,
+            float(self.calibration.fmr_at(score)),
+            threshold,
+            target_fmr,
+            stage_s,
+            budget.seconds,
+        )
+
+    def verify_threshold(self, target_fmr: float) -> float:
+        """The cosine at which the single-photo table says two people score with 1:1 FMR `target_fmr`."""
+        if self.calibration is None:
+            raise CardError("1:1 verification needs the embedder's calibration table")
+        return float(self.calibration.threshold_for_fmr(target_fmr))
+
+    def run_verify(
+        self, image: bytes | RawPixels, reference: Reference, target_fmr: float, budget: Budget
+    ) -> VerifyResult:
+        """`verify` on the worker pool; a call whose budget ends while it waits is BUDGET_EXCEEDED."""
+        try:
+            return self.pool.run(lambda b: self.verify(image, reference, target_fmr, b), budget)
+        except BudgetExceededError as exc:
+            return VerifyResult(
+                Decision.BUDGET_EXCEEDED,
+                None,
+                None,
+                None,
+                0.0,
+                target_fmr,
                 {"queue": budget.elapsed()},
                 budget.seconds,
                 str(exc),

@@ -44,6 +44,11 @@ class MatchServiceStub:
                 request_serializer=gatematch_dot_v1_dot_match__pb2.Frame.SerializeToString,
                 response_deserializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/gatematch.v1.MatchService/Verify',
+                request_serializer=gatematch_dot_v1_dot_match__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=gatematch_dot_v1_dot_match__pb2.VerifyResponse.FromString,
+                _registered_method=True)
 
 
 class MatchServiceServicer:
@@ -71,6 +76,15 @@ class MatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """1:1 verification: is the person in the live frame the person of the reference sent with it (a photo, for
+        example the one read from a passport chip, or a template)? MATCH when the score's calibrated 1:1 false-match
+        rate is at most the server's target ([verify] target_fmr). Nothing of the reference is stored or logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +97,11 @@ def add_MatchServiceServicer_to_server(servicer, server):
                     servicer.StreamMatch,
                     request_deserializer=gatematch_dot_v1_dot_match__pb2.Frame.FromString,
                     response_serializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=gatematch_dot_v1_dot_match__pb2.VerifyRequest.FromString,
+                    response_serializer=gatematch_dot_v1_dot_match__pb2.VerifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +158,33 @@ class MatchService:
             '/gatematch.v1.MatchService/StreamMatch',
             gatematch_dot_v1_dot_match__pb2.Frame.SerializeToString,
             gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatematch.v1.MatchService/Verify',
+            gatematch_dot_v1_dot_match__pb2.VerifyRequest.SerializeToString,
+            gatematch_dot_v1_dot_match__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
