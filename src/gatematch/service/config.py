@@ -150,10 +150,12 @@ class VerifyConfig:
     the figure border-control guidance sets for automated gates (Frontex best practice: FMR <= 0.001)."""
 
     target_fmr: float = 0.001
+    budget_ms: float = 1000.0  # two analyses (the reference photo and the live frame), not one
 
     def __post_init__(self) -> None:
         if not 0 < self.target_fmr < 1:
             raise ConfigError(f"[verify] target_fmr must be in (0, 1), got {self.target_fmr}")
+        _positive("verify", budget_ms=self.budget_ms)
 
 
 @dataclass(frozen=True)

@@ -576,7 +576,11 @@ class DataPlane:
                     f"the reference template needs {self.pipeline.embedding_size} finite values, not all zero"
                 )
             return vector / norm
-        analysis = self.enroller.analyze_batch([self.decode(reference)])[0]
+        try:
+            decoded = self.decode(reference)
+        except BadImageError as exc:
+            raise BadImageError(f"the reference photo: {exc}") from None
+        analysis = self.enroller.analyze_batch([decoded])[0]
         outcome = judge(analysis, EnrollmentPhoto("reference", "reference", ""))
         if isinstance(outcome, EnrollmentFailure):
             raise NoFaceError(f"the reference photo cannot be used: {outcome.reason}: {outcome.detail}")
@@ -659,10 +663,10 @@ class DataPlane:
         margin_s: float,
         arrived: float | None = None,
         age_s: float = 0.0,
+        seconds: float | None = None,
     ) -> Budget:
         """A frame's budget: it counts from the frame's arrival (monotonic `arrived`) and, when the camera said
         when it captured the frame, from then (`age_s` = how long before arrival), so a frame that waited or
-        was sent late is never processed as if it were fresh."""
-        return Budget.start(
-            self.frame_budget_s - max(age_s, 0.0), time_remaining_s, margin_s, started=arrived
-        )
+        was sent late is never processed as if it were fresh. `seconds`: another budget than a frame's."""
+        total = self.frame_budget_s if seconds is None else seconds
+        return Budget.start(total - max(age_s, 0.0), time_remaining_s, margin_s, started=arrived)

@@ -146,7 +146,7 @@ class GateMatchServer:
                 self.audit,
                 self.telemetry,
                 config.budgets.reply_margin_ms / 1000,
-                config.verify.target_fmr,
+                config.verify,
             ),
             self.grpc,
         )

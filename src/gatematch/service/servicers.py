@@ -15,6 +15,7 @@ from gatematch.errors import AssignmentNotFoundError, AuthorizationError, Manife
 from gatematch.gallery import GalleryInfo, iso
 from gatematch.gates import GateAssignment, check_assignment
 from gatematch.service.audit import MAX_TEXT, AuditRecord, AuditSink
+from gatematch.service.config import VerifyConfig
 from gatematch.service.converters import (
     assign_request,
     assignment_pb,
@@ -49,14 +50,14 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         audit: AuditSink,
         telemetry: Telemetry,
         margin_s: float,
-        verify_fmr: float,
+        verify: VerifyConfig,
     ):
         self.ready = ready
         self.auth = auth
         self.audit = audit
         self.telemetry = telemetry
         self.margin_s = margin_s
-        self.verify_fmr = verify_fmr
+        self.verify = verify
 
     def _authorize(self, identity: Identity, frame: match_pb2.Frame | StreamFrame) -> None:
         """A camera: its gate must serve the flight. An analyst (not a camera): the flight must be in scope."""
@@ -119,8 +120,14 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         reference = reference_of(request)
         plane, _ = self.ready()
         captured = stream_frame(frame).capture_delay_s
-        budget = plane.budget(context.time_remaining(), self.margin_s, arrived=arrived, age_s=captured)
-        result = plane.run_verify(image_of(frame), reference, self.verify_fmr, budget)
+        budget = plane.budget(
+            context.time_remaining(),
+            self.margin_s,
+            arrived=arrived,
+            age_s=captured,
+            seconds=self.verify.budget_ms / 1000,
+        )
+        result = plane.run_verify(image_of(frame), reference, self.verify.target_fmr, budget)
         self.telemetry.observe_stages(result.stage_s)
         self.telemetry.decisions.labels("verify", result.decision.value).inc()
         self.audit.record(
