@@ -54,6 +54,7 @@ def test_services_and_streaming_shapes() -> None:
     assert (match["Match"].client_streaming, match["Match"].server_streaming) == (False, False)
     assert (match["StreamMatch"].client_streaming, match["StreamMatch"].server_streaming) == (True, True)
     assert (match["Verify"].client_streaming, match["Verify"].server_streaming) == (False, False)
+    assert (match["StreamVerify"].client_streaming, match["StreamVerify"].server_streaming) == (True, True)
     gallery = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].methods_by_name
     assert sorted(gallery) == ["Delete", "Get", "List", "Load", "Update"]
     assert gallery["Load"].client_streaming and not gallery["Load"].server_streaming

@@ -206,6 +206,8 @@ def test_a_verification_carries_a_photo_or_a_template_and_answers_with_the_calib
     assert embedder == ModelRef("m", "a" * 64) and list(values) == pytest.approx([0.6, 0.8])
     with pytest.raises(RequestError, match="reference"):
         reference_of(match_pb2.VerifyRequest())
+    streamed = match_pb2.VerifyReference(photo=match_pb2.Image(encoded=b"\xff\xd8jpeg"))
+    assert reference_of(streamed) == b"\xff\xd8jpeg"
     result = VerifyResult(Decision.MATCH, None, 0.61, 2e-5, 0.34, 1e-3, {"embed": 0.01}, 0.5)
     message = verify_response(result, match_pb2.Frame(sequence=3))
     assert message.decision == match_pb2.DECISION_MATCH and message.score == pytest.approx(0.61)

@@ -26,7 +26,15 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from gatematch.client import call_metadata, load_requests, make_frame, open_channel, update_requests
+from gatematch.client import (
+    call_metadata,
+    camera_frames,
+    load_requests,
+    make_frame,
+    open_channel,
+    update_requests,
+    verify_stream_requests,
+)
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import ARRIVAL, DEPARTURE
 from gatematch.service.config import AuditConfig, AuthConfig
@@ -469,3 +477,27 @@ def test_clients_print_one_json_object_per_line_and_exit_codes_tell_match_no_mat
     events = [json.loads(line) for line in camera.stdout.splitlines()]
     assert {next(iter(e)) for e in events} == {"observation", "decision"}
     assert any(e.get("decision", {}).get("decision") == "DECISION_MATCH" for e in events)
+
+
+def test_a_camera_stream_is_verified_one_to_one_encounter_by_encounter(day, examples, video_dir):
+    """StreamVerify: the encounter rules of StreamMatch against the reference alone, at the target FMR."""
+
+    def decided(reference: str) -> list[match_pb2.EncounterDecision]:
+        frames = camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-a1", "A1", "", fps=5, seconds=2)
+        requests = verify_stream_requests(frames, (examples / reference).read_bytes())
+        with open_channel(day.target) as channel:
+            events = match_pb2_grpc.MatchServiceStub(channel).StreamVerify(
+                requests, metadata=as_("cam-a1"), timeout=120
+            )
+            return [e.decision for e in events if e.WhichOneof("event") == "decision"]
+
+    same = [d for d in decided("obama/obama.jpg") if d.decision == match_pb2.DECISION_MATCH]
+    assert same, "the speaker in the video is the person of the reference photo"
+    assert same[0].candidates[0].traveler_id == "reference" and 0 < same[0].false_match_probability <= 1e-3
+    other = decided("biden/biden.jpg")
+    assert other and all(d.decision == match_pb2.DECISION_NO_MATCH and not d.candidates for d in other)
+    with open_channel(day.target) as channel:
+        frames = iter([match_pb2.VerifyStreamRequest(frame=make_frame("cam-a1", "A1", "", 1, b""))])
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        error = refused(lambda: list(stub.StreamVerify(frames, metadata=as_("cam-a1"), timeout=30)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "starts with its reference" in error.details()

@@ -157,5 +157,17 @@ def camera_frames(
         yield make_frame(camera, gate, flight, sent + 1, encode_jpeg(image), flight_date, direction)
 
 
+def verify_stream_requests(
+    frames: Iterable[match_pb2.Frame], photo: bytes = b"", template: match_pb2.ReferenceTemplate | None = None
+) -> Iterator[match_pb2.VerifyStreamRequest]:
+    """The MatchService.StreamVerify stream: the reference (a photo, or a template), then the frames."""
+    reference = match_pb2.VerifyReference(template=template) if template else match_pb2.VerifyReference()
+    if template is None:
+        reference.photo.encoded = photo
+    yield match_pb2.VerifyStreamRequest(reference=reference)
+    for frame in frames:
+        yield match_pb2.VerifyStreamRequest(frame=frame)
+
+
 def code_name(code: int) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))

@@ -310,15 +310,18 @@ def update_header(header: gallery_pb2.UpdateHeader) -> UpdateRequest:
 # -- 1:1 verification ----------------------------------------------------------------------------------------
 
 
-def reference_of(request: match_pb2.VerifyRequest) -> bytes | RawPixels | tuple[ModelRef, Sequence[float]]:
-    """The reference a Verify request carries: image bytes or pixels, or (embedder, template values)."""
-    kind = request.WhichOneof("reference")
-    if kind == "reference_photo":
-        return image_data(request.reference_photo)
-    if kind == "reference_template":
-        template = request.reference_template
+def reference_of(
+    message: match_pb2.VerifyRequest | match_pb2.VerifyReference,
+) -> bytes | RawPixels | tuple[ModelRef, Sequence[float]]:
+    """The reference a Verify request (or a verification stream's first message) carries: image bytes or pixels,
+    or (embedder, template values)."""
+    kind = message.WhichOneof("reference")
+    if kind in ("reference_photo", "photo"):
+        return image_data(getattr(message, kind))
+    if kind in ("reference_template", "template"):
+        template = getattr(message, kind)
         return ModelRef(template.embedder, template.embedder_sha256), template.values
-    raise RequestError("a verification needs a reference: reference_photo or reference_template")
+    raise RequestError("a verification needs a reference: a photo or a template")
 
 
 def verify_response(result: VerifyResult, frame: match_pb2.Frame) -> match_pb2.VerifyResponse:

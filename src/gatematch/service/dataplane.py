@@ -45,6 +45,7 @@ from gatematch.gallery import (
     ModelRef,
     OperatingPoint,
     SearchResult,
+    build_index,
     iso,
 )
 from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
@@ -54,6 +55,7 @@ from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
+REFERENCE = "reference"  # the one traveler of a 1:1 verification's gallery (what its MATCH names)
 LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
 # A frame that names only a flight number is matched against the one gallery of that number whose scheduled
 # time is this close to now (boarding starts hours before a departure; entry control runs hours after an
@@ -124,6 +126,7 @@ class Probe:
     sequence: int = 0
     flight_date: date | None = None  # the flight's scheduled date at the site; None: the one in service now
     direction: str | None = None  # departure | arrival; None: either
+    gallery: Gallery | None = None  # already known (a 1:1 verification's reference): nothing to resolve
 
 
 @dataclass(frozen=True)
@@ -486,8 +489,10 @@ class DataPlane:
         (before any inference, so an unknown flight costs nothing), decode, analyse, judge. Raises
         BudgetExceededError when a stage cannot finish in what is left of the budget."""
         stage_s["queue"] = budget.elapsed()
-        flight = FlightRef(probe.flight_id, probe.flight_date, probe.direction)
-        gallery = self._timed("gallery", budget, stage_s, self.resolve, flight)
+        gallery = probe.gallery
+        if gallery is None:
+            flight = FlightRef(probe.flight_id, probe.flight_date, probe.direction)
+            gallery = self._timed("gallery", budget, stage_s, self.resolve, flight)
         decoded = self._timed("decode", budget, stage_s, self.decode, probe.image)
         analysis = self._timed("analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0])
         stage_s.pop("analyze")
@@ -631,6 +636,33 @@ class DataPlane:
             stage_s,
             budget.seconds,
         )
+
+    def reference_gallery(self, template: np.ndarray, lasts: timedelta) -> Gallery:
+        """A gallery of one, in memory only, for `lasts`: the reference of a verification stream. Encounters
+        search it as they search a flight's gallery; with one template its FPIR is the 1:1 FMR, so the encounter
+        rules (and the tables for fused frames) apply unchanged."""
+        now = datetime.now(UTC)
+        vector = np.asarray(template, dtype=np.float32).reshape(1, -1)
+        info = GalleryInfo(
+            gallery_id=REFERENCE,
+            version=0,
+            flight_id="",
+            departure=now,
+            created_at=now,
+            expires_at=now + lasts,
+            pack=self.pipeline.pack.name,
+            model_hashes=dict(self.pipeline.pack.model_hashes),
+            embedder=self.embedder,
+            dim=vector.shape[1],
+            travelers=1,
+            templates=1,
+            failed_travelers=(),
+            failures=0,
+            index_kind="flat",
+            encrypted=False,
+            content_hash="",
+        )
+        return Gallery(info, build_index(vector, "flat"), (REFERENCE,), np.zeros(1, np.int32), 1)
 
     def verify_threshold(self, target_fmr: float) -> float:
         """The cosine at which the single-photo table says two people score with 1:1 FMR `target_fmr`."""

@@ -48,6 +48,7 @@ METHODS: dict[str, MethodRule] = {
     _method(match_pb2.DESCRIPTOR, "MatchService", "Verify"): MethodRule(
         frozenset({CAMERA, ANALYST}), "unary"
     ),
+    _method(match_pb2.DESCRIPTOR, "MatchService", "StreamVerify"): MethodRule(frozenset({CAMERA}), "stream"),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Load"): MethodRule(frozenset({GALLERY_ADMIN}), "load"),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Delete"): MethodRule(
         frozenset({GALLERY_ADMIN}), "unary"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gatematch.errors import AssignmentNotFoundError, AuthorizationError, ManifestError, RequestError
 from gatematch.gallery import GalleryInfo, iso
@@ -35,7 +35,7 @@ from gatematch.service.dataplane import DataPlane, GalleryLoad, Probe
 from gatematch.service.edge import CallContext
 from gatematch.service.flow import guarded
 from gatematch.service.security import ANALYST, CAMERA, Authenticator, Identity
-from gatematch.service.streams import StreamFrame, StreamScheduler
+from gatematch.service.streams import StreamFrame, StreamScheduler, Verification
 from gatematch.service.telemetry import Telemetry
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, gate_pb2, gate_pb2_grpc, match_pb2, match_pb2_grpc
 
@@ -106,6 +106,46 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         )
         flight_date = plane.local_date(result.gallery) if result.gallery else None
         return match_response(result, frame, count, ranking=request.include_ranking, flight_date=flight_date)
+
+    def StreamVerify(
+        self, request_iterator: Iterator[match_pb2.VerifyStreamRequest], context: CallContext
+    ) -> Iterator[match_pb2.StreamEvent]:
+        """1:1 over a stream: the reference first (embedded once, kept in this call's memory only), then frames
+        whose encounters are decided against it as StreamMatch decides them against a flight."""
+        identity = context.identity
+        plane, scheduler = self.ready()
+        parts = guarded(request_iterator, scheduler.idle_s, scheduler.max_s, "the verification stream")
+        first = next(parts, None)
+        if first is None or first.WhichOneof("part") != "reference":
+            raise RequestError("a verification stream starts with its reference")
+        reference = reference_of(first.reference)
+        budget = plane.budget(context.time_remaining(), self.margin_s, seconds=self.verify.budget_ms / 1000)
+        template = plane.pool.run(lambda _b: plane.reference_template(reference), budget)
+        lasts = timedelta(seconds=scheduler.max_s) + timedelta(hours=1)
+        verification = Verification(plane.reference_gallery(template, lasts), self.verify.target_fmr)
+
+        def authorize(frame: StreamFrame) -> None:
+            if CAMERA in identity.roles:
+                self.auth.authorize_camera(identity, frame.camera_id, frame.gate_id)
+
+        frames = (
+            stream_frame(part.frame)
+            if part.WhichOneof("part") == "frame"
+            else StreamFrame("", "", "", 0, b"", problem=RequestError("only frames follow the reference"))
+            for part in parts
+        )
+        events = scheduler.run(
+            frames,
+            authorize,
+            identity.name,
+            context.is_active,
+            lambda f: plane.budget(
+                context.time_remaining(), self.margin_s, arrived=f.received, age_s=f.capture_delay_s
+            ),
+            verification,
+        )
+        for event in events:
+            yield event_pb(event)
 
     def Verify(self, request: match_pb2.VerifyRequest, context: CallContext) -> match_pb2.VerifyResponse:
         """1:1: the live frame against the reference in the request; the reference is used in memory for this

@@ -101,12 +101,21 @@ class EncounterEvent:
 StreamEvent = FrameEvent | EncounterEvent
 
 
+@dataclass(frozen=True)
+class Verification:
+    """A stream verified 1:1: its frames are searched in the reference's gallery of one, at this target FMR."""
+
+    gallery: Gallery
+    target_fmr: float
+
+
 @dataclass
 class _Flight:
     """Encounter state of one stream for one flight (a camera normally serves one flight at a time)."""
 
     tracker: EncounterTracker
     gallery: Gallery | None = None  # the snapshot the last frame was searched in (decisions at ticks use it)
+    reference: Gallery | None = None  # a verification stream's: searched instead of a flight's
     camera_id: str = ""
     gate_id: str = ""
 
@@ -194,11 +203,13 @@ class StreamScheduler:
         client: str,
         is_active: Callable[[], bool] = lambda: True,
         budget_for: Callable[[StreamFrame], Budget] | None = None,
+        verification: Verification | None = None,
     ) -> Iterator[StreamEvent]:
         """Events of one stream until the client closes it, goes away, or the server drains.
 
         `budget_for` gives each frame its budget, counted from its arrival (the servicer tightens the configured
-        frame budget by the stream's gRPC deadline); by default the configured budget alone.
+        frame budget by the stream's gRPC deadline); by default the configured budget alone. `verification`: the
+        frames are verified 1:1 against its reference instead of matched against their flight's gallery.
         """
         plane = self.plane
         budget_for = budget_for or (
@@ -243,7 +254,7 @@ class StreamScheduler:
                     )
                     continue
                 authorize(frame)
-                yield from self._frame(flights, frame, slot.dropped, client, budget_for(frame))
+                yield from self._frame(flights, frame, slot.dropped, client, budget_for(frame), verification)
             # the stream ends: every open encounter gets its one decision now
             now = time.monotonic()
             for (flight_id, _, _), state in flights.items():
@@ -259,7 +270,9 @@ class StreamScheduler:
                 self._slots.discard(slot)
                 self._cond.notify_all()
 
-    def _state(self, flights: dict[FlightKey, _Flight], frame: StreamFrame) -> _Flight:
+    def _state(
+        self, flights: dict[FlightKey, _Flight], frame: StreamFrame, verification: Verification | None
+    ) -> _Flight:
         """The flight's encounter state (created for an authorized frame); flights with nothing open are dropped."""
         for flight in [f for f, state in flights.items() if not state.tracker.open_tracks]:
             if flight != frame.flight:
@@ -272,11 +285,12 @@ class StreamScheduler:
                 )
             tracker = EncounterTracker(
                 self.encounter,
-                self.plane.point.target_fpir,
+                verification.target_fmr if verification else self.plane.point.target_fpir,
                 self.encounter_s,
                 self.plane.same_person_min(self.encounter.same_person_fmr),
             )
-            state = flights[frame.flight] = _Flight(tracker)
+            reference = verification.gallery if verification else None
+            state = flights[frame.flight] = _Flight(tracker, reference=reference)
         state.camera_id, state.gate_id = frame.camera_id, frame.gate_id
         return state
 
@@ -287,7 +301,13 @@ class StreamScheduler:
         return event
 
     def _frame(
-        self, flights: dict[FlightKey, _Flight], frame: StreamFrame, dropped: int, client: str, budget: Budget
+        self,
+        flights: dict[FlightKey, _Flight],
+        frame: StreamFrame,
+        dropped: int,
+        client: str,
+        budget: Budget,
+        verification: Verification | None = None,
     ) -> Iterator[StreamEvent]:
         stage_s: dict[str, float] = {}
         claim = _Claim()
@@ -295,7 +315,7 @@ class StreamScheduler:
         state: _Flight | None = None
         try:
             budget.require("the frame")  # older than its budget already: dropped, not processed
-            state = self._state(flights, frame)
+            state = self._state(flights, frame, verification)
             event, outcomes = self.plane.pool.run(
                 lambda b: self._process(state, frame, b, stage_s, dropped, claim),
                 budget,
@@ -323,7 +343,9 @@ class StreamScheduler:
     ) -> tuple[FrameEvent, list[EncounterOutcome]]:
         """On a worker: the per-frame path, then the frame's gate-sized faces to their encounters."""
         plane = self.plane
-        probe = Probe(frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction)
+        probe = Probe(
+            frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction, state.reference
+        )
         examined = plane.examine(probe, budget, stage_s)
         assessment = examined.assessment
         faces = assessment.gate_faces
@@ -384,5 +406,5 @@ class StreamScheduler:
                 flight_id,
                 info,
                 dropped,
-                self.plane.local_date(info) if info is not None else None,
+                self.plane.local_date(info) if info is not None and info.flight_id else None,
             )

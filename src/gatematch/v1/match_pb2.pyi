@@ -278,6 +278,22 @@ class VerifyRequest(_message.Message):
     reference_template: ReferenceTemplate
     def __init__(self, frame: _Optional[_Union[Frame, _Mapping]] = ..., reference_photo: _Optional[_Union[Image, _Mapping]] = ..., reference_template: _Optional[_Union[ReferenceTemplate, _Mapping]] = ...) -> None: ...
 
+class VerifyReference(_message.Message):
+    __slots__ = ("photo", "template")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    photo: Image
+    template: ReferenceTemplate
+    def __init__(self, photo: _Optional[_Union[Image, _Mapping]] = ..., template: _Optional[_Union[ReferenceTemplate, _Mapping]] = ...) -> None: ...
+
+class VerifyStreamRequest(_message.Message):
+    __slots__ = ("reference", "frame")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    reference: VerifyReference
+    frame: Frame
+    def __init__(self, reference: _Optional[_Union[VerifyReference, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
+
 class VerifyResponse(_message.Message):
     __slots__ = ("decision", "score", "false_match_rate", "threshold", "target_fmr", "quality_reasons", "stage_ms", "faces", "sequence", "budget_ms")
     class StageMsEntry(_message.Message):
