@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from gatematch.gallery import (
     ModelRef,
     OperatingPoint,
     SearchResult,
-    build_index,
+    in_memory_gallery,
     iso,
 )
 from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
@@ -641,28 +641,8 @@ class DataPlane:
         """A gallery of one, in memory only, for `lasts`: the reference of a verification stream. Encounters
         search it as they search a flight's gallery; with one template its FPIR is the 1:1 FMR, so the encounter
         rules (and the tables for fused frames) apply unchanged."""
-        now = datetime.now(UTC)
-        vector = np.asarray(template, dtype=np.float32).reshape(1, -1)
-        info = GalleryInfo(
-            gallery_id=REFERENCE,
-            version=0,
-            flight_id="",
-            departure=now,
-            created_at=now,
-            expires_at=now + lasts,
-            pack=self.pipeline.pack.name,
-            model_hashes=dict(self.pipeline.pack.model_hashes),
-            embedder=self.embedder,
-            dim=vector.shape[1],
-            travelers=1,
-            templates=1,
-            failed_travelers=(),
-            failures=0,
-            index_kind="flat",
-            encrypted=False,
-            content_hash="",
-        )
-        return Gallery(info, build_index(vector, "flat"), (REFERENCE,), np.zeros(1, np.int32), 1)
+        gallery = in_memory_gallery(np.reshape(template, (1, -1)), [REFERENCE], self.embedder, name=REFERENCE)
+        return replace(gallery, info=replace(gallery.info, expires_at=gallery.info.created_at + lasts))
 
     def verify_threshold(self, target_fmr: float) -> float:
         """The cosine at which the single-photo table says two people score with 1:1 FMR `target_fmr`."""

@@ -406,5 +406,5 @@ class StreamScheduler:
                 flight_id,
                 info,
                 dropped,
-                self.plane.local_date(info) if info is not None and info.flight_id else None,
+                self.plane.local_date(info) if info is not None and flight_id else None,
             )
