@@ -219,3 +219,31 @@ def test_a_directory_is_not_a_photo(tmp_path: Path, photos: list[Path]) -> None:
     text = HEADER + "GM101,2030-05-01T18:30:00Z,A,photos,\n"
     with pytest.raises(ManifestError, match="line 2 photo 1: photo 'photos' is not a regular file"):
         load_manifest(write(tmp_path, "m.csv", text))
+
+
+def test_a_manifest_says_whether_the_flight_departs_or_arrives(tmp_path: Path, photos: list[Path]) -> None:
+    a, b = (f"photos/{p.name}" for p in photos[:2])
+    header = HEADER.rstrip("\n") + ",direction\n"
+    inbound = write(
+        tmp_path,
+        "in.csv",
+        header
+        + f"GM101,2030-05-01T07:10:00Z,P001,{a},passport,arrival\nGM101,2030-05-01T07:10:00Z,P002,{b},,ARRIVAL\n",
+    )
+    assert load_manifest(inbound).direction == "arrival"
+    outbound = {
+        "flight_id": "GM101",
+        "departure": "2030-05-01T18:30:00Z",
+        "travelers": [{"traveler_id": "P1", "photos": [a]}],
+    }
+    assert load_manifest(write(tmp_path, "out.json", json.dumps(outbound))).direction == "departure"
+    as_json = {**outbound, "direction": "arrival"}
+    assert load_manifest(write(tmp_path, "in.json", json.dumps(as_json))).direction == "arrival"
+    with pytest.raises(ManifestError, match="direction 'inbound' must be one of departure, arrival"):
+        load_manifest(write(tmp_path, "bad.json", json.dumps({**outbound, "direction": "inbound"})))
+    mixed = (
+        header
+        + f"GM101,2030-05-01T07:10:00Z,P001,{a},,arrival\nGM101,2030-05-01T07:10:00Z,P002,{b},,departure\n"
+    )
+    with pytest.raises(ManifestError, match="line 3: every row must have the same flight_id and departure"):
+        load_manifest(write(tmp_path, "mixed.csv", mixed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatematch.service import protogen
-from gatematch.v1 import gallery_pb2, match_pb2, match_pb2_grpc
+from gatematch.v1 import gallery_pb2, gate_pb2, match_pb2, match_pb2_grpc
 
 
 def test_committed_code_is_current(tmp_path: Path) -> None:
@@ -53,10 +53,33 @@ def test_services_and_streaming_shapes() -> None:
     match = match_pb2.DESCRIPTOR.services_by_name["MatchService"].methods_by_name
     assert (match["Match"].client_streaming, match["Match"].server_streaming) == (False, False)
     assert (match["StreamMatch"].client_streaming, match["StreamMatch"].server_streaming) == (True, True)
+    assert (match["Verify"].client_streaming, match["Verify"].server_streaming) == (False, False)
+    assert (match["StreamVerify"].client_streaming, match["StreamVerify"].server_streaming) == (True, True)
     gallery = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].methods_by_name
-    assert sorted(gallery) == ["Delete", "Get", "List", "Load"]
+    assert sorted(gallery) == ["Delete", "Get", "List", "Load", "Update"]
     assert gallery["Load"].client_streaming and not gallery["Load"].server_streaming
+    assert gallery["Update"].client_streaming and not gallery["Update"].server_streaming
+    gates = gate_pb2.DESCRIPTOR.services_by_name["GateService"].methods_by_name
+    assert sorted(gates) == ["Assign", "List", "Release"]
     assert hasattr(match_pb2_grpc, "add_MatchServiceServicer_to_server")
+
+
+def test_existing_field_numbers_are_kept() -> None:
+    """Clients built against earlier versions of the contract keep working: fields added, none renumbered."""
+    frame = match_pb2.Frame.DESCRIPTOR.fields_by_name
+    assert [
+        frame[n].number for n in ("camera_id", "gate_id", "flight_id", "captured_at", "sequence", "image")
+    ] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert (frame["flight_date"].number, frame["direction"].number) == (7, 8)
+    info = gallery_pb2.GalleryInfo.DESCRIPTOR.fields_by_name
+    assert (info["expired"].number, info["direction"].number, info["content_hash"].number) == (11, 12, 14)
 
 
 def test_load_request_parts_are_exclusive() -> None:

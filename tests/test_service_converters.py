@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from gatematch.errors import ManifestError
-from gatematch.gallery import OperatingPoint
+from gatematch.errors import ManifestError, RequestError
+from gatematch.gallery import ARRIVAL, DEPARTURE, ModelRef, OperatingPoint
+from gatematch.gates import GateAssignment
 from gatematch.service.converters import (
+    assign_request,
+    assignment_pb,
+    date_of,
     decision_message,
+    direction_of,
+    direction_pb,
     disclosed,
+    flight_ref,
     frame_problem,
+    gallery_pb,
     image_of,
     load_header,
     match_response,
+    reference_of,
     stream_frame,
+    update_header,
+    verify_response,
 )
-from gatematch.service.dataplane import Decision, FrameResult, RawPixels
+from gatematch.service.dataplane import Decision, FlightRef, FrameResult, RawPixels, VerifyResult
 from gatematch.service.encounter import EncounterOutcome
 from gatematch.service.streams import EncounterEvent
-from gatematch.v1 import gallery_pb2, match_pb2
+from gatematch.v1 import flight_pb2, gallery_pb2, gate_pb2, match_pb2
 from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
 
 CENTRES = strangers(10, seed=3)
@@ -112,3 +124,109 @@ def test_a_gallery_header_needs_a_flight_and_a_departure() -> None:
     header = gallery_pb2.GalleryHeader(flight_id="GM101")
     header.departure_utc.FromDatetime(datetime(2030, 1, 1, tzinfo=UTC))
     assert load_header(header).retention is None
+
+
+# -- flights as they are identified, deltas, verification, gate assignments --------------------------------
+
+
+def test_a_frame_names_its_flights_date_and_direction_or_leaves_them_open() -> None:
+    frame = match_pb2.Frame(
+        camera_id="c", flight_id="GM101", flight_date="2030-05-01", direction=flight_pb2.DIRECTION_ARRIVAL
+    )
+    received = stream_frame(frame)
+    assert (received.flight_date, received.direction) == (date(2030, 5, 1), ARRIVAL)
+    assert received.flight == ("GM101", date(2030, 5, 1), ARRIVAL)
+    assert flight_ref("GM101", "", flight_pb2.DIRECTION_UNSPECIFIED) == FlightRef("GM101")
+    assert direction_of(flight_pb2.DIRECTION_DEPARTURE) == DEPARTURE and direction_pb(ARRIVAL) == 2
+
+
+@pytest.mark.parametrize("text", ["2030-5-1", "01/05/2030", "2030-02-30", "tomorrow", "2030-05-01T10:00"])
+def test_a_flight_date_that_is_not_yyyy_mm_dd_is_a_problem_of_the_frame(text: str) -> None:
+    frame = match_pb2.Frame(camera_id="c", flight_id="GM101", flight_date=text)
+    assert isinstance(frame_problem(frame), RequestError)
+    assert stream_frame(frame).problem is not None and stream_frame(frame).flight_date is None
+    with pytest.raises(RequestError, match="YYYY-MM-DD"):
+        date_of(text)
+
+
+def test_an_unknown_direction_number_is_refused() -> None:
+    with pytest.raises(RequestError):
+        direction_of(7)
+
+
+def test_responses_say_which_flight_the_gallery_is_for() -> None:
+    arrival = replace(GALLERY.info, direction=ARRIVAL)
+    result = FrameResult(Decision.NO_MATCH, None, UNMATCHED, arrival, {}, 0.5)
+    message = match_response(result, match_pb2.Frame(flight_id="GM101"), 1, flight_date=date(2030, 5, 1))
+    assert (message.flight_date, message.direction) == ("2030-05-01", flight_pb2.DIRECTION_ARRIVAL)
+    event = replace(
+        encounter_event(Decision.NO_MATCH, UNMATCHED), gallery=arrival, flight_date=date(2030, 5, 2)
+    )
+    decision = decision_message(event)
+    assert (decision.flight_date, decision.direction) == ("2030-05-02", flight_pb2.DIRECTION_ARRIVAL)
+    info = gallery_pb(arrival, date(2030, 5, 1))
+    assert info.direction == flight_pb2.DIRECTION_ARRIVAL and info.content_hash == arrival.content_hash
+    assert info.flight_date == "2030-05-01"
+
+
+def test_a_load_header_carries_the_direction_departure_by_default() -> None:
+    header = gallery_pb2.GalleryHeader(flight_id="GM101")
+    header.departure_utc.FromDatetime(datetime(2030, 1, 1, tzinfo=UTC))
+    assert load_header(header).direction == DEPARTURE
+    header.direction = flight_pb2.DIRECTION_ARRIVAL
+    assert load_header(header).direction == ARRIVAL
+
+
+def test_an_update_header_names_the_gallery_and_whom_it_removes() -> None:
+    header = gallery_pb2.UpdateHeader(
+        flight_id="GM101",
+        flight_date="2030-05-01",
+        direction=flight_pb2.DIRECTION_DEPARTURE,
+        remove=["P007", "P009"],
+        reason="no-shows",
+    )
+    update = update_header(header)
+    assert update.flight == FlightRef("GM101", date(2030, 5, 1), DEPARTURE)
+    assert update.removals == ("P007", "P009") and update.reason == "no-shows"
+    with pytest.raises(ManifestError):
+        update_header(gallery_pb2.UpdateHeader(remove=["P007"]))
+    with pytest.raises(RequestError):
+        update_header(gallery_pb2.UpdateHeader(flight_id="GM101", reason="x" * 201))
+
+
+def test_a_verification_carries_a_photo_or_a_template_and_answers_with_the_calibrated_fmr() -> None:
+    photo = match_pb2.VerifyRequest(reference_photo=match_pb2.Image(encoded=b"\xff\xd8jpeg"))
+    assert reference_of(photo) == b"\xff\xd8jpeg"
+    template = match_pb2.VerifyRequest(
+        reference_template=match_pb2.ReferenceTemplate(
+            embedder="m", embedder_sha256="a" * 64, values=[0.6, 0.8]
+        )
+    )
+    embedder, values = reference_of(template)
+    assert embedder == ModelRef("m", "a" * 64) and list(values) == pytest.approx([0.6, 0.8])
+    with pytest.raises(RequestError, match="reference"):
+        reference_of(match_pb2.VerifyRequest())
+    streamed = match_pb2.VerifyReference(photo=match_pb2.Image(encoded=b"\xff\xd8jpeg"))
+    assert reference_of(streamed) == b"\xff\xd8jpeg"
+    result = VerifyResult(Decision.MATCH, None, 0.61, 2e-5, 0.34, 1e-3, {"embed": 0.01}, 0.5)
+    message = verify_response(result, match_pb2.Frame(sequence=3))
+    assert message.decision == match_pb2.DECISION_MATCH and message.score == pytest.approx(0.61)
+    assert message.false_match_rate == pytest.approx(2e-5) and message.target_fmr == pytest.approx(1e-3)
+    assert message.sequence == 3 and message.stage_ms["embed"] == pytest.approx(10.0)
+    nothing = VerifyResult(Decision.NO_FACE, None, None, None, 0.34, 1e-3, {}, 0.5)
+    assert verify_response(nothing, match_pb2.Frame()).false_match_rate == 1.0
+
+
+def test_gate_assignments_both_ways() -> None:
+    now = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+    request = gate_pb2.AssignGateRequest(gate_id="A1", flight_id="GM101", replace=True, reason="gate change")
+    with pytest.raises(RequestError, match="ends_at"):
+        assign_request(request, now)
+    request.ends_at.FromDatetime(now + timedelta(hours=2))
+    wanted = assign_request(request, now)
+    assert (wanted.starts_at, wanted.ends_at, wanted.replace) == (now, now + timedelta(hours=2), True)
+    made = GateAssignment(7, "A1", "GM101", now, now + timedelta(hours=2), "ops", now)
+    message = assignment_pb(made)
+    assert (message.assignment_id, message.assigned_by) == (7, "ops") and not message.HasField("released_at")
+    released = assignment_pb(replace(made, released_at=now, released_by="ops"))
+    assert released.released_at.ToDatetime(UTC) == now

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from gatematch.errors import GalleryNotFoundError
-from gatematch.service.dataplane import Decision, Probe
+from gatematch.errors import AmbiguousFlightError, GalleryNotFoundError
+from gatematch.gallery import ARRIVAL, DEPARTURE
+from gatematch.service.dataplane import Decision, FlightRef, Probe
 from gatematch.service.flow import Budget
 from support.fakes import FakeFace, FakePipeline, at, data_plane, frame, write_gallery
 from support.synthetic import at_cosine, strangers
@@ -94,3 +97,71 @@ def test_a_frame_budget_counts_from_arrival_and_capture(plane) -> None:
     budget = plane.budget(None, 0.0, arrived=arrived, age_s=0.1)
     assert budget.seconds == pytest.approx(0.4) and budget.remaining() == pytest.approx(0.2, abs=0.05)
     assert plane.budget(None, 0.0, arrived=time.monotonic(), age_s=0.9).seconds == 0.0
+
+
+# -- which gallery a frame is matched against ---------------------------------------------------------------
+
+INBOUND = strangers(30, seed=6)  # the arriving flight's travelers: other people than the departing ones
+SCENES[8] = [FakeFace(at(240), at_cosine(INBOUND[7], 0.8))]  # arriving traveler A007
+
+
+@pytest.fixture
+def day(tmp_path: Path):
+    """GM101 arrives an hour ago and departs in two hours (one aircraft, one flight number), GM101 departs
+    again tomorrow; another flight's gallery is loaded too."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES, departure=now + timedelta(hours=2))
+    write_gallery(plane.store, INBOUND, departure=now - timedelta(hours=1), direction=ARRIVAL, prefix="A")
+    write_gallery(plane.store, INBOUND, departure=now + timedelta(days=1), prefix="N")
+    yield plane, now
+    plane.pool.shutdown()
+
+
+def test_a_frame_naming_only_the_flight_number_is_refused_when_an_arrival_and_a_departure_are_in_service(day):
+    plane, _ = day
+    with pytest.raises(
+        AmbiguousFlightError, match="2 of them in service now: name the flight's date and direction"
+    ):
+        decide(plane, 1)
+    assert plane.pipeline.calls == 0, "refused before any inference"
+
+
+def test_each_frame_is_matched_against_the_gallery_it_names(day) -> None:
+    plane, now = day
+    outbound = plane.match(Probe("GM101", frame(1), direction=DEPARTURE), Budget.start(0.5))
+    assert outbound.decision is Decision.MATCH and outbound.search.match.traveler_id == "T004"
+    assert outbound.gallery.direction == DEPARTURE and outbound.gallery.departure == now + timedelta(hours=2)
+    inbound = plane.match(
+        Probe("GM101", frame(8), flight_date=now.date(), direction=ARRIVAL), Budget.start(0.5)
+    )
+    assert inbound.decision is Decision.MATCH and inbound.search.match.traveler_id == "A007"
+    crossed = plane.match(Probe("GM101", frame(1), direction=ARRIVAL), Budget.start(0.5))
+    assert crossed.decision is Decision.NO_MATCH, "a departing traveler is not on the arriving flight"
+    tomorrow = plane.find(FlightRef("GM101", (now + timedelta(days=1)).date(), DEPARTURE))
+    assert tomorrow.departure == now + timedelta(days=1)
+
+
+def test_among_two_dates_the_flight_in_service_now_is_taken(day) -> None:
+    plane, now = day
+    assert plane.find(FlightRef("GM101", direction=DEPARTURE), now).departure == now + timedelta(hours=2)
+    later = now + timedelta(hours=20)  # today's has left; tomorrow's boards
+    assert plane.find(FlightRef("GM101", direction=DEPARTURE), later).departure == now + timedelta(days=1)
+
+
+def test_a_date_without_a_gallery_is_not_found(day) -> None:
+    plane, now = day
+    with pytest.raises(GalleryNotFoundError, match="GM101"):
+        plane.find(FlightRef("GM101", (now + timedelta(days=5)).date()))
+
+
+def test_flight_dates_are_the_sites_local_dates(tmp_path: Path) -> None:
+    """A flight at 23:30 UTC leaves Tokyo the next day (local time): frames name that date."""
+    plane = data_plane(tmp_path, FakePipeline(SCENES), timezone=ZoneInfo("Asia/Tokyo"))
+    scheduled = datetime.now(UTC).replace(hour=23, minute=30, second=0, microsecond=0) + timedelta(days=1)
+    write_gallery(plane.store, CENTRES, departure=scheduled)
+    local = (scheduled + timedelta(days=1)).date()
+    assert plane.find(FlightRef("GM101", local)).departure == scheduled
+    with pytest.raises(GalleryNotFoundError):
+        plane.find(FlightRef("GM101", scheduled.date()))
+    plane.pool.shutdown()

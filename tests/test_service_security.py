@@ -194,10 +194,34 @@ def test_camera_may_only_match_its_gates_flight(policy_file: Path) -> None:
         policy.authorize_frame(admin, "cam-a12-1", "A12", "BA117-20250601")
 
 
+def test_run_time_assignments_add_flights_to_the_files_gates(policy_file: Path) -> None:
+    """The file is the static base; what is assigned now adds to it, for the camera's own gate only."""
+    auth = Authenticator(Policy.load(policy_file))
+    camera = auth.policy.identify("cam-a12-1", None)
+    with pytest.raises(AuthorizationError, match="not assigned to flight 'GM555'"):
+        auth.authorize_frame(camera, "cam-a12-1", "A12", "GM555")
+    assigned = {"A12": frozenset({"GM555"}), "B03": frozenset({"GM777"})}
+    auth.follow_assignments(lambda gate: assigned.get(gate, frozenset()))
+    auth.authorize_frame(camera, "cam-a12-1", "A12", "GM555")
+    auth.authorize_frame(camera, "cam-a12-1", "A12", "BA117-20250601")  # the file's flight stays
+    with pytest.raises(AuthorizationError, match="not assigned to flight 'GM777'"):
+        auth.authorize_frame(camera, "cam-a12-1", "A12", "GM777")  # another gate's assignment
+    assigned["A12"] = frozenset()  # released
+    with pytest.raises(AuthorizationError):
+        auth.authorize_frame(camera, "cam-a12-1", "A12", "GM555")
+    auth.authorize_camera(camera, "cam-a12-1", "A12")  # a 1:1 verification names no flight
+    with pytest.raises(AuthorizationError, match="not assigned to gate"):
+        auth.authorize_camera(camera, "cam-a12-1", "B03")
+    auth.check_gate("B03")
+    with pytest.raises(AuthorizationError, match="not in the policy file"):
+        auth.check_gate("Z99")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ('[clients.x]\nroles = ["superuser"]\n', "roles must be among"),
+        ('[clients.x]\nroles = ["gate-admin", "root"]\n', "roles must be among"),
         ('[cameras]\ncam = "Z9"\n', "which \\[gates\\] lacks"),
         # a string where a list belongs silently became the flights {G, M, 1, 0} before
         ('[gates]\nA1 = "GM101"\n', "must be a list of non-empty strings"),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
 from gatematch.errors import AuthorizationError, RequestError
@@ -42,7 +44,7 @@ def paced(frames: list[StreamFrame], gap_s: float = 0.03) -> Iterator[StreamFram
     """Frames as a camera sends them: received when sent, slower than processing (nothing dropped)."""
     for f in frames:
         time.sleep(gap_s)
-        yield StreamFrame(f.camera_id, f.gate_id, f.flight_id, f.sequence, f.image, f.captured_at, f.problem)
+        yield replace(f, received=time.monotonic(), received_at=datetime.now(UTC))
 
 
 def run(scheduler: StreamScheduler, frames: Iterator[StreamFrame], authorize=lambda frame: None) -> list:
@@ -120,3 +122,29 @@ def test_a_frame_for_a_flight_the_camera_may_not_use_ends_the_stream_before_any_
     with pytest.raises(AuthorizationError):
         run(scheduler, iter([foreign]), authorize)
     assert scheduler.plane.pipeline.calls == 0 and scheduler.open_streams == 0
+
+
+def test_frames_naming_a_direction_follow_that_gallery_and_an_ambiguous_one_is_answered_with_an_error(
+    scheduler,
+) -> None:
+    """GM101 also arrives (other travelers): frames that say `arrival` are matched against the arrival's
+    gallery; a frame that does not say, while both are in service, is refused with a status, not guessed."""
+    now = datetime.now(UTC)
+    write_gallery(scheduler.plane.store, CENTRES, departure=now + timedelta(hours=2))
+    inbound = strangers(30, seed=6)
+    write_gallery(
+        scheduler.plane.store, inbound, departure=now - timedelta(hours=1), direction="arrival", prefix="A"
+    )
+    scheduler.plane.pipeline.scenes.update(
+        {20 + i: [FakeFace(at(240 + 4 * i), at_cosine(inbound[3], 0.8, seed=i))] for i in range(1, 6)}
+    )
+    frames = [stream_frame(20 + i, i, direction="arrival") for i in range(1, 6)]
+    events = run(scheduler, paced([stream_frame(1, 0), *frames]))
+    refused = [e for e in events if isinstance(e, FrameEvent) and e.error is not None]
+    assert len(refused) == 1 and refused[0].frame.sequence == 0
+    assert refused[0].error[0] is grpc.StatusCode.FAILED_PRECONDITION and "direction" in refused[0].error[1]
+    [decision] = decisions(events)
+    assert decision.decision is Decision.MATCH and decision.result.match.traveler_id == "A003"
+    assert (
+        decision.gallery.direction == "arrival" and decision.flight_date == (now - timedelta(hours=1)).date()
+    )

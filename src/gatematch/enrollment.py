@@ -9,9 +9,9 @@ comparable size is refused (which person is the traveler?), while small backgrou
 refused photo is reported with its reason, and a traveler whose every photo fails stays in the gallery's
 record as a failed traveler, so the airline can re-enroll them instead of wondering why they never match.
 
-The content hash covers the flight, the departure, every traveler with the sha256 of each photo (or template),
-the pack's model hashes and the enrollment settings, and nothing else (not times, not thread counts, not the
-order photos arrived in): identical input gives an identical hash, so a rebuild is a no-op.
+The content hash covers the flight, the departure, the direction, every traveler with the sha256 of each photo
+(or template), the pack's model hashes and the enrollment settings, and nothing else (not times, not thread
+counts, not the order photos arrived in): identical input gives an identical hash, so a rebuild is a no-op.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from gatematch.errors import BadImageError, ManifestError, PackError, WrongPackError
 from gatematch.facepipeline import RIVAL_RATIO, Analysis, FacePipeline
-from gatematch.gallery import EnrollmentFailure, ModelRef, canonical_json, iso
+from gatematch.gallery import DEPARTURE, EnrollmentFailure, ModelRef, canonical_json, iso
 from gatematch.gallery_store import MAX_PHOTOS, TRAVELER_ID, GalleryDraft, TemplateRecord, TravelerRecord
 from gatematch.images import ImageInput, load_image
 
@@ -50,11 +50,13 @@ def content_hash(
     travelers: Iterable[TravelerRecord],
     digests: Mapping[str, Sequence[str]],
     pipeline: FacePipeline,
+    direction: str = DEPARTURE,
 ) -> str:
     """The one content-hash rule (see the module docstring). `source` is "photos" or "templates"."""
     basis = {
         "flight_id": flight_id,
         "departure": iso(departure),
+        "direction": direction,
         "source": source,
         # Sorted: the same travelers and photos listed in another order are the same gallery.
         "travelers": sorted(
@@ -112,6 +114,7 @@ class Enrollment:
     templates: list[TemplateRecord] = field(default_factory=list)
     failures: list[EnrollmentFailure] = field(default_factory=list)
     batch_size: int = BATCH_SIZE  # photos analysed together
+    direction: str = DEPARTURE  # departure (exit) or arrival (entry)
 
     def __post_init__(self) -> None:
         if self.pipeline.pack.embedder is None:
@@ -205,7 +208,7 @@ class Enrollment:
             digests.setdefault(photo.traveler_id, []).append(photo.sha256)
         source = self.source or "photos"
         return content_hash(
-            self.flight_id, self.departure, source, travelers.values(), digests, self.pipeline
+            self.flight_id, self.departure, source, travelers.values(), digests, self.pipeline, self.direction
         )
 
     def draft(self) -> GalleryDraft:
@@ -222,4 +225,5 @@ class Enrollment:
             templates=tuple(self.templates),
             failures=tuple(self.failures),
             content_hash=self.content_hash(),
+            direction=self.direction,
         )

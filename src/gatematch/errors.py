@@ -107,3 +107,21 @@ class TimeLimitError(GatematchError):
 
 class CapacityError(GatematchError):
     """The server is at a configured limit (max_streams): the client should retry later or elsewhere."""
+
+
+class AmbiguousFlightError(GatematchError):
+    """A frame names a flight that has several galleries in service (an arrival and a departure, or two dates)
+    and does not say which: the server refuses to guess."""
+
+
+class GalleryConflictError(GatematchError):
+    """A gallery changed while a delta was being prepared on its previous version: nothing was written; the
+    delta may be applied again to the new version."""
+
+
+class TravelerNotFoundError(GatematchError):
+    """A delta removes a traveler the gallery does not hold."""
+
+
+class AssignmentNotFoundError(GatematchError):
+    """No run-time gate assignment with that id exists."""

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from gatematch.cards import ModelCard
 
 DEFAULT_TARGET_FPIR = 0.003  # NIST FRVT paperless-travel operating point
+# A gallery is for one flight at this airport: its travelers leave on it (exit) or arrive on it (entry).
+DEPARTURE, ARRIVAL = "departure", "arrival"
+DIRECTIONS = (DEPARTURE, ARRIVAL)
 # Exact search up to this many templates, HNSW above. Measured with benchmarks/search_latency.py (128-d, one
 # search thread, shared 2-core box), p50/p99 per probe through Gallery.search: flat 420 -> 0.02/0.06 ms,
 # 10k -> 0.10/0.20 ms, 50k -> 0.79/1.3 ms, growing linearly; HNSW ~0.4-0.6 ms p50 from 10k up with recall@1 1.0,
@@ -136,6 +139,7 @@ class GalleryInfo:
     index_kind: str  # flat | hnsw
     encrypted: bool
     content_hash: str
+    direction: str = DEPARTURE  # `departure` is then the flight's scheduled arrival time here
 
     def expired(self, now: datetime | None = None) -> bool:
         return (now or datetime.now(UTC)) >= self.expires_at
@@ -159,6 +163,7 @@ class GalleryInfo:
             "index_kind": self.index_kind,
             "encrypted": self.encrypted,
             "content_hash": self.content_hash,
+            "direction": self.direction,
         }
 
 

@@ -13,6 +13,12 @@ templates are serialised as one FAISS index, AES-GCM encrypted with the same ass
 version) when a TemplateKey is set, and checked against their recorded sha256 before use; a gallery encrypted
 once is never rewritten in the clear; a damaged gallery (index missing, altered, undecryptable) is quarantined
 with its reason, so the others keep serving; purges delete rows for real.
+
+A gallery is for one flight number at one scheduled time, departing or arriving (`direction`): an arrival and a
+departure of the same flight number are two galleries. A version can also be written as a delta of the current
+one (gatematch.gallery_delta): `write(..., base=stamp)` then refuses, with GalleryConflictError, to replace any
+other version than the one the delta was made from. Run-time gate assignments (gatematch.gates) live in the
+same database, so replicas sharing it share them.
 """
 
 from __future__ import annotations
@@ -24,27 +30,42 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import faiss
 import numpy as np
 
-from gatematch.errors import GalleryDamagedError, GalleryStoreError, TemplateKeyError
-from gatematch.gallery import EnrollmentFailure, Gallery, GalleryInfo, ModelRef, build_index
+from gatematch.errors import GalleryConflictError, GalleryDamagedError, GalleryStoreError, TemplateKeyError
+from gatematch.gallery import (
+    ARRIVAL,
+    DEPARTURE,
+    EnrollmentFailure,
+    Gallery,
+    GalleryInfo,
+    ModelRef,
+    build_index,
+)
 from gatematch.template_crypto import TemplateKey, is_encrypted
+
+if TYPE_CHECKING:
+    from gatematch.gates import AssignResult, GateAssignment
 
 DEFAULT_RETENTION = timedelta(hours=12)  # U.S. exit practice: citizens' photos discarded within 12 hours
 FLIGHT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 TRAVELER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 MAX_PHOTOS = 10  # photos (or templates) per traveler
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
+ARRIVAL_SUFFIX = "_arr"  # what tells an arrival's gallery id from a departure's at the same minute
+GALLERY_ID = re.compile(rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z(?:{ARRIVAL_SUFFIX})?")
 
 
-def gallery_id_for(flight_id: str, departure: datetime) -> str:
-    """One gallery per departure: flight id + scheduled departure (UTC, to the minute). Safe as a file name."""
+def gallery_id_for(flight_id: str, departure: datetime, direction: str = DEPARTURE) -> str:
+    """One gallery per flight: flight id + scheduled time (UTC, to the minute), and `_arr` for an arrival.
+    Safe as a file name."""
     if not FLIGHT_ID.fullmatch(flight_id):
         raise ValueError(f"flight id {flight_id!r} must be 1-32 letters, digits, '_' or '-'")
-    return f"{flight_id}_{departure.astimezone(UTC):%Y%m%dT%H%MZ}"
+    suffix = ARRIVAL_SUFFIX if direction == ARRIVAL else ""
+    return f"{flight_id}_{departure.astimezone(UTC):%Y%m%dT%H%MZ}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -78,10 +99,11 @@ class GalleryDraft:
     templates: tuple[TemplateRecord, ...]
     failures: tuple[EnrollmentFailure, ...]
     content_hash: str  # identical input (manifest, photo bytes, pack, settings) -> identical hash
+    direction: str = DEPARTURE  # for an arrival, `departure` is the scheduled arrival time
 
     @property
     def gallery_id(self) -> str:
-        return gallery_id_for(self.flight_id, self.departure)
+        return gallery_id_for(self.flight_id, self.departure, self.direction)
 
 
 @dataclass(frozen=True)
@@ -123,9 +145,15 @@ class GalleryStore(Protocol):
     reachable: bool  # False while a database server cannot be reached (the embedded store always is)
 
     def write(
-        self, draft: GalleryDraft, now: datetime | None = None, retention: timedelta | None = None
+        self,
+        draft: GalleryDraft,
+        now: datetime | None = None,
+        retention: timedelta | None = None,
+        *,
+        base: Stamp | None = None,
     ) -> WriteResult:
-        """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged."""
+        """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged.
+        With `base` (a delta): only if the current version is still `base`, else GalleryConflictError."""
         ...
 
     def is_current(self, gallery_id: str, content_hash: str) -> bool:
@@ -162,6 +190,31 @@ class GalleryStore(Protocol):
 
     def purge_expired(self, now: datetime | None = None) -> list[str]:
         """Purge every gallery whose retention is over; returns their ids."""
+        ...
+
+    def assign_gate(
+        self,
+        gate_id: str,
+        flight_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        by: str,
+        *,
+        replace: bool = False,
+        now: datetime | None = None,
+    ) -> AssignResult:
+        """Assign the gate to the flight for [starts_at, ends_at); `replace` first releases the gate's other
+        run-time assignments overlapping that window (a reassignment), in the same transaction."""
+        ...
+
+    def release_gate(self, assignment_id: int, by: str, now: datetime | None = None) -> GateAssignment:
+        """End a run-time assignment now (AssignmentNotFoundError when there is none with that id)."""
+        ...
+
+    def gate_assignments(
+        self, now: datetime | None = None, gate_id: str | None = None
+    ) -> list[GateAssignment]:
+        """Run-time assignments not released and not over (in force now, or later), by gate and start."""
         ...
 
     def close(self) -> None: ...
@@ -208,6 +261,16 @@ def seal_index(
     """The templates as a serialised FAISS index, encrypted when there is a key (no plaintext is ever stored)."""
     data = faiss.serialize_index(build_index(vectors, kind)).tobytes()
     return key.encrypt(data, associated_data(gallery_id, version)) if key is not None else data
+
+
+def check_base(gallery_id: str, current: Stamp | None, base: Stamp | None) -> None:
+    """A delta replaces only the version it was made from: another writer got there first otherwise."""
+    if base is not None and current != base:
+        now = f"version {current[0]}" if current else "no version (purged)"
+        raise GalleryConflictError(
+            f"gallery {gallery_id} changed while the delta was prepared on version {base[0]} (it now holds "
+            f"{now}); nothing was written"
+        )
 
 
 def refuse_plaintext_over_encrypted(gallery_id: str, encrypted: bool | None, key: TemplateKey | None) -> None:

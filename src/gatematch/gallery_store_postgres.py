@@ -35,6 +35,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from gatematch.errors import (
+    AssignmentNotFoundError,
     GalleryExpiredError,
     GalleryNotFoundError,
     GalleryStoreError,
@@ -58,11 +59,13 @@ from gatematch.gallery_store import (
     TemplateProvenance,
     TravelerRecord,
     WriteResult,
+    check_base,
     check_index,
     open_snapshot,
     refuse_plaintext_over_encrypted,
     seal_index,
 )
+from gatematch.gates import ASSIGNMENT_COLUMNS, KEEP_ENDED, AssignResult, GateAssignment, assignment_of
 from gatematch.template_crypto import TemplateKey
 
 LOG = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ CREATE TABLE IF NOT EXISTS gatematch_galleries (
     pack text NOT NULL, model_hashes jsonb NOT NULL, embedder_name text NOT NULL, embedder_sha256 text NOT NULL,
     dim integer NOT NULL, index_kind text NOT NULL, encrypted boolean NOT NULL, content_hash text NOT NULL,
     index_sha256 text NOT NULL, index_data bytea NOT NULL);
+ALTER TABLE gatematch_galleries ADD COLUMN IF NOT EXISTS direction text NOT NULL DEFAULT 'departure';
 CREATE INDEX IF NOT EXISTS gatematch_galleries_by_flight ON gatematch_galleries (flight_id, departure);
 CREATE TABLE IF NOT EXISTS gatematch_travelers (
     gallery_id text NOT NULL REFERENCES gatematch_galleries ON DELETE CASCADE, version integer NOT NULL,
@@ -102,11 +106,16 @@ CREATE TABLE IF NOT EXISTS gatematch_failures (
     gallery_id text NOT NULL REFERENCES gatematch_galleries ON DELETE CASCADE, version integer NOT NULL,
     position integer NOT NULL, traveler_id text NOT NULL, photo text NOT NULL, reason text NOT NULL,
     detail text NOT NULL, PRIMARY KEY (gallery_id, version, position));
+CREATE TABLE IF NOT EXISTS gatematch_gate_assignments (
+    assignment_id bigserial PRIMARY KEY, gate_id text NOT NULL, flight_id text NOT NULL,
+    starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, assigned_by text NOT NULL,
+    assigned_at timestamptz NOT NULL, released_at timestamptz, released_by text NOT NULL DEFAULT '');
 """
+GATES = "gates"  # the NOTIFY payload of a gate assignment change (gallery ids never take this form)
 CHILD_TABLES = ("gatematch_travelers", "gatematch_templates", "gatematch_failures")
 INFO_COLUMNS = (
     "version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name, embedder_sha256,"
-    " dim, index_kind, encrypted, content_hash"
+    " dim, index_kind, encrypted, content_hash, direction"
 )
 
 
@@ -166,6 +175,7 @@ class PostgresGalleryStore:
             threading.Lock()
         )  # one mirror update at a time (the follower, or this replica's writes)
         self._catalogue: dict[str, tuple[Stamp, GalleryInfo]] | None = None  # None: not following
+        self._gates: list[GateAssignment] = []  # a replica's mirror of the run-time gate assignments
         self._on_reachable = on_reachable
         self.reachable = True
         self._poll_interval_s = poll_interval_s
@@ -221,9 +231,15 @@ class PostgresGalleryStore:
     # -- writing -------------------------------------------------------------------------------------------
 
     def write(
-        self, draft: GalleryDraft, now: datetime | None = None, retention: timedelta | None = None
+        self,
+        draft: GalleryDraft,
+        now: datetime | None = None,
+        retention: timedelta | None = None,
+        *,
+        base: Stamp | None = None,
     ) -> WriteResult:
-        """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged."""
+        """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged.
+        With `base`, only if the current version is still that one (GalleryConflictError otherwise)."""
         now = parse_iso(iso(now or datetime.now(UTC)))  # stored to the second, as the embedded store does
         retention = retention or self.retention
         gid = draft.gallery_id
@@ -236,6 +252,7 @@ class PostgresGalleryStore:
             ).fetchone()
             if self._is_current(conn, gid, draft.content_hash):
                 return WriteResult(self._info(conn, gid), unchanged=True)
+            check_base(gid, (current[0], current[1]) if current else None, base)
             refuse_plaintext_over_encrypted(gid, current and current[2], self.key)
             version = current[0] + 1 if current else 1
             kind = index_kind_for(len(vectors))
@@ -243,7 +260,7 @@ class PostgresGalleryStore:
             for table in CHILD_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE gallery_id = %s", (gid,))
             conn.execute(
-                "INSERT INTO gatematch_galleries VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                "INSERT INTO gatematch_galleries VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " ON CONFLICT (gallery_id) DO UPDATE SET version = EXCLUDED.version,"
                 " flight_id = EXCLUDED.flight_id, departure = EXCLUDED.departure,"
                 " created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, pack = EXCLUDED.pack,"
@@ -251,7 +268,7 @@ class PostgresGalleryStore:
                 " embedder_sha256 = EXCLUDED.embedder_sha256, dim = EXCLUDED.dim,"
                 " index_kind = EXCLUDED.index_kind, encrypted = EXCLUDED.encrypted,"
                 " content_hash = EXCLUDED.content_hash, index_sha256 = EXCLUDED.index_sha256,"
-                " index_data = EXCLUDED.index_data",
+                " index_data = EXCLUDED.index_data, direction = EXCLUDED.direction",
                 (
                     gid,
                     version,
@@ -269,6 +286,7 @@ class PostgresGalleryStore:
                     draft.content_hash,
                     hashlib.sha256(data).hexdigest(),
                     data,
+                    draft.direction,
                 ),
             )
             self._insert_rows(conn, gid, version, draft, now)
@@ -366,6 +384,7 @@ class PostgresGalleryStore:
             index_kind=row[10],
             encrypted=row[11],
             content_hash=row[12],
+            direction=row[13],
         )
 
     def info(self, gallery_id: str) -> GalleryInfo:
@@ -528,6 +547,98 @@ class PostgresGalleryStore:
             self._refresh(gid)
         return sorted(purged)
 
+    # -- run-time gate assignments -------------------------------------------------------------------------
+
+    def assign_gate(
+        self,
+        gate_id: str,
+        flight_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        by: str,
+        *,
+        replace: bool = False,
+        now: datetime | None = None,
+    ) -> AssignResult:
+        now = now or datetime.now(UTC)
+        released: list[GateAssignment] = []
+        with self._transaction(write=True) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"gate:{gate_id}"),))
+            conn.execute("DELETE FROM gatematch_gate_assignments WHERE ends_at < %s", (now - KEEP_ENDED,))
+            if replace:
+                for other in self._assignments(conn, now, gate_id):
+                    if other.overlaps(starts_at, ends_at):
+                        released.append(self._release(conn, other.assignment_id, by, now))
+            (made,) = conn.execute(
+                "INSERT INTO gatematch_gate_assignments (gate_id, flight_id, starts_at, ends_at, assigned_by,"
+                " assigned_at) VALUES (%s,%s,%s,%s,%s,%s) RETURNING assignment_id",
+                (gate_id, flight_id, starts_at, ends_at, by, parse_iso(iso(now))),
+            ).fetchone()
+            assignment = self._assignment(conn, made)
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, GATES))
+        self._refresh_gates()
+        return AssignResult(assignment, tuple(released))
+
+    def release_gate(self, assignment_id: int, by: str, now: datetime | None = None) -> GateAssignment:
+        with self._transaction(write=True) as conn:
+            released = self._release(conn, assignment_id, by, now or datetime.now(UTC))
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, GATES))
+        self._refresh_gates()
+        return released
+
+    def gate_assignments(
+        self, now: datetime | None = None, gate_id: str | None = None
+    ) -> list[GateAssignment]:
+        """A replica answers from its mirror (a camera frame never waits on the database)."""
+        now = now or datetime.now(UTC)
+        with self._state:
+            if self._catalogue is not None:
+                return [a for a in self._gates if a.ends_at > now and gate_id in (None, a.gate_id)]
+        with self._transaction() as conn:
+            return self._assignments(conn, now, gate_id)
+
+    def _refresh_gates(self) -> None:
+        """Read your own writes: a replica's mirror takes its own assignment changes at once."""
+        with self._state:
+            following = self._catalogue is not None
+        if following:
+            with contextlib.suppress(GalleryStoreError), self._session() as conn:
+                gates = self._assignments(conn, datetime.now(UTC), None)
+                with self._state:
+                    self._gates = gates
+
+    def _release(
+        self, conn: psycopg.Connection, assignment_id: int, by: str, now: datetime
+    ) -> GateAssignment:
+        current = self._assignment(conn, assignment_id)
+        if current.released_at is None:
+            conn.execute(
+                "UPDATE gatematch_gate_assignments SET released_at = %s, released_by = %s"
+                " WHERE assignment_id = %s",
+                (parse_iso(iso(now)), by, assignment_id),
+            )
+        return self._assignment(conn, assignment_id)
+
+    @staticmethod
+    def _assignment(conn: psycopg.Connection, assignment_id: int) -> GateAssignment:
+        row = conn.execute(
+            f"SELECT {ASSIGNMENT_COLUMNS} FROM gatematch_gate_assignments WHERE assignment_id = %s",
+            (assignment_id,),
+        ).fetchone()
+        if row is None:
+            raise AssignmentNotFoundError(f"no gate assignment {assignment_id}")
+        return assignment_of(row, _utc)
+
+    @staticmethod
+    def _assignments(conn: psycopg.Connection, now: datetime, gate_id: str | None) -> list[GateAssignment]:
+        where, args = ("AND gate_id = %s ", (gate_id,)) if gate_id is not None else ("", ())
+        rows = conn.execute(
+            f"SELECT {ASSIGNMENT_COLUMNS} FROM gatematch_gate_assignments WHERE released_at IS NULL"
+            f" AND ends_at > %s {where}ORDER BY gate_id, starts_at, assignment_id",
+            (now, *args),
+        ).fetchall()
+        return [assignment_of(row, _utc) for row in rows]
+
     # -- the replica's mirror ------------------------------------------------------------------------------
 
     def _refresh(self, gallery_id: str) -> None:
@@ -573,6 +684,9 @@ class PostgresGalleryStore:
                 LOG.warning("gallery quarantined", extra={"gallery": gid, "reason": str(outcome)})
             else:
                 LOG.info("gallery loaded", extra={"gallery": gid, "version": info.version})
+        gates = self._assignments(conn, datetime.now(UTC), None)
+        with self._state:
+            self._gates = gates
 
     def _follow(self) -> None:
         """The follower thread: LISTEN, and sync on every notification or poll interval; reconnect on failure."""
@@ -614,3 +728,7 @@ class PostgresGalleryStore:
             )
         if self._on_reachable is not None:
             self._on_reachable(reachable, detail)
+
+
+def _utc(moment: object) -> datetime:
+    return moment.astimezone(UTC)  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ import numpy as np
 
 from gatematch.atomicfile import TMP_MARK, write_atomic
 from gatematch.errors import (
+    AssignmentNotFoundError,
     GalleryDamagedError,
     GalleryExpiredError,
     GalleryNotFoundError,
@@ -52,7 +53,7 @@ from gatematch.gallery import (
 )
 from gatematch.gallery_store import (
     DEFAULT_RETENTION,
-    FLIGHT_ID,
+    GALLERY_ID,
     GalleryCheck,
     GalleryDraft,
     Quarantine,
@@ -60,20 +61,20 @@ from gatematch.gallery_store import (
     TemplateProvenance,
     TravelerRecord,
     WriteResult,
+    check_base,
     check_index,
     open_snapshot,
     refuse_plaintext_over_encrypted,
     seal_index,
 )
+from gatematch.gates import ASSIGNMENT_COLUMNS, KEEP_ENDED, AssignResult, GateAssignment, assignment_of
 from gatematch.template_crypto import TemplateKey
 
 LOG = logging.getLogger(__name__)
 DB_NAME = "galleries.sqlite"
 INDEX_SUFFIXES = (".faiss", ".faiss.enc")
 # The names this store gives its index files (final or written aside); nothing else in the folder is ours.
-INDEX_FILE = re.compile(
-    rf"{FLIGHT_ID.pattern}_\d{{8}}T\d{{4}}Z\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\w+)?"
-)
+INDEX_FILE = re.compile(rf"{GALLERY_ID.pattern}\.v\d+\.faiss(\.enc)?({re.escape(TMP_MARK)}\w+)?")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS galleries (
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS galleries (
     created_at TEXT NOT NULL, expires_at TEXT NOT NULL, pack TEXT NOT NULL, model_hashes TEXT NOT NULL,
     embedder_name TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, dim INTEGER NOT NULL, index_kind TEXT NOT NULL,
     encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL,
-    index_sha256 TEXT NOT NULL);
+    index_sha256 TEXT NOT NULL, direction TEXT NOT NULL DEFAULT 'departure');
 CREATE TABLE IF NOT EXISTS travelers (
     gallery_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, traveler_id TEXT NOT NULL,
     document_type TEXT, PRIMARY KEY (gallery_id, version, traveler_id));
@@ -93,7 +94,13 @@ CREATE TABLE IF NOT EXISTS failures (
     gallery_id TEXT NOT NULL, version INTEGER NOT NULL, traveler_id TEXT NOT NULL, photo TEXT NOT NULL,
     reason TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_gallery ON failures (gallery_id, version);
+CREATE TABLE IF NOT EXISTS gate_assignments (
+    assignment_id INTEGER PRIMARY KEY AUTOINCREMENT, gate_id TEXT NOT NULL, flight_id TEXT NOT NULL,
+    starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, assigned_by TEXT NOT NULL, assigned_at TEXT NOT NULL,
+    released_at TEXT, released_by TEXT NOT NULL DEFAULT '');
 """
+# Columns added since a store's tables may have been created: (table, column, definition).
+ADDED_COLUMNS = (("galleries", "direction", "TEXT NOT NULL DEFAULT 'departure'"),)
 CHILD_TABLES = ("travelers", "templates", "failures")
 
 
@@ -130,6 +137,9 @@ class SQLiteGalleryStore:
             with self._transaction(write=True) as con:
                 for statement in SCHEMA.split(";"):
                     con.execute(statement)
+                for table, column, definition in ADDED_COLUMNS:
+                    if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 self._collect_orphans(con)
             os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
         except (OSError, GalleryStoreError) as exc:
@@ -171,9 +181,15 @@ class SQLiteGalleryStore:
     # -- writing -------------------------------------------------------------------------------------------
 
     def write(
-        self, draft: GalleryDraft, now: datetime | None = None, retention: timedelta | None = None
+        self,
+        draft: GalleryDraft,
+        now: datetime | None = None,
+        retention: timedelta | None = None,
+        *,
+        base: Stamp | None = None,
     ) -> WriteResult:
-        """Make `draft` the gallery's current version, atomically; a no-op if the content is unchanged."""
+        """Make `draft` the gallery's current version, atomically; a no-op if the content is unchanged.
+        With `base`, only if the current version is still that one (GalleryConflictError otherwise)."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
         retention = retention or self.retention
         gid = draft.gallery_id
@@ -185,8 +201,10 @@ class SQLiteGalleryStore:
             if self._is_current(con, gid, draft.content_hash):
                 return WriteResult(self._info(con, gid), unchanged=True)
             current = con.execute(
-                "SELECT version, index_file, encrypted FROM galleries WHERE gallery_id = ?", (gid,)
+                "SELECT version, index_file, encrypted, content_hash FROM galleries WHERE gallery_id = ?",
+                (gid,),
             ).fetchone()
+            check_base(gid, (current[0], current[3]) if current else None, base)
             refuse_plaintext_over_encrypted(gid, current and bool(current[2]), self.key)
             self._collect_orphans(con)
             version = current[0] + 1 if current else 1
@@ -199,7 +217,7 @@ class SQLiteGalleryStore:
                 for table in CHILD_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
             con.execute(
-                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     gid,
                     version,
@@ -217,6 +235,7 @@ class SQLiteGalleryStore:
                     draft.content_hash,
                     index_file,
                     hashlib.sha256(data).hexdigest(),
+                    draft.direction,
                 ),
             )
             con.executemany(
@@ -280,7 +299,8 @@ class SQLiteGalleryStore:
     def _info(self, con: sqlite3.Connection, gallery_id: str) -> GalleryInfo:
         row = con.execute(
             "SELECT version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name,"
-            " embedder_sha256, dim, index_kind, encrypted, content_hash FROM galleries WHERE gallery_id = ?",
+            " embedder_sha256, dim, index_kind, encrypted, content_hash, direction FROM galleries"
+            " WHERE gallery_id = ?",
             (gallery_id,),
         ).fetchone()
         if row is None:
@@ -316,6 +336,7 @@ class SQLiteGalleryStore:
             index_kind=row[10],
             encrypted=bool(row[11]),
             content_hash=row[12],
+            direction=row[13],
         )
 
     def info(self, gallery_id: str) -> GalleryInfo:
@@ -479,3 +500,70 @@ class SQLiteGalleryStore:
                 self.purge(gid)
                 purged.append(gid)
         return purged
+
+    # -- run-time gate assignments -------------------------------------------------------------------------
+
+    def assign_gate(
+        self,
+        gate_id: str,
+        flight_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        by: str,
+        *,
+        replace: bool = False,
+        now: datetime | None = None,
+    ) -> AssignResult:
+        now = now or datetime.now(UTC)
+        released: list[GateAssignment] = []
+        with self._transaction(write=True) as con:
+            con.execute("DELETE FROM gate_assignments WHERE ends_at < ?", (iso(now - KEEP_ENDED),))
+            if replace:
+                for other in self._assignments(con, now, gate_id):
+                    if other.overlaps(starts_at, ends_at):
+                        released.append(self._release(con, other.assignment_id, by, now))
+            cursor = con.execute(
+                "INSERT INTO gate_assignments (gate_id, flight_id, starts_at, ends_at, assigned_by, assigned_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (gate_id, flight_id, iso(starts_at), iso(ends_at), by, iso(now)),
+            )
+            made = self._assignment(con, cursor.lastrowid)
+        return AssignResult(made, tuple(released))
+
+    def release_gate(self, assignment_id: int, by: str, now: datetime | None = None) -> GateAssignment:
+        with self._transaction(write=True) as con:
+            return self._release(con, assignment_id, by, now or datetime.now(UTC))
+
+    def gate_assignments(
+        self, now: datetime | None = None, gate_id: str | None = None
+    ) -> list[GateAssignment]:
+        with self._transaction() as con:
+            return self._assignments(con, now or datetime.now(UTC), gate_id)
+
+    def _release(self, con: sqlite3.Connection, assignment_id: int, by: str, now: datetime) -> GateAssignment:
+        current = self._assignment(con, assignment_id)
+        if current.released_at is None:
+            con.execute(
+                "UPDATE gate_assignments SET released_at = ?, released_by = ? WHERE assignment_id = ?",
+                (iso(now), by, assignment_id),
+            )
+        return self._assignment(con, assignment_id)
+
+    @staticmethod
+    def _assignment(con: sqlite3.Connection, assignment_id: int) -> GateAssignment:
+        row = con.execute(
+            f"SELECT {ASSIGNMENT_COLUMNS} FROM gate_assignments WHERE assignment_id = ?", (assignment_id,)
+        ).fetchone()
+        if row is None:
+            raise AssignmentNotFoundError(f"no gate assignment {assignment_id}")
+        return assignment_of(row, parse_iso)
+
+    @staticmethod
+    def _assignments(con: sqlite3.Connection, now: datetime, gate_id: str | None) -> list[GateAssignment]:
+        where, args = ("AND gate_id = ? ", (gate_id,)) if gate_id is not None else ("", ())
+        rows = con.execute(
+            f"SELECT {ASSIGNMENT_COLUMNS} FROM gate_assignments WHERE released_at IS NULL AND ends_at > ? "
+            f"{where}ORDER BY gate_id, starts_at, assignment_id",
+            (iso(now), *args),
+        ).fetchall()
+        return [assignment_of(row, parse_iso) for row in rows]

@@ -8,7 +8,7 @@ store (SQLite + FAISS), the calibration table, the worker pool, the data plane a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -90,16 +90,24 @@ def frame(scene: int) -> RawPixels:
     return RawPixels(bytes([scene]) * 64 * 3, 8, 8, 3)
 
 
-def write_gallery(store: GalleryStore, centres: np.ndarray, flight: str = "GM101") -> None:
-    """The flight's gallery in a real store: traveler T<i> enrolled with centres[i]."""
+def write_gallery(
+    store: GalleryStore,
+    centres: np.ndarray,
+    flight: str = "GM101",
+    *,
+    departure: datetime = DEPARTURE,
+    direction: str = "departure",
+    prefix: str = "T",
+) -> None:
+    """The flight's gallery in a real store: traveler <prefix><i> enrolled with centres[i]."""
     templates = tuple(
-        TemplateRecord(f"T{i:03d}", f"synthetic:{i}", f"{i:064x}", {}, vector)
+        TemplateRecord(f"{prefix}{i:03d}", f"synthetic:{i}", f"{i:064x}", {}, vector)
         for i, vector in enumerate(centres)
     )
     store.write(
         GalleryDraft(
             flight_id=flight,
-            departure=DEPARTURE,
+            departure=departure,
             pack="synthetic",
             model_hashes={EMBEDDER.name: EMBEDDER.sha256},
             embedder=EMBEDDER,
@@ -107,13 +115,19 @@ def write_gallery(store: GalleryStore, centres: np.ndarray, flight: str = "GM101
             travelers=tuple(TravelerRecord(t.traveler_id) for t in templates),
             templates=templates,
             failures=(),
-            content_hash=f"{flight}-{len(centres)}",
+            content_hash=f"{flight}-{len(centres)}-{prefix}",
+            direction=direction,
         )
     )
 
 
 def data_plane(
-    root: Path, pipeline: FakePipeline, *, frame_budget_s: float = 0.5, max_candidates: int = 5
+    root: Path,
+    pipeline: FakePipeline,
+    *,
+    frame_budget_s: float = 0.5,
+    max_candidates: int = 5,
+    timezone: tzinfo = UTC,
 ) -> DataPlane:
     """A data plane over the fake pipeline, a real store under `root` and a real two-worker pool."""
     store = open_store(root, retention=timedelta(days=365 * 10))
@@ -125,4 +139,5 @@ def data_plane(
         target_fpir=0.003,
         max_candidates=max_candidates,
         frame_budget_s=frame_budget_s,
+        timezone=timezone,
     )

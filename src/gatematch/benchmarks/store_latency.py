@@ -1,6 +1,7 @@
 """Gallery store costs on either backend: writing a version, the first load (index read, decrypted and
-deserialised), the per-frame load of a cached snapshot, and, with PostgreSQL, how long a second replica takes to
-follow a new version and a purge.
+deserialised), the per-frame load of a cached snapshot, a delta (one traveler removed: the version read back,
+merged and written again), a camera frame's look-up of its gate's run-time assignments, and, with PostgreSQL,
+how long a second replica takes to follow a new version, a delta, a gate assignment and a purge.
 
 Synthetic clustered templates (as in search_latency): the question is what the store adds, not faces.
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from gatematch.benchmarks.search_latency import clustered
 from gatematch.gallery import ModelRef
+from gatematch.gallery_delta import apply_delta
 from gatematch.gallery_store import (
     GalleryDraft,
     GalleryStore,
@@ -100,6 +102,31 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
                 reader.load(gid)
                 times.append(time.perf_counter() - start)
             per_frame.append(times)
+        deltas, delta_follows = [], []
+        for repeat in range(repeats):
+            start = time.perf_counter()
+            version = apply_delta(store, gid, None, [f"P{repeat:05d}"]).info.version
+            deltas.append(time.perf_counter() - start)
+            if follower is not None:
+                delta_follows.append(
+                    wait_until(lambda v=version: [g.version for g in follower.galleries(FLIGHT)] == [v])
+                )
+        now = datetime.now(UTC)
+        gate_lookups: list[list[float]] = [[], []]  # this store's, the replica's
+        gate_follows = []
+        for repeat in range(repeats):
+            gate = f"BENCH{repeat}"
+            made = store.assign_gate(
+                gate, FLIGHT, now - timedelta(minutes=1), now + timedelta(hours=1), "bench"
+            )
+            if follower is not None:
+                gate_follows.append(wait_until(lambda g=gate: bool(follower.gate_assignments(gate_id=g))))
+            for reader, times in zip(filter(None, (store, follower)), gate_lookups, strict=False):
+                for _ in range(PER_FRAME_LOADS // 10):
+                    start = time.perf_counter()
+                    reader.gate_assignments(gate_id=gate)
+                    times.append(time.perf_counter() - start)
+            store.release_gate(made.assignment.assignment_id, "bench")
         if follower is not None:
             store.purge(gid)
             purges.append(wait_until(lambda: not follower.galleries(FLIGHT)))
@@ -117,8 +144,13 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
         "first_load_ms_p50": percentile_ms(first_loads, 50),
         "per_frame_lookup_ms_p50": percentile_ms(per_frame[0], 50),
         "per_frame_lookup_ms_p99": percentile_ms(per_frame[0], 99),
+        "delta_remove_one_ms_p50": percentile_ms(deltas, 50),
+        "gate_assignment_lookup_ms_p50": percentile_ms(gate_lookups[0], 50),
     }
     if follower is not None:
+        report["replica_gate_assignment_lookup_ms_p50"] = percentile_ms(gate_lookups[1], 50)
+        report["replica_follows_delta_ms_max"] = round(max(delta_follows) * 1000, 1)
+        report["replica_follows_gate_assignment_ms_max"] = round(max(gate_follows) * 1000, 1)
         report["replica_per_frame_lookup_ms_p50"] = percentile_ms(per_frame[1], 50)
         report["replica_per_frame_lookup_ms_p99"] = percentile_ms(per_frame[1], 99)
         report["replica_follows_new_version_ms_max"] = round(max(follows) * 1000, 1)

@@ -18,14 +18,14 @@ from gatematch.process import configure_process
 
 def build_parser() -> argparse.ArgumentParser:
     from gatematch.benchmarks import cli as bench
-    from gatematch.cli import faces, models, service
+    from gatematch.cli import faces, gates, models, service
     from gatematch.gallery_tools import cli as gallery
 
     parser = argparse.ArgumentParser(
         prog="gatematch", description="gatematch: face matching for departure gates."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, faces, gallery, service, bench):
+    for module in (models, faces, gallery, service, gates, bench):
         module.register(commands)
     return parser
 

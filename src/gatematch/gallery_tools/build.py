@@ -40,8 +40,10 @@ def build_gallery(
 ) -> BuildReport:
     """Enroll every traveler of `manifest` with `pipeline` (configure it with the enrollment quality preset)
     and make the result the departure's current gallery in `store`."""
-    enrollment = Enrollment(pipeline, manifest.flight_id, manifest.departure, batch_size=batch_size)
-    gid = gallery_id_for(manifest.flight_id, manifest.departure)
+    enrollment = Enrollment(
+        pipeline, manifest.flight_id, manifest.departure, batch_size=batch_size, direction=manifest.direction
+    )
+    gid = gallery_id_for(manifest.flight_id, manifest.departure, manifest.direction)
     expires = manifest.departure + store.retention
     if expires <= (now or datetime.now(UTC)):
         raise GalleryExpiredError(

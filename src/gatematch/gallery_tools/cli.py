@@ -1,4 +1,5 @@
-"""`gatematch gallery build|list|inspect|purge|export`: flight galleries from the command line.
+"""`gatematch gallery build|list|inspect|purge|export|add|remove`: flight galleries from the command line
+(`add` and `remove`, deltas, live in gatematch.gallery_tools.delta_cli).
 
 Templates are biometric data, so `export` writes metadata only (gallery, pack, travelers, template
 provenance, enrollment failures) unless `--with-templates` is given; templates then go only to a new file
@@ -23,6 +24,7 @@ from gatematch.errors import GalleryExportError, GalleryStoreError
 from gatematch.gallery import GalleryInfo, iso
 from gatematch.gallery_store import DEFAULT_RETENTION, GalleryCheck, GalleryStore, is_database_url, open_store
 from gatematch.gallery_store_sqlite import DB_NAME
+from gatematch.gallery_tools import delta_cli
 from gatematch.gallery_tools.manifest import parse_departure
 from gatematch.template_crypto import TemplateKey
 
@@ -261,3 +263,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", "-o", type=Path, default=None, help="new file to write (default: stdout)")
     export.add_argument("--with-templates", action="store_true", help="include the biometric templates")
     export.set_defaults(handler=_export)
+
+    delta_cli.register(actions, common, _store)

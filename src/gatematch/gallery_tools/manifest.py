@@ -3,12 +3,15 @@
 Two formats, one meaning:
 
 CSV, one row per traveler (photos separated by ';'):
-    flight_id,departure,traveler_id,photos,document_type
-    GM101,2030-05-01T18:30:00Z,P001,p001/a.jpg;p001/b.jpg,passport
+    flight_id,departure,traveler_id,photos,document_type,direction
+    GM101,2030-05-01T18:30:00Z,P001,p001/a.jpg;p001/b.jpg,passport,departure
 
 JSON:
-    {"flight_id": "GM101", "departure": "2030-05-01T18:30:00Z",
+    {"flight_id": "GM101", "departure": "2030-05-01T18:30:00Z", "direction": "departure",
      "travelers": [{"traveler_id": "P001", "photos": ["p001/a.jpg"], "document_type": "passport"}]}
+
+`direction` (optional, default `departure`) says whether the travelers leave on the flight (exit) or arrive on
+it (entry, `arrival`); for an arrival, `departure` is the flight's scheduled arrival time here.
 
 Photo paths are relative to the manifest's folder, absolute, or file:// URLs; nothing is fetched over a
 network (enrollment runs air-gapped). A departure without an explicit UTC offset is refused: a gallery's
@@ -26,9 +29,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from gatematch.errors import ManifestError
+from gatematch.gallery import DEPARTURE, DIRECTIONS
 from gatematch.gallery_store import FLIGHT_ID, MAX_PHOTOS, TRAVELER_ID
 
-CSV_COLUMNS = ("flight_id", "departure", "traveler_id", "photos", "document_type")
+CSV_COLUMNS = ("flight_id", "departure", "traveler_id", "photos", "document_type", "direction")
 REQUIRED_COLUMNS = CSV_COLUMNS[:4]
 # A departure outside these years is a typo; refusing it also keeps departure + retention representable.
 EARLIEST_DEPARTURE = datetime(2000, 1, 1, tzinfo=UTC)
@@ -48,6 +52,7 @@ class Manifest:
     departure: datetime  # aware, UTC
     travelers: tuple[ManifestTraveler, ...]
     source: Path
+    direction: str = DEPARTURE
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -87,6 +92,15 @@ def parse_departure(value: object, where: str) -> datetime:
             f"{where}: departure {value!r} is outside {EARLIEST_DEPARTURE.year}-{LATEST_DEPARTURE.year - 1}"
         )
     return utc
+
+
+def parse_direction(value: object, where: str) -> str:
+    """`departure` or `arrival`; empty or missing means departure."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEPARTURE
+    if not isinstance(value, str) or value.strip().lower() not in DIRECTIONS:
+        raise ManifestError(f"{where}: direction {value!r} must be one of {', '.join(DIRECTIONS)}")
+    return value.strip().lower()
 
 
 def _flight_id(value: object, where: str) -> str:
@@ -173,12 +187,14 @@ def _from_csv(text: str, path: Path) -> Manifest:
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if missing or unknown:
         raise ManifestError(
-            f"manifest {path} line 1: header must be {','.join(CSV_COLUMNS)} (document_type optional); "
+            f"manifest {path} line 1: header must be {','.join(CSV_COLUMNS)} (document_type and direction "
+            "optional); "
             f"missing {missing or 'nothing'}, unknown {unknown or 'nothing'}"
         )
     reader.fieldnames = columns
     flight: str | None = None
     departure: datetime | None = None
+    direction = DEPARTURE
     travelers = []
     try:
         for row in reader:
@@ -187,10 +203,13 @@ def _from_csv(text: str, path: Path) -> Manifest:
                 raise ManifestError(f"{where}: expected {len(columns)} fields")
             row_flight = _flight_id(row["flight_id"], where)
             row_departure = parse_departure(row["departure"], where)
+            row_direction = parse_direction(row.get("direction"), where)
             if flight is None:
-                flight, departure = row_flight, row_departure
-            elif (row_flight, row_departure) != (flight, departure):
-                raise ManifestError(f"{where}: every row must have the same flight_id and departure")
+                flight, departure, direction = row_flight, row_departure, row_direction
+            elif (row_flight, row_departure, row_direction) != (flight, departure, direction):
+                raise ManifestError(
+                    f"{where}: every row must have the same flight_id and departure (and direction)"
+                )
             photos = [p for p in row["photos"].split(";") if p.strip()]
             travelers.append(
                 (_traveler(row["traveler_id"], photos, row.get("document_type"), path.parent, where), where)
@@ -199,7 +218,7 @@ def _from_csv(text: str, path: Path) -> Manifest:
         raise ManifestError(f"manifest {path.name} line {reader.line_num}: malformed CSV ({exc})") from None
     if flight is None or departure is None:
         raise ManifestError(f"manifest {path}: no travelers")
-    return Manifest(flight, departure, _unique(travelers, path), path)
+    return Manifest(flight, departure, _unique(travelers, path), path, direction)
 
 
 class _DuplicateKeyError(ValueError):
@@ -225,11 +244,12 @@ def _from_json(text: str, path: Path) -> Manifest:
         raise ManifestError(f"manifest {path.name}: duplicate key '{exc.args[0]}' in one object") from None
     if not isinstance(data, dict):
         raise ManifestError(f"manifest {path.name}: top level must be an object")
-    unknown = sorted(set(data) - {"flight_id", "departure", "travelers"})
+    unknown = sorted(set(data) - {"flight_id", "departure", "direction", "travelers"})
     if unknown:
         raise ManifestError(f"manifest {path.name}: unknown field(s) {unknown}")
     flight = _flight_id(data.get("flight_id"), f"manifest {path.name} flight_id")
     departure = parse_departure(data.get("departure"), f"manifest {path.name} departure")
+    direction = parse_direction(data.get("direction"), f"manifest {path.name} direction")
     entries = data.get("travelers")
     if not isinstance(entries, list):
         raise ManifestError(f"manifest {path.name}: 'travelers' must be a list")
@@ -253,4 +273,4 @@ def _from_json(text: str, path: Path) -> Manifest:
                 where,
             )
         )
-    return Manifest(flight, departure, _unique(travelers, path), path)
+    return Manifest(flight, departure, _unique(travelers, path), path, direction)

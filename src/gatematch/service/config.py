@@ -12,8 +12,10 @@ import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatematch.errors import ConfigError
 from gatematch.gallery_store import DATABASE_SCHEMES
@@ -122,11 +124,38 @@ class MatchConfig:
     max_candidates: int = 5
     max_pixels: int = 3840 * 2160
     liveness: bool = False
+    # The site's time zone (IANA name): a frame's flight date is the flight's scheduled date in it.
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not 0 < self.target_fpir < 1:
             raise ConfigError(f"[match] target_fpir must be in (0, 1), got {self.target_fpir}")
         _positive("match", max_candidates=self.max_candidates, max_pixels=self.max_pixels)
+        self.zone()
+
+    def zone(self) -> tzinfo:
+        if self.timezone == "UTC":
+            return UTC
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"[match] timezone {self.timezone!r} is not a time zone this system knows (e.g. Europe/Paris)"
+            ) from None
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """1:1 verification (MatchService.Verify): MATCH when the score's calibrated 1:1 FMR is at most this. 1e-3 is
+    the figure border-control guidance sets for automated gates (Frontex best practice: FMR <= 0.001)."""
+
+    target_fmr: float = 0.001
+    budget_ms: float = 1000.0  # two analyses (the reference photo and the live frame), not one
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_fmr < 1:
+            raise ConfigError(f"[verify] target_fmr must be in (0, 1), got {self.target_fmr}")
+        _positive("verify", budget_ms=self.budget_ms)
 
 
 @dataclass(frozen=True)
@@ -203,6 +232,7 @@ class ServiceConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     encounter: EncounterConfig = field(default_factory=EncounterConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

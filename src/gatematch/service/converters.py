@@ -6,14 +6,27 @@ here in one place: only MATCH names a traveler, unless an analyst asked for the 
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatematch.errors import ManifestError, RequestError
-from gatematch.gallery import Candidate, GalleryInfo, SearchResult
+from gatematch.gallery import ARRIVAL, DEPARTURE, Candidate, GalleryInfo, ModelRef, SearchResult
+from gatematch.gates import GateAssignment
 from gatematch.service.audit import MAX_TEXT
-from gatematch.service.dataplane import Assessment, Decision, FrameResult, LoadHeader, RawPixels
+from gatematch.service.dataplane import (
+    Assessment,
+    Decision,
+    FlightRef,
+    FrameResult,
+    LoadHeader,
+    RawPixels,
+    VerifyResult,
+)
 from gatematch.service.streams import EncounterEvent, FrameEvent, StreamEvent, StreamFrame
-from gatematch.v1 import gallery_pb2, match_pb2
+from gatematch.v1 import flight_pb2, gallery_pb2, gate_pb2, match_pb2
 
 _DTYPE = {
     match_pb2.PIXEL_TYPE_UNSPECIFIED: "uint8",
@@ -29,10 +42,44 @@ def decision_pb(decision: Decision | None) -> int:
     )
 
 
+_DIRECTION = {flight_pb2.DIRECTION_DEPARTURE: DEPARTURE, flight_pb2.DIRECTION_ARRIVAL: ARRIVAL}
+
+
+def direction_of(value: int) -> str | None:
+    """A request's direction; None when unspecified (either)."""
+    if value != flight_pb2.DIRECTION_UNSPECIFIED and value not in _DIRECTION:
+        raise RequestError(f"direction {value} is not a known direction")
+    return _DIRECTION.get(value)
+
+
+def direction_pb(direction: str) -> int:
+    return next(value for value, name in _DIRECTION.items() if name == direction)
+
+
+def date_of(text: str, name: str = "flight_date") -> date | None:
+    """A YYYY-MM-DD date (None when empty)."""
+    if not text:
+        return None
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RequestError(f"{name} {text[:20]!r} is not a date written YYYY-MM-DD") from None
+
+
+def flight_ref(flight_id: str, flight_date: str, direction: int) -> FlightRef:
+    return FlightRef(flight_id, date_of(flight_date), direction_of(direction))
+
+
 def image_of(frame: match_pb2.Frame) -> bytes | RawPixels:
-    kind = frame.image.WhichOneof("data")
+    return image_data(frame.image)
+
+
+def image_data(image: match_pb2.Image) -> bytes | RawPixels:
+    kind = image.WhichOneof("data")
     if kind == "raw":
-        raw = frame.image.raw
+        raw = image.raw
         return RawPixels(
             raw.pixels,
             raw.width,
@@ -41,7 +88,7 @@ def image_of(frame: match_pb2.Frame) -> bytes | RawPixels:
             _DTYPE.get(raw.dtype, f"type {raw.dtype}"),
             raw.channel_order == match_pb2.CHANNEL_ORDER_RGB,
         )
-    return frame.image.encoded  # empty when no image was set: the data plane refuses it
+    return image.encoded  # empty when no image was set: the data plane refuses it
 
 
 def frame_problem(frame: match_pb2.Frame) -> RequestError | None:
@@ -54,6 +101,10 @@ def frame_problem(frame: match_pb2.Frame) -> RequestError | None:
             frame.captured_at.ToDatetime(UTC)
         except (ValueError, OverflowError) as exc:
             return RequestError(f"captured_at is not a valid time: {exc}")
+    try:
+        flight_ref(frame.flight_id, frame.flight_date, frame.direction)
+    except RequestError as exc:
+        return exc
     return None
 
 
@@ -61,8 +112,17 @@ def stream_frame(frame: match_pb2.Frame) -> StreamFrame:
     """A received frame for the scheduler; a frame with unusable fields carries its problem (an error event)."""
     problem = frame_problem(frame)
     captured = frame.captured_at.ToDatetime(UTC) if frame.HasField("captured_at") and not problem else None
+    flight = flight_ref(frame.flight_id, frame.flight_date, frame.direction) if not problem else None
     return StreamFrame(
-        frame.camera_id, frame.gate_id, frame.flight_id, frame.sequence, image_of(frame), captured, problem
+        frame.camera_id,
+        frame.gate_id,
+        frame.flight_id,
+        frame.sequence,
+        image_of(frame),
+        captured,
+        problem,
+        flight_date=flight.flight_date if flight else None,
+        direction=flight.direction if flight else None,
     )
 
 
@@ -113,10 +173,16 @@ def stage_ms(stage_s: dict[str, float]) -> dict[str, float]:
 
 
 def match_response(
-    result: FrameResult, frame: match_pb2.Frame, candidates: int, ranking: bool = False
+    result: FrameResult,
+    frame: match_pb2.Frame,
+    candidates: int,
+    ranking: bool = False,
+    flight_date: date | None = None,
 ) -> match_pb2.MatchResponse:
-    """The unary answer; `candidates` is the count already capped by the server."""
+    """The unary answer; `candidates` is the count already capped by the server; `flight_date` is the
+    gallery's flight's date at the site."""
     assessment = result.assessment
+    gallery = result.gallery
     return match_pb2.MatchResponse(
         decision=decision_pb(result.decision),
         candidates=[candidate_pb(c) for c in disclosed(result.search, result.decision, candidates, ranking)],
@@ -129,6 +195,8 @@ def match_response(
         threshold=result.search.threshold if result.search else 0.0,
         budget_ms=result.budget_s * 1000,
         false_match_probability=result.false_match_probability or 0.0,
+        flight_date=flight_date.isoformat() if flight_date else "",
+        direction=direction_pb(gallery.direction) if gallery else flight_pb2.DIRECTION_UNSPECIFIED,
     )
 
 
@@ -166,6 +234,10 @@ def decision_message(event: EncounterEvent) -> match_pb2.EncounterDecision:
         dropped_frames=event.dropped,
         tailgating=outcome.tailgating,
         false_match_probability=outcome.false_match_probability or 0.0,
+        flight_date=event.flight_date.isoformat() if event.flight_date else "",
+        direction=direction_pb(event.gallery.direction)
+        if event.gallery
+        else flight_pb2.DIRECTION_UNSPECIFIED,
     )
 
 
@@ -175,7 +247,8 @@ def event_pb(event: StreamEvent) -> match_pb2.StreamEvent:
     return match_pb2.StreamEvent(decision=decision_message(event))
 
 
-def gallery_pb(info: GalleryInfo) -> gallery_pb2.GalleryInfo:
+def gallery_pb(info: GalleryInfo, flight_date: date) -> gallery_pb2.GalleryInfo:
+    """A gallery's description; `flight_date` is its flight's date at the site."""
     message = gallery_pb2.GalleryInfo(
         flight_id=info.flight_id,
         version=str(info.version),
@@ -185,6 +258,9 @@ def gallery_pb(info: GalleryInfo) -> gallery_pb2.GalleryInfo:
         traveler_count=info.travelers,
         template_count=info.templates,
         expired=info.expired(),
+        direction=direction_pb(info.direction),
+        flight_date=flight_date.isoformat(),
+        content_hash=info.content_hash,
     )
     message.departure_utc.FromDatetime(info.departure)
     message.expires_at.FromDatetime(info.expires_at)
@@ -208,4 +284,110 @@ def load_header(header: gallery_pb2.GalleryHeader) -> LoadHeader:
         embedder=header.embedder,
         embedder_sha256=header.embedder_sha256,
         embedding_size=header.embedding_size,
+        direction=direction_of(header.direction) or DEPARTURE,
     )
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A delta's header: which gallery, whom it removes, where added templates come from, why."""
+
+    flight: FlightRef
+    removals: tuple[str, ...]
+    embedder: ModelRef
+    reason: str
+
+
+def update_header(header: gallery_pb2.UpdateHeader) -> UpdateRequest:
+    if not header.flight_id:
+        raise ManifestError("a gallery update names its flight (flight_id)")
+    if len(header.reason) > MAX_TEXT:
+        raise RequestError(f"reason is {len(header.reason)} characters, over {MAX_TEXT}")
+    return UpdateRequest(
+        flight_ref(header.flight_id, header.flight_date, header.direction),
+        tuple(header.remove),
+        ModelRef(header.embedder, header.embedder_sha256),
+        header.reason,
+    )
+
+
+# -- 1:1 verification ----------------------------------------------------------------------------------------
+
+
+def reference_of(
+    message: match_pb2.VerifyRequest | match_pb2.VerifyReference,
+) -> bytes | RawPixels | tuple[ModelRef, Sequence[float]]:
+    """The reference a Verify request (or a verification stream's first message) carries: image bytes or pixels,
+    or (embedder, template values)."""
+    kind = message.WhichOneof("reference")
+    if kind in ("reference_photo", "photo"):
+        return image_data(getattr(message, kind))
+    if kind in ("reference_template", "template"):
+        template = getattr(message, kind)
+        return ModelRef(template.embedder, template.embedder_sha256), template.values
+    raise RequestError("a verification needs a reference: a photo or a template")
+
+
+def verify_response(result: VerifyResult, frame: match_pb2.Frame) -> match_pb2.VerifyResponse:
+    assessment = result.assessment
+    return match_pb2.VerifyResponse(
+        decision=decision_pb(result.decision),
+        score=result.score if result.score is not None else 0.0,
+        false_match_rate=result.false_match_rate if result.false_match_rate is not None else 1.0,
+        threshold=result.threshold,
+        target_fmr=result.target_fmr,
+        quality_reasons=list(assessment.reasons) if assessment else [],
+        stage_ms=stage_ms(result.stage_s),
+        faces=faces_pb(assessment),
+        sequence=frame.sequence,
+        budget_ms=result.budget_s * 1000,
+    )
+
+
+# -- gate assignments ----------------------------------------------------------------------------------------
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def assignment_pb(assignment: GateAssignment) -> gate_pb2.GateAssignment:
+    message = gate_pb2.GateAssignment(
+        assignment_id=assignment.assignment_id,
+        gate_id=assignment.gate_id,
+        flight_id=assignment.flight_id,
+        starts_at=_timestamp(assignment.starts_at),
+        ends_at=_timestamp(assignment.ends_at),
+        assigned_by=assignment.assigned_by,
+        assigned_at=_timestamp(assignment.assigned_at),
+        released_by=assignment.released_by,
+    )
+    if assignment.released_at is not None:
+        message.released_at.CopyFrom(_timestamp(assignment.released_at))
+    return message
+
+
+@dataclass(frozen=True)
+class AssignRequest:
+    gate_id: str
+    flight_id: str
+    starts_at: datetime
+    ends_at: datetime
+    replace: bool
+    reason: str
+
+
+def assign_request(request: gate_pb2.AssignGateRequest, now: datetime) -> AssignRequest:
+    """The request's fields as the store takes them (a missing start is now); RequestError when unusable."""
+    if not request.HasField("ends_at"):
+        raise RequestError("an assignment needs ends_at: run-time assignments always end")
+    if len(request.reason) > MAX_TEXT:
+        raise RequestError(f"reason is {len(request.reason)} characters, over {MAX_TEXT}")
+    try:
+        starts = request.starts_at.ToDatetime(UTC) if request.HasField("starts_at") else now
+        ends = request.ends_at.ToDatetime(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise RequestError(f"the assignment's window is not a valid time: {exc}") from None
+    return AssignRequest(request.gate_id, request.flight_id, starts, ends, request.replace, request.reason)

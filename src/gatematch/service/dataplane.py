@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import numpy as np
 
-from gatematch.enrollment import Enrollment, EnrollmentPhoto
+from gatematch.enrollment import Enrollment, EnrollmentPhoto, judge
 from gatematch.errors import (
+    AmbiguousFlightError,
     BadImageError,
     BudgetExceededError,
     CardError,
@@ -29,11 +30,13 @@ from gatematch.errors import (
     GalleryNotFoundError,
     GalleryStoreError,
     ManifestError,
+    NoFaceError,
     TemplateKeyError,
     WrongPackError,
 )
 from gatematch.facepipeline import Analysis, Face, FacePipeline
 from gatematch.gallery import (
+    DEPARTURE,
     Calibration,
     Calibrations,
     EnrollmentFailure,
@@ -42,15 +45,22 @@ from gatematch.gallery import (
     ModelRef,
     OperatingPoint,
     SearchResult,
+    in_memory_gallery,
     iso,
 )
+from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
 from gatematch.gallery_store import GalleryStore
 from gatematch.images import ImageLimits, decode_image, megapixels, to_bgr
 from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
+REFERENCE = "reference"  # the one traveler of a 1:1 verification's gallery (what its MATCH names)
 LIVENESS_MIN_REAL = 0.5  # P(real) below this: presentation attack suspected
+# A frame that names only a flight number is matched against the one gallery of that number whose scheduled
+# time is this close to now (boarding starts hours before a departure; entry control runs hours after an
+# arrival); several, or none while several are live, is ambiguous: the frame must say which.
+IN_SERVICE = timedelta(hours=12)
 ENROLL_BATCH = 8
 LOG = logging.getLogger(__name__)
 ADMIN_BUDGET_S = 600.0  # one chunk of enrollment photos on the inference pool
@@ -114,6 +124,9 @@ class Probe:
     flight_id: str
     image: bytes | RawPixels
     sequence: int = 0
+    flight_date: date | None = None  # the flight's scheduled date at the site; None: the one in service now
+    direction: str | None = None  # departure | arrival; None: either
+    gallery: Gallery | None = None  # already known (a 1:1 verification's reference): nothing to resolve
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,24 @@ class FrameResult:
         """MATCH only: how often a stranger's frame reaches this score in this gallery (calibrated FPIR)."""
         match = self.search.match if self.search else None
         return match.estimated_fpir if match is not None else None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """A 1:1 verification of a live frame against a reference (nothing of which is kept)."""
+
+    decision: Decision
+    assessment: Assessment | None
+    score: float | None  # cosine of the live face and the reference; None when nothing was compared
+    false_match_rate: float | None  # calibrated 1:1 FMR at `score`
+    threshold: float  # the cosine of `target_fmr`: MATCH at or above it
+    target_fmr: float
+    stage_s: dict[str, float]
+    budget_s: float
+    detail: str = ""
+
+
+Reference = bytes | RawPixels | tuple[ModelRef, Sequence[float]]  # a photo, or a template from an embedder
 
 
 def is_live(face: Face) -> bool | None:
@@ -213,6 +244,20 @@ class LoadHeader:
     embedder: str = ""  # templates only: the model they came from
     embedder_sha256: str = ""
     embedding_size: int = 0
+    direction: str = DEPARTURE
+
+
+@dataclass(frozen=True)
+class FlightRef:
+    """How a request names a flight's gallery: its number, and when known its date and direction."""
+
+    flight_id: str
+    flight_date: date | None = None
+    direction: str | None = None
+
+    def __str__(self) -> str:
+        known = [str(v) for v in (self.flight_date, self.direction) if v]
+        return self.flight_id + (f" ({', '.join(known)})" if known else "")
 
 
 @dataclass(frozen=True)
@@ -243,6 +288,13 @@ class GalleryLoad:
         """Precomputed templates; refused unless they come from this server's embedder file."""
         header = self.header
         self.enrollment.add_templates(templates, ModelRef(header.embedder, header.embedder_sha256))
+
+    def finish_delta(self, gallery_id: str, removals: Iterable[str]) -> DeltaResult:
+        """Make the travelers added so far, minus `removals`, a new version of the gallery (gallery_delta)."""
+        store = self.plane.store
+        result = apply_delta(store, gallery_id, self.enrollment, removals)
+        store.load(gallery_id)  # warm the snapshot cache before cameras ask
+        return result
 
     def finish(self) -> LoadResult:
         """Write the gallery as the departure's current version (a no-op when the content is unchanged)."""
@@ -276,6 +328,7 @@ class DataPlane:
         max_candidates: int,
         frame_budget_s: float,
         fused_calibration: Mapping[int, Calibration] | None = None,
+        timezone: tzinfo = UTC,
     ):
         self.pipeline = pipeline
         self.enroller = pipeline.with_quality(QualityThresholds.enrollment())
@@ -288,34 +341,65 @@ class DataPlane:
         self.frame_budget_s = frame_budget_s
         self.costs = StageCosts()
         self.embedder = ModelRef.of(pipeline.pack.embedder)
+        self.timezone = timezone  # the site's: flight dates are local dates
 
     # -- galleries -------------------------------------------------------------------------------------
 
-    def resolve(self, flight_id: str, now: datetime | None = None) -> Gallery:
-        """The flight's current gallery: the newest departure whose retention is not over."""
+    def resolve(self, flight: FlightRef | str, now: datetime | None = None) -> Gallery:
+        """The flight's gallery a frame is matched against (see `find`)."""
         now = now or datetime.now(UTC)
-        mine = self._of_flight(flight_id)
+        return self.store.load(self.find(flight, now).gallery_id, now)
+
+    def find(self, flight: FlightRef | str, now: datetime | None = None) -> GalleryInfo:
+        """The one live gallery of the flight on the date and in the direction given; when the request leaves
+        either open and several are live, the one whose scheduled time is within IN_SERVICE of now.
+        AmbiguousFlightError when that still leaves several (or none of several), rather than a guess."""
+        flight = flight if isinstance(flight, FlightRef) else FlightRef(flight)
+        now = now or datetime.now(UTC)
+        mine = self._of_flight(flight)
         live = [info for info in mine if not info.expired(now)]
         if not live:
             newest = max(mine, key=lambda info: info.departure)
-            raise GalleryExpiredError(
-                f"the gallery of flight {flight_id!r} expired at {iso(newest.expires_at)}"
-            )
-        return self.store.load(max(live, key=lambda info: info.departure).gallery_id, now)
+            raise GalleryExpiredError(f"the gallery of flight {flight} expired at {iso(newest.expires_at)}")
+        if len(live) > 1:
+            near = [info for info in live if abs(info.departure - now) <= IN_SERVICE]
+            if len(near) != 1:
+                listed = "; ".join(
+                    f"{info.direction} {self.local_date(info)} at {iso(info.departure)}" for info in live
+                )
+                raise AmbiguousFlightError(
+                    f"flight {flight} has {len(live)} live galleries ({listed}), {len(near)} of them in "
+                    "service now: name the flight's date and direction"
+                )
+            live = near
+        return live[0]
 
-    def _of_flight(self, flight_id: str) -> list[GalleryInfo]:
-        mine = self.store.galleries(flight_id)
+    def local_date(self, info: GalleryInfo) -> date:
+        """The flight's date as the site names it (its scheduled time in the site's time zone)."""
+        return info.departure.astimezone(self.timezone).date()
+
+    def _of_flight(self, flight: FlightRef) -> list[GalleryInfo]:
+        mine = [
+            info
+            for info in self.store.galleries(flight.flight_id)
+            if flight.direction in (None, info.direction)
+            and flight.flight_date in (None, self.local_date(info))
+        ]
         if not mine:
-            raise GalleryNotFoundError(f"no gallery is loaded for flight {flight_id!r}")
+            raise GalleryNotFoundError(f"no gallery is loaded for flight {flight}")
         return mine
 
-    def current_info(self, flight_id: str) -> GalleryInfo:
-        """The flight's newest gallery, expired or not (what an administrator inspects)."""
-        return max(self._of_flight(flight_id), key=lambda info: info.departure)
+    def current_info(self, flight: FlightRef | str) -> GalleryInfo:
+        """The flight's newest gallery (on that date, in that direction when given), expired or not (what an
+        administrator inspects)."""
+        flight = flight if isinstance(flight, FlightRef) else FlightRef(flight)
+        return max(self._of_flight(flight), key=lambda info: info.departure)
 
-    def purge_flight(self, flight_id: str) -> int:
-        """Purge every gallery of the flight now; the number of templates deleted."""
-        infos = self._of_flight(flight_id)
+    def purge_flight(self, flight: FlightRef | str) -> int:
+        """Purge every gallery of the flight (on that date, in that direction when given) now; the number of
+        templates deleted."""
+        flight = flight if isinstance(flight, FlightRef) else FlightRef(flight)
+        infos = self._of_flight(flight)
         for info in infos:
             self.store.purge(info.gallery_id)
         return sum(info.templates for info in infos)
@@ -329,8 +413,28 @@ class DataPlane:
             raise WrongPackError(
                 f"gallery asks for pack {header.pack!r}; this server runs pack {self.pipeline.pack.name!r}"
             )
-        enrollment = Enrollment(self.enroller, header.flight_id, header.departure, batch_size=ENROLL_BATCH)
+        enrollment = Enrollment(
+            self.enroller,
+            header.flight_id,
+            header.departure,
+            batch_size=ENROLL_BATCH,
+            direction=header.direction,
+        )
         return GalleryLoad(self, header, enrollment)
+
+    def delta(self, info: GalleryInfo, embedder: ModelRef) -> GalleryLoad:
+        """The travelers a delta adds to the gallery `info` (photos embedded as for a load; templates only
+        from this server's embedder); `finish_delta` applies them."""
+        header = LoadHeader(
+            info.flight_id,
+            info.departure,
+            embedder=embedder.name,
+            embedder_sha256=embedder.sha256,
+            direction=info.direction,
+        )
+        return GalleryLoad(
+            self, header, start_delta(self.store, info.gallery_id, self.enroller, ENROLL_BATCH)
+        )
 
     def warm(self) -> list[str]:
         """Load every unexpired gallery into the snapshot cache (start-up, before reporting SERVING).
@@ -392,7 +496,10 @@ class DataPlane:
         (before any inference, so an unknown flight costs nothing), decode, analyse, judge. Raises
         BudgetExceededError when a stage cannot finish in what is left of the budget."""
         stage_s["queue"] = budget.elapsed()
-        gallery = self._timed("gallery", budget, stage_s, self.resolve, probe.flight_id)
+        gallery = probe.gallery
+        if gallery is None:
+            flight = FlightRef(probe.flight_id, probe.flight_date, probe.direction)
+            gallery = self._timed("gallery", budget, stage_s, self.resolve, flight)
         image = probe.image
         size = image.width * image.height / 1e6 if isinstance(image, RawPixels) else megapixels(image)
         decoded = self._timed("decode", budget, stage_s, self.decode, image, units=size)
@@ -463,16 +570,124 @@ class DataPlane:
                 str(exc),
             )
 
+    # -- 1:1 verification ------------------------------------------------------------------------------
+
+    def reference_template(self, reference: Reference) -> np.ndarray:
+        """The reference as a template: a photo judged like an enrollment photo (exactly one face of enrollment
+        quality) and embedded, or a template checked to come from this server's embedder."""
+        if isinstance(reference, tuple):
+            embedder, values = reference
+            if embedder != self.embedder:
+                raise WrongPackError(
+                    f"the reference template comes from embedder {embedder.name or '(unnamed)'} "
+                    f"(sha256 {embedder.sha256[:12] or '?'}); this server embeds with {self.embedder.name} "
+                    f"(sha256 {self.embedder.sha256[:12]})"
+                )
+            vector = np.asarray(values, dtype=np.float32)
+            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
+            if vector.shape != (self.pipeline.embedding_size,) or not np.isfinite(norm) or norm == 0.0:
+                raise BadImageError(
+                    f"the reference template needs {self.pipeline.embedding_size} finite values, not all zero"
+                )
+            return vector / norm
+        try:
+            decoded = self.decode(reference)
+        except BadImageError as exc:
+            raise BadImageError(f"the reference photo: {exc}") from None
+        analysis = self.enroller.analyze_batch([decoded])[0]
+        outcome = judge(analysis, EnrollmentPhoto("reference", "reference", ""))
+        if isinstance(outcome, EnrollmentFailure):
+            raise NoFaceError(f"the reference photo cannot be used: {outcome.reason}: {outcome.detail}")
+        return outcome[0]
+
+    def verify(
+        self, image: bytes | RawPixels, reference: Reference, target_fmr: float, budget: Budget
+    ) -> VerifyResult:
+        """Is the live frame's face the reference's? MATCH when the score's calibrated 1:1 FMR is at most
+        `target_fmr`, i.e. the score reaches the table's threshold for it. On the calling thread."""
+        threshold = self.verify_threshold(target_fmr)
+        stage_s: dict[str, float] = {"queue": budget.elapsed()}
+        assessment = None
+        try:
+            template = self._timed("reference", budget, stage_s, self.reference_template, reference)
+            decoded = self._timed("decode", budget, stage_s, self.decode, image)
+            analysis = self._timed(
+                "analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0]
+            )
+            stage_s.pop("analyze")
+            stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
+            assessment = judge_frame(analysis)
+        except BudgetExceededError as exc:
+            return VerifyResult(
+                Decision.BUDGET_EXCEEDED,
+                assessment,
+                None,
+                None,
+                threshold,
+                target_fmr,
+                stage_s,
+                budget.seconds,
+                str(exc),
+            )
+        if assessment.decision is not None:
+            return VerifyResult(
+                assessment.decision, assessment, None, None, threshold, target_fmr, stage_s, budget.seconds
+            )
+        score = float(np.dot(assessment.face.embedding, template))
+        decision = Decision.MATCH if score >= threshold else Decision.NO_MATCH
+        return VerifyResult(
+            decision,
+            assessment,
+            score,
+            float(self.calibration.fmr_at(score)),
+            threshold,
+            target_fmr,
+            stage_s,
+            budget.seconds,
+        )
+
+    def reference_gallery(self, template: np.ndarray, lasts: timedelta) -> Gallery:
+        """A gallery of one, in memory only, for `lasts`: the reference of a verification stream. Encounters
+        search it as they search a flight's gallery; with one template its FPIR is the 1:1 FMR, so the encounter
+        rules (and the tables for fused frames) apply unchanged."""
+        gallery = in_memory_gallery(np.reshape(template, (1, -1)), [REFERENCE], self.embedder, name=REFERENCE)
+        return replace(gallery, info=replace(gallery.info, expires_at=gallery.info.created_at + lasts))
+
+    def verify_threshold(self, target_fmr: float) -> float:
+        """The cosine at which the single-photo table says two people score with 1:1 FMR `target_fmr`."""
+        if self.calibration is None:
+            raise CardError("1:1 verification needs the embedder's calibration table")
+        return float(self.calibration.threshold_for_fmr(target_fmr))
+
+    def run_verify(
+        self, image: bytes | RawPixels, reference: Reference, target_fmr: float, budget: Budget
+    ) -> VerifyResult:
+        """`verify` on the worker pool; a call whose budget ends while it waits is BUDGET_EXCEEDED."""
+        try:
+            return self.pool.run(lambda b: self.verify(image, reference, target_fmr, b), budget)
+        except BudgetExceededError as exc:
+            return VerifyResult(
+                Decision.BUDGET_EXCEEDED,
+                None,
+                None,
+                None,
+                0.0,
+                target_fmr,
+                {"queue": budget.elapsed()},
+                budget.seconds,
+                str(exc),
+            )
+
     def budget(
         self,
         time_remaining_s: float | None,
         margin_s: float,
         arrived: float | None = None,
         age_s: float = 0.0,
+        seconds: float | None = None,
     ) -> Budget:
         """A frame's budget: it counts from the frame's arrival (monotonic `arrived`) and, when the camera said
         when it captured the frame, from then (`age_s` = how long before arrival), so a frame that waited or
-        was sent late is never processed as if it were fresh."""
-        return Budget.start(
-            self.frame_budget_s - max(age_s, 0.0), time_remaining_s, margin_s, started=arrived
-        )
+        was sent late is never processed as if it were fresh. `seconds`: another budget than a frame's."""
+        total = self.frame_budget_s if seconds is None else seconds
+        return Budget.start(total - max(age_s, 0.0), time_remaining_s, margin_s, started=arrived)

@@ -23,9 +23,9 @@ import grpc
 from gatematch.errors import AuthenticationError, AuthorizationError, CapacityError
 from gatematch.service.audit import MAX_TEXT, AuditRecord, AuditSink
 from gatematch.service.config import ServerConfig
-from gatematch.service.security import ANALYST, CAMERA, GALLERY_ADMIN, Authenticator, Identity
+from gatematch.service.security import ANALYST, CAMERA, GALLERY_ADMIN, GATE_ADMIN, Authenticator, Identity
 from gatematch.service.status import abort
-from gatematch.v1 import gallery_pb2, match_pb2
+from gatematch.v1 import gallery_pb2, gate_pb2, match_pb2
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
@@ -45,6 +45,10 @@ def _method(descriptor: Any, service: str, name: str) -> str:
 METHODS: dict[str, MethodRule] = {
     _method(match_pb2.DESCRIPTOR, "MatchService", "Match"): MethodRule(frozenset({CAMERA, ANALYST}), "unary"),
     _method(match_pb2.DESCRIPTOR, "MatchService", "StreamMatch"): MethodRule(frozenset({CAMERA}), "stream"),
+    _method(match_pb2.DESCRIPTOR, "MatchService", "Verify"): MethodRule(
+        frozenset({CAMERA, ANALYST}), "unary"
+    ),
+    _method(match_pb2.DESCRIPTOR, "MatchService", "StreamVerify"): MethodRule(frozenset({CAMERA}), "stream"),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Load"): MethodRule(frozenset({GALLERY_ADMIN}), "load"),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Delete"): MethodRule(
         frozenset({GALLERY_ADMIN}), "unary"
@@ -54,6 +58,14 @@ METHODS: dict[str, MethodRule] = {
     ),
     _method(gallery_pb2.DESCRIPTOR, "GalleryService", "List"): MethodRule(
         frozenset({GALLERY_ADMIN, ANALYST}), "unary"
+    ),
+    _method(gallery_pb2.DESCRIPTOR, "GalleryService", "Update"): MethodRule(
+        frozenset({GALLERY_ADMIN}), "load"
+    ),
+    _method(gate_pb2.DESCRIPTOR, "GateService", "Assign"): MethodRule(frozenset({GATE_ADMIN}), "unary"),
+    _method(gate_pb2.DESCRIPTOR, "GateService", "Release"): MethodRule(frozenset({GATE_ADMIN}), "unary"),
+    _method(gate_pb2.DESCRIPTOR, "GateService", "List"): MethodRule(
+        frozenset({GATE_ADMIN, GALLERY_ADMIN, ANALYST}), "unary"
     ),
 }
 REFLECTION = MethodRule(frozenset({GALLERY_ADMIN, ANALYST}), "stream")

@@ -2,10 +2,12 @@
 
 Identity comes from the mTLS client certificate's subject common name, or from a bearer token (only its sha256
 is kept in the policy file). The policy file maps each client to roles and a scope: cameras -> gate -> flights
-(a camera may only match against a flight its gate is assigned to), and for gallery administrators and
-analysts the flights they may touch. The file is checked strictly (types, unknown keys, token format) because
-a typo in it is a hole in the border, and it is reloaded atomically on SIGHUP: a bad new file keeps the old
-policy in force. Certificates listed in the client CA's revocation list are refused.
+(a camera may only match against a flight its gate is assigned to), and for gallery administrators, gate
+administrators and analysts the flights they may touch. The file's gates are the static base: run-time gate
+assignments (gatematch.gates, kept in the gallery store) add a flight to a gate for their time window. The
+file is checked strictly (types, unknown keys, token format) because a typo in it is a hole in the border, and
+it is reloaded atomically on SIGHUP: a bad new file keeps the old policy in force. Certificates listed in the
+client CA's revocation list are refused.
 
 Without a policy file every caller is an anonymous client with every role: only acceptable on loopback, which
 `check_exposure` enforces at start-up.
@@ -18,7 +20,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,9 @@ from gatematch.tomlfile import read_toml
 
 log = logging.getLogger("gatematch.security")
 
-CAMERA, GALLERY_ADMIN, ANALYST = "camera", "gallery-admin", "analyst"
-ROLES = frozenset({CAMERA, GALLERY_ADMIN, ANALYST})
+CAMERA, GALLERY_ADMIN, ANALYST, GATE_ADMIN = "camera", "gallery-admin", "analyst", "gate-admin"
+ROLES = frozenset({CAMERA, GALLERY_ADMIN, ANALYST, GATE_ADMIN})
+Assigned = Callable[[str], frozenset[str]]  # gate -> the flights run-time assignments give it now
 ALL_FLIGHTS = "*"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CLIENT_KEYS = {"roles", "cameras", "flights", "token_sha256"}
@@ -145,15 +148,30 @@ class Policy:
             raise AuthenticationError("bearer token not recognised")
         raise AuthenticationError("no client certificate or bearer token presented")
 
-    def authorize_frame(self, identity: Identity, camera_id: str, gate_id: str, flight_id: str) -> None:
-        """Refuse unless this client may speak for the camera, the camera is at the gate, the gate serves the flight."""
+    def authorize_camera(self, identity: Identity, camera_id: str, gate_id: str) -> str:
+        """The camera's gate; refused unless this client may speak for the camera and the camera is at the gate."""
         client = self.clients.get(identity.name)
         if client is None or camera_id not in client.cameras:
             raise AuthorizationError(f"client {identity.name!r} may not send frames as camera {camera_id!r}")
         gate = self.camera_gates.get(camera_id)
         if gate is None or (gate_id and gate_id != gate):
             raise AuthorizationError(f"camera {camera_id!r} is not assigned to gate {gate_id or '(none)'!r}")
-        if flight_id not in self.gate_flights.get(gate, frozenset()):
+        return gate
+
+    def authorize_frame(
+        self,
+        identity: Identity,
+        camera_id: str,
+        gate_id: str,
+        flight_id: str,
+        assigned: Assigned | None = None,
+    ) -> None:
+        """Refuse unless this client may speak for the camera, the camera is at the gate, and the gate serves the
+        flight: by the policy file, or by a run-time assignment in force now (`assigned`)."""
+        gate = self.authorize_camera(identity, camera_id, gate_id)
+        if flight_id in self.gate_flights.get(gate, frozenset()):
+            return
+        if assigned is None or flight_id not in assigned(gate):
             raise AuthorizationError(f"gate {gate!r} is not assigned to flight {flight_id!r}")
 
     def in_scope(self, identity: Identity, flight_id: str) -> bool:
@@ -206,6 +224,11 @@ class Authenticator:
     def __init__(self, policy: Policy | None, revoked: RevocationList | None = None):
         self.policy = policy
         self.revoked = revoked
+        self.assigned: Assigned | None = None  # run-time gate assignments, once the store is open
+
+    def follow_assignments(self, assigned: Assigned) -> None:
+        """Honour run-time gate assignments (asked on every frame, so a change counts from the next frame)."""
+        self.assigned = assigned
 
     def replace(self, policy: Policy | None, revoked: RevocationList | None) -> None:
         self.policy, self.revoked = policy, revoked
@@ -228,7 +251,21 @@ class Authenticator:
     def authorize_frame(self, identity: Identity, camera_id: str, gate_id: str, flight_id: str) -> None:
         policy = self.policy
         if policy is not None:
-            policy.authorize_frame(identity, camera_id, gate_id, flight_id)
+            policy.authorize_frame(identity, camera_id, gate_id, flight_id, self.assigned)
+
+    def authorize_camera(self, identity: Identity, camera_id: str, gate_id: str) -> None:
+        """A camera's frame that names no flight (1:1 verification): the client speaks for the camera at the gate."""
+        policy = self.policy
+        if policy is not None:
+            policy.authorize_camera(identity, camera_id, gate_id)
+
+    def check_gate(self, gate_id: str) -> None:
+        """A run-time assignment is for a gate the policy file knows (its cameras are mapped there)."""
+        policy = self.policy
+        if policy is not None and gate_id not in policy.gate_flights:
+            raise AuthorizationError(
+                f"gate {gate_id!r} is not in the policy file's [gates]; no camera could use the assignment"
+            )
 
     def authorize_flight(self, identity: Identity, flight_id: str) -> None:
         """An administrator's or analyst's flight scope."""

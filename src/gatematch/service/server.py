@@ -14,6 +14,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from gatematch.errors import GatematchError, ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
 from gatematch.gallery_store import is_database_url, open_store
+from gatematch.gates import flights_in_force
 from gatematch.images import ImageLimits
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
@@ -33,18 +35,23 @@ from gatematch.service.dataplane import DataPlane
 from gatematch.service.edge import Admission, Edge, grpc_threads
 from gatematch.service.flow import WorkerPool
 from gatematch.service.security import check_exposure, load_authenticator, server_credentials
-from gatematch.service.servicers import GalleryServicer, MatchServicer
+from gatematch.service.servicers import GalleryServicer, GateServicer, MatchServicer
 from gatematch.service.stderr_capture import QuietStreamHandler, capture_stderr
 from gatematch.service.streams import StreamScheduler
 from gatematch.service.telemetry import Telemetry
 from gatematch.template_crypto import TemplateKey
-from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
+from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, gate_pb2, gate_pb2_grpc, match_pb2, match_pb2_grpc
 
 log = logging.getLogger("gatematch.service")
 
 PURGE_INTERVAL_S = 60.0
 GALLERY_SERVICE = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name
-SERVICE_NAMES = (match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name, GALLERY_SERVICE)
+GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["GateService"].full_name
+SERVICE_NAMES = (
+    match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
+    GALLERY_SERVICE,
+    GATE_SERVICE,
+)
 # Health of the gallery database: NOT_SERVING while a replica cannot reach it (matching goes on from the
 # galleries in memory; loads and deletes cannot), so probes and operators see it without losing the replica.
 STORE_HEALTH = "gatematch.store"
@@ -135,7 +142,12 @@ class GateMatchServer:
         )
         match_pb2_grpc.add_MatchServiceServicer_to_server(
             MatchServicer(
-                self.ready, self.auth, self.audit, self.telemetry, config.budgets.reply_margin_ms / 1000
+                self.ready,
+                self.auth,
+                self.audit,
+                self.telemetry,
+                config.budgets.reply_margin_ms / 1000,
+                config.verify,
             ),
             self.grpc,
         )
@@ -144,6 +156,9 @@ class GateMatchServer:
                 self.ready, self.auth, self.audit, config.server.load_idle_s, config.server.load_max_s
             ),
             self.grpc,
+        )
+        gate_pb2_grpc.add_GateServiceServicer_to_server(
+            GateServicer(self.ready, self.auth, self.audit), self.grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if config.server.reflection:
@@ -169,7 +184,7 @@ class GateMatchServer:
             if reachable
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in (GALLERY_SERVICE, STORE_HEALTH):
+        for name in (GALLERY_SERVICE, GATE_SERVICE, STORE_HEALTH):
             self.health.set(name, status)
 
     def ready(self) -> tuple[DataPlane, StreamScheduler]:
@@ -248,6 +263,7 @@ class GateMatchServer:
             max_candidates=config.match.max_candidates,
             frame_budget_s=config.budgets.frame_ms / 1000,
             fused_calibration=fused,
+            timezone=config.match.zone(),
         )
         purged = store.purge_expired()
         galleries = plane.warm()
@@ -259,6 +275,9 @@ class GateMatchServer:
             self.audit,
             idle_s=config.server.stream_idle_s,
             max_s=config.server.stream_max_s,
+        )
+        self.auth.follow_assignments(
+            lambda gate: flights_in_force(store.gate_assignments(gate_id=gate), gate, datetime.now(UTC))
         )
         self._loaded = _Loaded(plane, scheduler)
         self._purger = threading.Thread(target=self._purge_loop, name="gatematch-retention", daemon=True)

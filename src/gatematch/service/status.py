@@ -43,6 +43,10 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.TimeLimitError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.AmbiguousFlightError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.GalleryConflictError: grpc.StatusCode.ABORTED,
+    errors.TravelerNotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AssignmentNotFoundError: grpc.StatusCode.NOT_FOUND,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -6,7 +6,8 @@ stream therefore holds at most one frame in flight and one waiting, however fast
 replaced before processing are counted as dropped and reported. Inference never runs on a per-stream thread.
 
 A frame goes through the data plane's one per-frame path (`DataPlane.examine`, as unary Match does); its
-gate-sized faces (the primary one and its rivals) feed the stream's encounter tracker for the frame's flight.
+gate-sized faces (the primary one and its rivals) feed the stream's encounter tracker for the frame's flight
+(as the frame names it: number, and date and direction when given).
 Per-flight state is created only for a frame that passed authorization and the field checks, and dropped once
 its encounters are decided, so frames naming ever-new flights allocate nothing that lasts. A frame older than
 its budget when it is taken (counted from arrival, and from capture when the camera says when that was) is not
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import grpc
 
@@ -44,6 +45,9 @@ TICK_S = 0.1  # how often an idle stream checks its encounters' budgets
 MAX_FLIGHTS_PER_STREAM = 4  # a camera serves one flight at a time; a few overlap while encounters finish
 
 
+FlightKey = tuple[str, date | None, str | None]  # a flight as frames name it: number, date, direction
+
+
 @dataclass(frozen=True)
 class StreamFrame:
     camera_id: str
@@ -55,6 +59,12 @@ class StreamFrame:
     problem: GatematchError | None = None  # the frame's fields are unusable: answered with this error
     received: float = field(default_factory=time.monotonic)  # arrival, monotonic
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # arrival, wall clock
+    flight_date: date | None = None  # the flight's date at the site, when the frame names it
+    direction: str | None = None  # departure | arrival, when the frame names it
+
+    @property
+    def flight(self) -> FlightKey:
+        return self.flight_id, self.flight_date, self.direction
 
     @property
     def capture_delay_s(self) -> float:
@@ -85,9 +95,18 @@ class EncounterEvent:
     flight_id: str
     gallery: GalleryInfo | None
     dropped: int
+    flight_date: date | None = None  # the gallery's flight's date at the site
 
 
 StreamEvent = FrameEvent | EncounterEvent
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A stream verified 1:1: its frames are searched in the reference's gallery of one, at this target FMR."""
+
+    gallery: Gallery
+    target_fmr: float
 
 
 @dataclass
@@ -96,6 +115,7 @@ class _Flight:
 
     tracker: EncounterTracker
     gallery: Gallery | None = None  # the snapshot the last frame was searched in (decisions at ticks use it)
+    reference: Gallery | None = None  # a verification stream's: searched instead of a flight's
     camera_id: str = ""
     gate_id: str = ""
 
@@ -183,11 +203,13 @@ class StreamScheduler:
         client: str,
         is_active: Callable[[], bool] = lambda: True,
         budget_for: Callable[[StreamFrame], Budget] | None = None,
+        verification: Verification | None = None,
     ) -> Iterator[StreamEvent]:
         """Events of one stream until the client closes it, goes away, or the server drains.
 
         `budget_for` gives each frame its budget, counted from its arrival (the servicer tightens the configured
-        frame budget by the stream's gRPC deadline); by default the configured budget alone.
+        frame budget by the stream's gRPC deadline); by default the configured budget alone. `verification`: the
+        frames are verified 1:1 against its reference instead of matched against their flight's gallery.
         """
         plane = self.plane
         budget_for = budget_for or (
@@ -204,7 +226,7 @@ class StreamScheduler:
             target=self._read, args=(frames, slot), name="gatematch-stream-reader", daemon=True
         )
         reader.start()
-        flights: dict[str, _Flight] = {}
+        flights: dict[FlightKey, _Flight] = {}
         opened = ticked = time.monotonic()
         ending: TimeLimitError | None = None
         try:
@@ -232,10 +254,10 @@ class StreamScheduler:
                     )
                     continue
                 authorize(frame)
-                yield from self._frame(flights, frame, slot.dropped, client, budget_for(frame))
+                yield from self._frame(flights, frame, slot.dropped, client, budget_for(frame), verification)
             # the stream ends: every open encounter gets its one decision now
             now = time.monotonic()
-            for flight_id, state in flights.items():
+            for (flight_id, _, _), state in flights.items():
                 closed = state.tracker.close(now, state.search(plane))
                 yield from self._announce(closed, state, flight_id, client, slot.dropped)
             if ending is not None:
@@ -248,12 +270,14 @@ class StreamScheduler:
                 self._slots.discard(slot)
                 self._cond.notify_all()
 
-    def _state(self, flights: dict[str, _Flight], frame: StreamFrame) -> _Flight:
+    def _state(
+        self, flights: dict[FlightKey, _Flight], frame: StreamFrame, verification: Verification | None
+    ) -> _Flight:
         """The flight's encounter state (created for an authorized frame); flights with nothing open are dropped."""
-        for flight_id in [f for f, state in flights.items() if not state.tracker.open_tracks]:
-            if flight_id != frame.flight_id:
-                del flights[flight_id]
-        state = flights.get(frame.flight_id)
+        for flight in [f for f, state in flights.items() if not state.tracker.open_tracks]:
+            if flight != frame.flight:
+                del flights[flight]
+        state = flights.get(frame.flight)
         if state is None:
             if len(flights) >= MAX_FLIGHTS_PER_STREAM:
                 raise CapacityError(
@@ -261,11 +285,12 @@ class StreamScheduler:
                 )
             tracker = EncounterTracker(
                 self.encounter,
-                self.plane.point.target_fpir,
+                verification.target_fmr if verification else self.plane.point.target_fpir,
                 self.encounter_s,
                 self.plane.same_person_min(self.encounter.same_person_fmr),
             )
-            state = flights[frame.flight_id] = _Flight(tracker)
+            reference = verification.gallery if verification else None
+            state = flights[frame.flight] = _Flight(tracker, reference=reference)
         state.camera_id, state.gate_id = frame.camera_id, frame.gate_id
         return state
 
@@ -276,7 +301,13 @@ class StreamScheduler:
         return event
 
     def _frame(
-        self, flights: dict[str, _Flight], frame: StreamFrame, dropped: int, client: str, budget: Budget
+        self,
+        flights: dict[FlightKey, _Flight],
+        frame: StreamFrame,
+        dropped: int,
+        client: str,
+        budget: Budget,
+        verification: Verification | None = None,
     ) -> Iterator[StreamEvent]:
         stage_s: dict[str, float] = {}
         claim = _Claim()
@@ -284,7 +315,7 @@ class StreamScheduler:
         state: _Flight | None = None
         try:
             budget.require("the frame")  # older than its budget already: dropped, not processed
-            state = self._state(flights, frame)
+            state = self._state(flights, frame, verification)
             event, outcomes = self.plane.pool.run(
                 lambda b: self._process(state, frame, b, stage_s, dropped, claim),
                 budget,
@@ -312,7 +343,10 @@ class StreamScheduler:
     ) -> tuple[FrameEvent, list[EncounterOutcome]]:
         """On a worker: the per-frame path, then the frame's gate-sized faces to their encounters."""
         plane = self.plane
-        examined = plane.examine(Probe(frame.flight_id, frame.image, frame.sequence), budget, stage_s)
+        probe = Probe(
+            frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction, state.reference
+        )
+        examined = plane.examine(probe, budget, stage_s)
         assessment = examined.assessment
         faces = assessment.gate_faces
         budget.require("search", plane.costs.estimate("search") if faces else 0.0)
@@ -329,9 +363,9 @@ class StreamScheduler:
         return FrameEvent(frame, assessment.decision, assessment, encounter_ids, stage_s, dropped), outcomes
 
     def _tick(
-        self, flights: dict[str, _Flight], dropped: int, client: str, now: float
+        self, flights: dict[FlightKey, _Flight], dropped: int, client: str, now: float
     ) -> Iterator[StreamEvent]:
-        for flight_id, state in flights.items():
+        for (flight_id, _, _), state in flights.items():
             outcomes = state.tracker.tick(now, state.search(self.plane))
             yield from self._announce(outcomes, state, flight_id, client, dropped)
 
@@ -364,11 +398,13 @@ class StreamScheduler:
                         detail="tailgating" if outcome.tailgating else "",
                     )
                 )
+            info = state.gallery.info if state.gallery is not None else None
             yield EncounterEvent(
                 outcome,
                 decision,
                 result,
                 flight_id,
-                state.gallery.info if state.gallery is not None else None,
+                info,
                 dropped,
+                self.plane.local_date(info) if info is not None and flight_id else None,
             )

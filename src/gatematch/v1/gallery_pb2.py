@@ -22,47 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gatematch.v1 import flight_pb2 as gatematch_dot_v1_dot_flight__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatematch/v1/gallery.proto\x12\x0cgatematch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\rGalleryHeader\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x31\n\rdeparture_utc\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x03 \x01(\t\x12,\n\tretention\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65mbedder\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\r\"5\n\x0f\x45nrollmentPhoto\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"/\n\x08Template\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\";\n\nPhotoChunk\x12-\n\x06photos\x18\x01 \x03(\x0b\x32\x1d.gatematch.v1.EnrollmentPhoto\":\n\rTemplateChunk\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.gatematch.v1.Template\"9\n\nLoadCommit\x12\x13\n\x0bphoto_count\x18\x01 \x01(\r\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\"\xd5\x01\n\x12LoadGalleryRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.gatematch.v1.GalleryHeaderH\x00\x12*\n\x06photos\x18\x02 \x01(\x0b\x32\x18.gatematch.v1.PhotoChunkH\x00\x12\x30\n\ttemplates\x18\x03 \x01(\x0b\x32\x1b.gatematch.v1.TemplateChunkH\x00\x12*\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x18.gatematch.v1.LoadCommitH\x00\x42\x06\n\x04part\":\n\x13\x45nrollmentRejection\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbe\x02\n\x0bGalleryInfo\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\rdeparture_utc\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x08 \x01(\t\x12\x16\n\x0etraveler_count\x18\t \x01(\r\x12\x16\n\x0etemplate_count\x18\n \x01(\r\x12\x0f\n\x07\x65xpired\x18\x0b \x01(\x08\"v\n\x13LoadGalleryResponse\x12*\n\x07gallery\x18\x01 \x01(\x0b\x32\x19.gatematch.v1.GalleryInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.gatematch.v1.EnrollmentRejection\"&\n\x11GetGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\"/\n\x14ListGalleriesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x15ListGalleriesResponse\x12,\n\tgalleries\x18\x01 \x03(\x0b\x32\x19.gatematch.v1.GalleryInfo\"9\n\x14\x44\x65leteGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x15\x44\x65leteGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10templates_purged\x18\x02 \x01(\r2\xc6\x02\n\x0eGalleryService\x12M\n\x04Load\x12 .gatematch.v1.LoadGalleryRequest\x1a!.gatematch.v1.LoadGalleryResponse(\x01\x12\x41\n\x03Get\x12\x1f.gatematch.v1.GetGalleryRequest\x1a\x19.gatematch.v1.GalleryInfo\x12O\n\x04List\x12\".gatematch.v1.ListGalleriesRequest\x1a#.gatematch.v1.ListGalleriesResponse\x12Q\n\x06\x44\x65lete\x12\".gatematch.v1.DeleteGalleryRequest\x1a#.gatematch.v1.DeleteGalleryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatematch/v1/gallery.proto\x12\x0cgatematch.v1\x1a\x19gatematch/v1/flight.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\rGalleryHeader\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x31\n\rdeparture_utc\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x03 \x01(\t\x12,\n\tretention\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65mbedder\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x06 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x07 \x01(\r\x12*\n\tdirection\x18\x08 \x01(\x0e\x32\x17.gatematch.v1.Direction\"5\n\x0f\x45nrollmentPhoto\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"/\n\x08Template\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\";\n\nPhotoChunk\x12-\n\x06photos\x18\x01 \x03(\x0b\x32\x1d.gatematch.v1.EnrollmentPhoto\":\n\rTemplateChunk\x12)\n\ttemplates\x18\x01 \x03(\x0b\x32\x16.gatematch.v1.Template\"9\n\nLoadCommit\x12\x13\n\x0bphoto_count\x18\x01 \x01(\r\x12\x16\n\x0etemplate_count\x18\x02 \x01(\r\"\xd5\x01\n\x12LoadGalleryRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.gatematch.v1.GalleryHeaderH\x00\x12*\n\x06photos\x18\x02 \x01(\x0b\x32\x18.gatematch.v1.PhotoChunkH\x00\x12\x30\n\ttemplates\x18\x03 \x01(\x0b\x32\x1b.gatematch.v1.TemplateChunkH\x00\x12*\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x18.gatematch.v1.LoadCommitH\x00\x42\x06\n\x04part\":\n\x13\x45nrollmentRejection\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x03\n\x0bGalleryInfo\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\rdeparture_utc\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pack\x18\x06 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x08 \x01(\t\x12\x16\n\x0etraveler_count\x18\t \x01(\r\x12\x16\n\x0etemplate_count\x18\n \x01(\r\x12\x0f\n\x07\x65xpired\x18\x0b \x01(\x08\x12*\n\tdirection\x18\x0c \x01(\x0e\x32\x17.gatematch.v1.Direction\x12\x13\n\x0b\x66light_date\x18\r \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0e \x01(\t\"v\n\x13LoadGalleryResponse\x12*\n\x07gallery\x18\x01 \x01(\x0b\x32\x19.gatematch.v1.GalleryInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.gatematch.v1.EnrollmentRejection\"g\n\x11GetGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66light_date\x18\x02 \x01(\t\x12*\n\tdirection\x18\x03 \x01(\x0e\x32\x17.gatematch.v1.Direction\"/\n\x14ListGalleriesRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x15ListGalleriesResponse\x12,\n\tgalleries\x18\x01 \x03(\x0b\x32\x19.gatematch.v1.GalleryInfo\"z\n\x14\x44\x65leteGalleryRequest\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x66light_date\x18\x03 \x01(\t\x12*\n\tdirection\x18\x04 \x01(\x0e\x32\x17.gatematch.v1.Direction\"B\n\x15\x44\x65leteGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10templates_purged\x18\x02 \x01(\r\"\xad\x01\n\x0cUpdateHeader\x12\x11\n\tflight_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66light_date\x18\x02 \x01(\t\x12*\n\tdirection\x18\x03 \x01(\x0e\x32\x17.gatematch.v1.Direction\x12\x0e\n\x06remove\x18\x04 \x03(\t\x12\x10\n\x08\x65mbedder\x18\x05 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xd6\x01\n\x14UpdateGalleryRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.gatematch.v1.UpdateHeaderH\x00\x12*\n\x06photos\x18\x02 \x01(\x0b\x32\x18.gatematch.v1.PhotoChunkH\x00\x12\x30\n\ttemplates\x18\x03 \x01(\x0b\x32\x1b.gatematch.v1.TemplateChunkH\x00\x12*\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x18.gatematch.v1.LoadCommitH\x00\x42\x06\n\x04part\"\xab\x01\n\x15UpdateGalleryResponse\x12*\n\x07gallery\x18\x01 \x01(\x0b\x32\x19.gatematch.v1.GalleryInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.gatematch.v1.EnrollmentRejection\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12\x11\n\tunchanged\x18\x05 \x01(\x08\x32\x9b\x03\n\x0eGalleryService\x12M\n\x04Load\x12 .gatematch.v1.LoadGalleryRequest\x1a!.gatematch.v1.LoadGalleryResponse(\x01\x12\x41\n\x03Get\x12\x1f.gatematch.v1.GetGalleryRequest\x1a\x19.gatematch.v1.GalleryInfo\x12O\n\x04List\x12\".gatematch.v1.ListGalleriesRequest\x1a#.gatematch.v1.ListGalleriesResponse\x12Q\n\x06\x44\x65lete\x12\".gatematch.v1.DeleteGalleryRequest\x1a#.gatematch.v1.DeleteGalleryResponse\x12S\n\x06Update\x12\".gatematch.v1.UpdateGalleryRequest\x1a#.gatematch.v1.UpdateGalleryResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatematch.v1.gallery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GALLERYHEADER']._serialized_start=110
-  _globals['_GALLERYHEADER']._serialized_end=322
-  _globals['_ENROLLMENTPHOTO']._serialized_start=324
-  _globals['_ENROLLMENTPHOTO']._serialized_end=377
-  _globals['_TEMPLATE']._serialized_start=379
-  _globals['_TEMPLATE']._serialized_end=426
-  _globals['_PHOTOCHUNK']._serialized_start=428
-  _globals['_PHOTOCHUNK']._serialized_end=487
-  _globals['_TEMPLATECHUNK']._serialized_start=489
-  _globals['_TEMPLATECHUNK']._serialized_end=547
-  _globals['_LOADCOMMIT']._serialized_start=549
-  _globals['_LOADCOMMIT']._serialized_end=606
-  _globals['_LOADGALLERYREQUEST']._serialized_start=609
-  _globals['_LOADGALLERYREQUEST']._serialized_end=822
-  _globals['_ENROLLMENTREJECTION']._serialized_start=824
-  _globals['_ENROLLMENTREJECTION']._serialized_end=882
-  _globals['_GALLERYINFO']._serialized_start=885
-  _globals['_GALLERYINFO']._serialized_end=1203
-  _globals['_LOADGALLERYRESPONSE']._serialized_start=1205
-  _globals['_LOADGALLERYRESPONSE']._serialized_end=1323
-  _globals['_GETGALLERYREQUEST']._serialized_start=1325
-  _globals['_GETGALLERYREQUEST']._serialized_end=1363
-  _globals['_LISTGALLERIESREQUEST']._serialized_start=1365
-  _globals['_LISTGALLERIESREQUEST']._serialized_end=1412
-  _globals['_LISTGALLERIESRESPONSE']._serialized_start=1414
-  _globals['_LISTGALLERIESRESPONSE']._serialized_end=1483
-  _globals['_DELETEGALLERYREQUEST']._serialized_start=1485
-  _globals['_DELETEGALLERYREQUEST']._serialized_end=1542
-  _globals['_DELETEGALLERYRESPONSE']._serialized_start=1544
-  _globals['_DELETEGALLERYRESPONSE']._serialized_end=1610
-  _globals['_GALLERYSERVICE']._serialized_start=1613
-  _globals['_GALLERYSERVICE']._serialized_end=1939
+  _globals['_GALLERYHEADER']._serialized_start=137
+  _globals['_GALLERYHEADER']._serialized_end=393
+  _globals['_ENROLLMENTPHOTO']._serialized_start=395
+  _globals['_ENROLLMENTPHOTO']._serialized_end=448
+  _globals['_TEMPLATE']._serialized_start=450
+  _globals['_TEMPLATE']._serialized_end=497
+  _globals['_PHOTOCHUNK']._serialized_start=499
+  _globals['_PHOTOCHUNK']._serialized_end=558
+  _globals['_TEMPLATECHUNK']._serialized_start=560
+  _globals['_TEMPLATECHUNK']._serialized_end=618
+  _globals['_LOADCOMMIT']._serialized_start=620
+  _globals['_LOADCOMMIT']._serialized_end=677
+  _globals['_LOADGALLERYREQUEST']._serialized_start=680
+  _globals['_LOADGALLERYREQUEST']._serialized_end=893
+  _globals['_ENROLLMENTREJECTION']._serialized_start=895
+  _globals['_ENROLLMENTREJECTION']._serialized_end=953
+  _globals['_GALLERYINFO']._serialized_start=956
+  _globals['_GALLERYINFO']._serialized_end=1361
+  _globals['_LOADGALLERYRESPONSE']._serialized_start=1363
+  _globals['_LOADGALLERYRESPONSE']._serialized_end=1481
+  _globals['_GETGALLERYREQUEST']._serialized_start=1483
+  _globals['_GETGALLERYREQUEST']._serialized_end=1586
+  _globals['_LISTGALLERIESREQUEST']._serialized_start=1588
+  _globals['_LISTGALLERIESREQUEST']._serialized_end=1635
+  _globals['_LISTGALLERIESRESPONSE']._serialized_start=1637
+  _globals['_LISTGALLERIESRESPONSE']._serialized_end=1706
+  _globals['_DELETEGALLERYREQUEST']._serialized_start=1708
+  _globals['_DELETEGALLERYREQUEST']._serialized_end=1830
+  _globals['_DELETEGALLERYRESPONSE']._serialized_start=1832
+  _globals['_DELETEGALLERYRESPONSE']._serialized_end=1898
+  _globals['_UPDATEHEADER']._serialized_start=1901
+  _globals['_UPDATEHEADER']._serialized_end=2074
+  _globals['_UPDATEGALLERYREQUEST']._serialized_start=2077
+  _globals['_UPDATEGALLERYREQUEST']._serialized_end=2291
+  _globals['_UPDATEGALLERYRESPONSE']._serialized_start=2294
+  _globals['_UPDATEGALLERYRESPONSE']._serialized_end=2465
+  _globals['_GALLERYSERVICE']._serialized_start=2468
+  _globals['_GALLERYSERVICE']._serialized_end=2879
 # @@protoc_insertion_point(module_scope)

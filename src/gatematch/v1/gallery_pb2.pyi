@@ -1,5 +1,6 @@
 import datetime
 
+from gatematch.v1 import flight_pb2 as _flight_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -11,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GalleryHeader(_message.Message):
-    __slots__ = ("flight_id", "departure_utc", "pack", "retention", "embedder", "embedder_sha256", "embedding_size")
+    __slots__ = ("flight_id", "departure_utc", "pack", "retention", "embedder", "embedder_sha256", "embedding_size", "direction")
     FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPARTURE_UTC_FIELD_NUMBER: _ClassVar[int]
     PACK_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +20,7 @@ class GalleryHeader(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_SHA256_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     flight_id: str
     departure_utc: _timestamp_pb2.Timestamp
     pack: str
@@ -26,7 +28,8 @@ class GalleryHeader(_message.Message):
     embedder: str
     embedder_sha256: str
     embedding_size: int
-    def __init__(self, flight_id: _Optional[str] = ..., departure_utc: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pack: _Optional[str] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., embedding_size: _Optional[int] = ...) -> None: ...
+    direction: _flight_pb2.Direction
+    def __init__(self, flight_id: _Optional[str] = ..., departure_utc: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pack: _Optional[str] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., embedding_size: _Optional[int] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class EnrollmentPhoto(_message.Message):
     __slots__ = ("traveler_id", "image")
@@ -85,7 +88,7 @@ class EnrollmentRejection(_message.Message):
     def __init__(self, traveler_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GalleryInfo(_message.Message):
-    __slots__ = ("flight_id", "version", "departure_utc", "expires_at", "created_at", "pack", "embedder", "embedder_sha256", "traveler_count", "template_count", "expired")
+    __slots__ = ("flight_id", "version", "departure_utc", "expires_at", "created_at", "pack", "embedder", "embedder_sha256", "traveler_count", "template_count", "expired", "direction", "flight_date", "content_hash")
     FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEPARTURE_UTC_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +100,9 @@ class GalleryInfo(_message.Message):
     TRAVELER_COUNT_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     flight_id: str
     version: str
     departure_utc: _timestamp_pb2.Timestamp
@@ -108,7 +114,10 @@ class GalleryInfo(_message.Message):
     traveler_count: int
     template_count: int
     expired: bool
-    def __init__(self, flight_id: _Optional[str] = ..., version: _Optional[str] = ..., departure_utc: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pack: _Optional[str] = ..., embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., traveler_count: _Optional[int] = ..., template_count: _Optional[int] = ..., expired: _Optional[bool] = ...) -> None: ...
+    direction: _flight_pb2.Direction
+    flight_date: str
+    content_hash: str
+    def __init__(self, flight_id: _Optional[str] = ..., version: _Optional[str] = ..., departure_utc: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pack: _Optional[str] = ..., embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., traveler_count: _Optional[int] = ..., template_count: _Optional[int] = ..., expired: _Optional[bool] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ..., flight_date: _Optional[str] = ..., content_hash: _Optional[str] = ...) -> None: ...
 
 class LoadGalleryResponse(_message.Message):
     __slots__ = ("gallery", "rejected")
@@ -119,10 +128,14 @@ class LoadGalleryResponse(_message.Message):
     def __init__(self, gallery: _Optional[_Union[GalleryInfo, _Mapping]] = ..., rejected: _Optional[_Iterable[_Union[EnrollmentRejection, _Mapping]]] = ...) -> None: ...
 
 class GetGalleryRequest(_message.Message):
-    __slots__ = ("flight_id",)
+    __slots__ = ("flight_id", "flight_date", "direction")
     FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     flight_id: str
-    def __init__(self, flight_id: _Optional[str] = ...) -> None: ...
+    flight_date: str
+    direction: _flight_pb2.Direction
+    def __init__(self, flight_id: _Optional[str] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class ListGalleriesRequest(_message.Message):
     __slots__ = ("include_expired",)
@@ -137,12 +150,16 @@ class ListGalleriesResponse(_message.Message):
     def __init__(self, galleries: _Optional[_Iterable[_Union[GalleryInfo, _Mapping]]] = ...) -> None: ...
 
 class DeleteGalleryRequest(_message.Message):
-    __slots__ = ("flight_id", "reason")
+    __slots__ = ("flight_id", "reason", "flight_date", "direction")
     FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     flight_id: str
     reason: str
-    def __init__(self, flight_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    flight_date: str
+    direction: _flight_pb2.Direction
+    def __init__(self, flight_id: _Optional[str] = ..., reason: _Optional[str] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class DeleteGalleryResponse(_message.Message):
     __slots__ = ("deleted", "templates_purged")
@@ -151,3 +168,47 @@ class DeleteGalleryResponse(_message.Message):
     deleted: bool
     templates_purged: int
     def __init__(self, deleted: _Optional[bool] = ..., templates_purged: _Optional[int] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("flight_id", "flight_date", "direction", "remove", "embedder", "embedder_sha256", "reason")
+    FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    flight_id: str
+    flight_date: str
+    direction: _flight_pb2.Direction
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    embedder: str
+    embedder_sha256: str
+    reason: str
+    def __init__(self, flight_id: _Optional[str] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ..., remove: _Optional[_Iterable[str]] = ..., embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UpdateGalleryRequest(_message.Message):
+    __slots__ = ("header", "photos", "templates", "commit")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    photos: PhotoChunk
+    templates: TemplateChunk
+    commit: LoadCommit
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., photos: _Optional[_Union[PhotoChunk, _Mapping]] = ..., templates: _Optional[_Union[TemplateChunk, _Mapping]] = ..., commit: _Optional[_Union[LoadCommit, _Mapping]] = ...) -> None: ...
+
+class UpdateGalleryResponse(_message.Message):
+    __slots__ = ("gallery", "rejected", "added", "removed", "unchanged")
+    GALLERY_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    gallery: GalleryInfo
+    rejected: _containers.RepeatedCompositeFieldContainer[EnrollmentRejection]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    unchanged: bool
+    def __init__(self, gallery: _Optional[_Union[GalleryInfo, _Mapping]] = ..., rejected: _Optional[_Iterable[_Union[EnrollmentRejection, _Mapping]]] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., unchanged: _Optional[bool] = ...) -> None: ...

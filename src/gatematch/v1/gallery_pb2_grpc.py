@@ -54,6 +54,11 @@ class GalleryServiceStub:
                 request_serializer=gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryRequest.SerializeToString,
                 response_deserializer=gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryResponse.FromString,
                 _registered_method=True)
+        self.Update = channel.stream_unary(
+                '/gatematch.v1.GalleryService/Update',
+                request_serializer=gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryRequest.SerializeToString,
+                response_deserializer=gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryResponse.FromString,
+                _registered_method=True)
 
 
 class GalleryServiceServicer:
@@ -84,6 +89,14 @@ class GalleryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Update(self, request_iterator, context):
+        """A delta: travelers added (photos or templates, embedded like a load's) to or removed from the current
+        version, the other templates carried over as they are; a new version (UpdateHeader, chunks, commit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GalleryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +119,11 @@ def add_GalleryServiceServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryRequest.FromString,
                     response_serializer=gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryResponse.SerializeToString,
+            ),
+            'Update': grpc.stream_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryRequest.FromString,
+                    response_serializer=gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +234,33 @@ class GalleryService:
             '/gatematch.v1.GalleryService/Delete',
             gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryRequest.SerializeToString,
             gatematch_dot_v1_dot_gallery__pb2.DeleteGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/gatematch.v1.GalleryService/Update',
+            gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryRequest.SerializeToString,
+            gatematch_dot_v1_dot_gallery__pb2.UpdateGalleryResponse.FromString,
             options,
             channel_credentials,
             insecure,

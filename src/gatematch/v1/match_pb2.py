@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gatematch.v1 import flight_pb2 as gatematch_dot_v1_dot_flight__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gatematch/v1/match.proto\x12\x0cgatematch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12&\n\x05\x64type\x18\x05 \x01(\x0e\x32\x17.gatematch.v1.PixelType\x12\x31\n\rchannel_order\x18\x06 \x01(\x0e\x32\x1a.gatematch.v1.ChannelOrder\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12%\n\x03raw\x18\x02 \x01(\x0b\x32\x16.gatematch.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"\xa5\x01\n\x05\x46rame\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0f\n\x07gate_id\x18\x02 \x01(\t\x12\x11\n\tflight_id\x18\x03 \x01(\t\x12/\n\x0b\x63\x61ptured_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\"\n\x05image\x18\x06 \x01(\x0b\x32\x13.gatematch.v1.Image\"c\n\x0cMatchRequest\x12\"\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x13.gatematch.v1.Frame\x12\x16\n\x0emax_candidates\x18\x02 \x01(\r\x12\x17\n\x0finclude_ranking\x18\x03 \x01(\x08\"[\n\tCandidate\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x16\n\x0e\x65stimated_fpir\x18\x04 \x01(\x01\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\xb5\x01\n\x0f\x46\x61\x63\x65Observation\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.gatematch.v1.Box\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12\x16\n\x0equality_passed\x18\x03 \x01(\x08\x12\x17\n\x0fquality_reasons\x18\x04 \x03(\t\x12\x15\n\x08liveness\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\x04\x42\x0b\n\t_liveness\"+\n\nFrameError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9e\x03\n\rMatchResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12+\n\ncandidates\x18\x02 \x03(\x0b\x32\x17.gatematch.v1.Candidate\x12\x17\n\x0fquality_reasons\x18\x03 \x03(\t\x12:\n\x08stage_ms\x18\x04 \x03(\x0b\x32(.gatematch.v1.MatchResponse.StageMsEntry\x12,\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x1d.gatematch.v1.FaceObservation\x12\x11\n\tflight_id\x18\x06 \x01(\t\x12\x17\n\x0fgallery_version\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x04\x12\x11\n\tthreshold\x18\t \x01(\x02\x12\x11\n\tbudget_ms\x18\n \x01(\x01\x12\x1f\n\x17\x66\x61lse_match_probability\x18\x0b \x01(\x01\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xdb\x02\n\x10\x46rameObservation\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0b\x63\x61ptured_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12,\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x1d.gatematch.v1.FaceObservation\x12=\n\x08stage_ms\x18\x05 \x03(\x0b\x32+.gatematch.v1.FrameObservation.StageMsEntry\x12\x16\n\x0e\x64ropped_frames\x18\x06 \x01(\x04\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.gatematch.v1.FrameError\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf9\x02\n\x11\x45ncounterDecision\x12\x14\n\x0c\x65ncounter_id\x18\x01 \x01(\x04\x12(\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12+\n\ncandidates\x18\x03 \x03(\x0b\x32\x17.gatematch.v1.Candidate\x12\x13\n\x0b\x66rames_used\x18\x04 \x01(\r\x12\x16\n\x0e\x66irst_sequence\x18\x05 \x01(\x04\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x12\n\nelapsed_ms\x18\x07 \x01(\x01\x12\x11\n\tflight_id\x18\x08 \x01(\t\x12\x17\n\x0fgallery_version\x18\t \x01(\t\x12\x11\n\tthreshold\x18\n \x01(\x02\x12\x16\n\x0e\x64ropped_frames\x18\x0b \x01(\x04\x12\x12\n\ntailgating\x18\x0c \x01(\x08\x12\x1f\n\x17\x66\x61lse_match_probability\x18\r \x01(\x01\x12\x13\n\x0b\x66rames_seen\x18\x0e \x01(\r\"\x82\x01\n\x0bStreamEvent\x12\x35\n\x0bobservation\x18\x01 \x01(\x0b\x32\x1e.gatematch.v1.FrameObservationH\x00\x12\x33\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.gatematch.v1.EncounterDecisionH\x00\x42\x07\n\x05\x65vent*\xdb\x01\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_MATCH\x10\x01\x12\x15\n\x11\x44\x45\x43ISION_NO_MATCH\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_NO_FACE\x10\x03\x12\x1b\n\x17\x44\x45\x43ISION_QUALITY_FAILED\x10\x04\x12\x1b\n\x17\x44\x45\x43ISION_MULTIPLE_FACES\x10\x05\x12\x1c\n\x18\x44\x45\x43ISION_LIVENESS_FAILED\x10\x06\x12\x1c\n\x18\x44\x45\x43ISION_BUDGET_EXCEEDED\x10\x07*l\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x03*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x02\x32\x93\x01\n\x0cMatchService\x12@\n\x05Match\x12\x1a.gatematch.v1.MatchRequest\x1a\x1b.gatematch.v1.MatchResponse\x12\x41\n\x0bStreamMatch\x12\x13.gatematch.v1.Frame\x1a\x19.gatematch.v1.StreamEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gatematch/v1/match.proto\x12\x0cgatematch.v1\x1a\x19gatematch/v1/flight.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12&\n\x05\x64type\x18\x05 \x01(\x0e\x32\x17.gatematch.v1.PixelType\x12\x31\n\rchannel_order\x18\x06 \x01(\x0e\x32\x1a.gatematch.v1.ChannelOrder\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12%\n\x03raw\x18\x02 \x01(\x0b\x32\x16.gatematch.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"\xe6\x01\n\x05\x46rame\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0f\n\x07gate_id\x18\x02 \x01(\t\x12\x11\n\tflight_id\x18\x03 \x01(\t\x12/\n\x0b\x63\x61ptured_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\"\n\x05image\x18\x06 \x01(\x0b\x32\x13.gatematch.v1.Image\x12\x13\n\x0b\x66light_date\x18\x07 \x01(\t\x12*\n\tdirection\x18\x08 \x01(\x0e\x32\x17.gatematch.v1.Direction\"c\n\x0cMatchRequest\x12\"\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x13.gatematch.v1.Frame\x12\x16\n\x0emax_candidates\x18\x02 \x01(\r\x12\x17\n\x0finclude_ranking\x18\x03 \x01(\x08\"[\n\tCandidate\x12\x13\n\x0btraveler_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x16\n\x0e\x65stimated_fpir\x18\x04 \x01(\x01\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\xb5\x01\n\x0f\x46\x61\x63\x65Observation\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.gatematch.v1.Box\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12\x16\n\x0equality_passed\x18\x03 \x01(\x08\x12\x17\n\x0fquality_reasons\x18\x04 \x03(\t\x12\x15\n\x08liveness\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\x04\x42\x0b\n\t_liveness\"+\n\nFrameError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdf\x03\n\rMatchResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12+\n\ncandidates\x18\x02 \x03(\x0b\x32\x17.gatematch.v1.Candidate\x12\x17\n\x0fquality_reasons\x18\x03 \x03(\t\x12:\n\x08stage_ms\x18\x04 \x03(\x0b\x32(.gatematch.v1.MatchResponse.StageMsEntry\x12,\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x1d.gatematch.v1.FaceObservation\x12\x11\n\tflight_id\x18\x06 \x01(\t\x12\x17\n\x0fgallery_version\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x04\x12\x11\n\tthreshold\x18\t \x01(\x02\x12\x11\n\tbudget_ms\x18\n \x01(\x01\x12\x1f\n\x17\x66\x61lse_match_probability\x18\x0b \x01(\x01\x12\x13\n\x0b\x66light_date\x18\x0c \x01(\t\x12*\n\tdirection\x18\r \x01(\x0e\x32\x17.gatematch.v1.Direction\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xdb\x02\n\x10\x46rameObservation\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0b\x63\x61ptured_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12,\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x1d.gatematch.v1.FaceObservation\x12=\n\x08stage_ms\x18\x05 \x03(\x0b\x32+.gatematch.v1.FrameObservation.StageMsEntry\x12\x16\n\x0e\x64ropped_frames\x18\x06 \x01(\x04\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.gatematch.v1.FrameError\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xba\x03\n\x11\x45ncounterDecision\x12\x14\n\x0c\x65ncounter_id\x18\x01 \x01(\x04\x12(\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12+\n\ncandidates\x18\x03 \x03(\x0b\x32\x17.gatematch.v1.Candidate\x12\x13\n\x0b\x66rames_used\x18\x04 \x01(\r\x12\x16\n\x0e\x66irst_sequence\x18\x05 \x01(\x04\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x12\n\nelapsed_ms\x18\x07 \x01(\x01\x12\x11\n\tflight_id\x18\x08 \x01(\t\x12\x17\n\x0fgallery_version\x18\t \x01(\t\x12\x11\n\tthreshold\x18\n \x01(\x02\x12\x16\n\x0e\x64ropped_frames\x18\x0b \x01(\x04\x12\x12\n\ntailgating\x18\x0c \x01(\x08\x12\x1f\n\x17\x66\x61lse_match_probability\x18\r \x01(\x01\x12\x13\n\x0b\x66rames_seen\x18\x0e \x01(\r\x12\x13\n\x0b\x66light_date\x18\x0f \x01(\t\x12*\n\tdirection\x18\x10 \x01(\x0e\x32\x17.gatematch.v1.Direction\"\x82\x01\n\x0bStreamEvent\x12\x35\n\x0bobservation\x18\x01 \x01(\x0b\x32\x1e.gatematch.v1.FrameObservationH\x00\x12\x33\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1f.gatematch.v1.EncounterDecisionH\x00\x42\x07\n\x05\x65vent\"N\n\x11ReferenceTemplate\x12\x10\n\x08\x65mbedder\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedder_sha256\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\x02\"\xaf\x01\n\rVerifyRequest\x12\"\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x13.gatematch.v1.Frame\x12.\n\x0freference_photo\x18\x02 \x01(\x0b\x32\x13.gatematch.v1.ImageH\x00\x12=\n\x12reference_template\x18\x03 \x01(\x0b\x32\x1f.gatematch.v1.ReferenceTemplateH\x00\x42\x0b\n\treference\"y\n\x0fVerifyReference\x12$\n\x05photo\x18\x01 \x01(\x0b\x32\x13.gatematch.v1.ImageH\x00\x12\x33\n\x08template\x18\x02 \x01(\x0b\x32\x1f.gatematch.v1.ReferenceTemplateH\x00\x42\x0b\n\treference\"w\n\x13VerifyStreamRequest\x12\x32\n\treference\x18\x01 \x01(\x0b\x32\x1d.gatematch.v1.VerifyReferenceH\x00\x12$\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x13.gatematch.v1.FrameH\x00\x42\x06\n\x04part\"\xe3\x02\n\x0eVerifyResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x16.gatematch.v1.Decision\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x12\n\ntarget_fmr\x18\x05 \x01(\x01\x12\x17\n\x0fquality_reasons\x18\x06 \x03(\t\x12;\n\x08stage_ms\x18\x07 \x03(\x0b\x32).gatematch.v1.VerifyResponse.StageMsEntry\x12,\n\x05\x66\x61\x63\x65s\x18\x08 \x03(\x0b\x32\x1d.gatematch.v1.FaceObservation\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\x11\n\tbudget_ms\x18\n \x01(\x01\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xdb\x01\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_MATCH\x10\x01\x12\x15\n\x11\x44\x45\x43ISION_NO_MATCH\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_NO_FACE\x10\x03\x12\x1b\n\x17\x44\x45\x43ISION_QUALITY_FAILED\x10\x04\x12\x1b\n\x17\x44\x45\x43ISION_MULTIPLE_FACES\x10\x05\x12\x1c\n\x18\x44\x45\x43ISION_LIVENESS_FAILED\x10\x06\x12\x1c\n\x18\x44\x45\x43ISION_BUDGET_EXCEEDED\x10\x07*l\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x03*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x02\x32\xaa\x02\n\x0cMatchService\x12@\n\x05Match\x12\x1a.gatematch.v1.MatchRequest\x1a\x1b.gatematch.v1.MatchResponse\x12\x41\n\x0bStreamMatch\x12\x13.gatematch.v1.Frame\x1a\x19.gatematch.v1.StreamEvent(\x01\x30\x01\x12\x43\n\x06Verify\x12\x1b.gatematch.v1.VerifyRequest\x1a\x1c.gatematch.v1.VerifyResponse\x12P\n\x0cStreamVerify\x12!.gatematch.v1.VerifyStreamRequest\x1a\x19.gatematch.v1.StreamEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,40 +37,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCHRESPONSE_STAGEMSENTRY']._serialized_options = b'8\001'
   _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._loaded_options = None
   _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=2246
-  _globals['_DECISION']._serialized_end=2465
-  _globals['_PIXELTYPE']._serialized_start=2467
-  _globals['_PIXELTYPE']._serialized_end=2575
-  _globals['_CHANNELORDER']._serialized_start=2577
-  _globals['_CHANNELORDER']._serialized_end=2668
-  _globals['_RAWIMAGE']._serialized_start=76
-  _globals['_RAWIMAGE']._serialized_end=242
-  _globals['_IMAGE']._serialized_start=244
-  _globals['_IMAGE']._serialized_end=317
-  _globals['_FRAME']._serialized_start=320
-  _globals['_FRAME']._serialized_end=485
-  _globals['_MATCHREQUEST']._serialized_start=487
-  _globals['_MATCHREQUEST']._serialized_end=586
-  _globals['_CANDIDATE']._serialized_start=588
-  _globals['_CANDIDATE']._serialized_end=679
-  _globals['_BOX']._serialized_start=681
-  _globals['_BOX']._serialized_end=734
-  _globals['_FACEOBSERVATION']._serialized_start=737
-  _globals['_FACEOBSERVATION']._serialized_end=918
-  _globals['_FRAMEERROR']._serialized_start=920
-  _globals['_FRAMEERROR']._serialized_end=963
-  _globals['_MATCHRESPONSE']._serialized_start=966
-  _globals['_MATCHRESPONSE']._serialized_end=1380
-  _globals['_MATCHRESPONSE_STAGEMSENTRY']._serialized_start=1334
-  _globals['_MATCHRESPONSE_STAGEMSENTRY']._serialized_end=1380
-  _globals['_FRAMEOBSERVATION']._serialized_start=1383
-  _globals['_FRAMEOBSERVATION']._serialized_end=1730
-  _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._serialized_start=1334
-  _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._serialized_end=1380
-  _globals['_ENCOUNTERDECISION']._serialized_start=1733
-  _globals['_ENCOUNTERDECISION']._serialized_end=2110
-  _globals['_STREAMEVENT']._serialized_start=2113
-  _globals['_STREAMEVENT']._serialized_end=2243
-  _globals['_MATCHSERVICE']._serialized_start=2671
-  _globals['_MATCHSERVICE']._serialized_end=2818
+  _globals['_VERIFYRESPONSE_STAGEMSENTRY']._loaded_options = None
+  _globals['_VERIFYRESPONSE_STAGEMSENTRY']._serialized_options = b'8\001'
+  _globals['_DECISION']._serialized_start=3328
+  _globals['_DECISION']._serialized_end=3547
+  _globals['_PIXELTYPE']._serialized_start=3549
+  _globals['_PIXELTYPE']._serialized_end=3657
+  _globals['_CHANNELORDER']._serialized_start=3659
+  _globals['_CHANNELORDER']._serialized_end=3750
+  _globals['_RAWIMAGE']._serialized_start=103
+  _globals['_RAWIMAGE']._serialized_end=269
+  _globals['_IMAGE']._serialized_start=271
+  _globals['_IMAGE']._serialized_end=344
+  _globals['_FRAME']._serialized_start=347
+  _globals['_FRAME']._serialized_end=577
+  _globals['_MATCHREQUEST']._serialized_start=579
+  _globals['_MATCHREQUEST']._serialized_end=678
+  _globals['_CANDIDATE']._serialized_start=680
+  _globals['_CANDIDATE']._serialized_end=771
+  _globals['_BOX']._serialized_start=773
+  _globals['_BOX']._serialized_end=826
+  _globals['_FACEOBSERVATION']._serialized_start=829
+  _globals['_FACEOBSERVATION']._serialized_end=1010
+  _globals['_FRAMEERROR']._serialized_start=1012
+  _globals['_FRAMEERROR']._serialized_end=1055
+  _globals['_MATCHRESPONSE']._serialized_start=1058
+  _globals['_MATCHRESPONSE']._serialized_end=1537
+  _globals['_MATCHRESPONSE_STAGEMSENTRY']._serialized_start=1491
+  _globals['_MATCHRESPONSE_STAGEMSENTRY']._serialized_end=1537
+  _globals['_FRAMEOBSERVATION']._serialized_start=1540
+  _globals['_FRAMEOBSERVATION']._serialized_end=1887
+  _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._serialized_start=1491
+  _globals['_FRAMEOBSERVATION_STAGEMSENTRY']._serialized_end=1537
+  _globals['_ENCOUNTERDECISION']._serialized_start=1890
+  _globals['_ENCOUNTERDECISION']._serialized_end=2332
+  _globals['_STREAMEVENT']._serialized_start=2335
+  _globals['_STREAMEVENT']._serialized_end=2465
+  _globals['_REFERENCETEMPLATE']._serialized_start=2467
+  _globals['_REFERENCETEMPLATE']._serialized_end=2545
+  _globals['_VERIFYREQUEST']._serialized_start=2548
+  _globals['_VERIFYREQUEST']._serialized_end=2723
+  _globals['_VERIFYREFERENCE']._serialized_start=2725
+  _globals['_VERIFYREFERENCE']._serialized_end=2846
+  _globals['_VERIFYSTREAMREQUEST']._serialized_start=2848
+  _globals['_VERIFYSTREAMREQUEST']._serialized_end=2967
+  _globals['_VERIFYRESPONSE']._serialized_start=2970
+  _globals['_VERIFYRESPONSE']._serialized_end=3325
+  _globals['_VERIFYRESPONSE_STAGEMSENTRY']._serialized_start=1491
+  _globals['_VERIFYRESPONSE_STAGEMSENTRY']._serialized_end=1537
+  _globals['_MATCHSERVICE']._serialized_start=3753
+  _globals['_MATCHSERVICE']._serialized_end=4051
 # @@protoc_insertion_point(module_scope)

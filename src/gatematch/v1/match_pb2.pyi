@@ -1,5 +1,6 @@
 import datetime
 
+from gatematch.v1 import flight_pb2 as _flight_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -74,20 +75,24 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("camera_id", "gate_id", "flight_id", "captured_at", "sequence", "image")
+    __slots__ = ("camera_id", "gate_id", "flight_id", "captured_at", "sequence", "image", "flight_date", "direction")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     GATE_ID_FIELD_NUMBER: _ClassVar[int]
     FLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     CAPTURED_AT_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     gate_id: str
     flight_id: str
     captured_at: _timestamp_pb2.Timestamp
     sequence: int
     image: Image
-    def __init__(self, camera_id: _Optional[str] = ..., gate_id: _Optional[str] = ..., flight_id: _Optional[str] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+    flight_date: str
+    direction: _flight_pb2.Direction
+    def __init__(self, camera_id: _Optional[str] = ..., gate_id: _Optional[str] = ..., flight_id: _Optional[str] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("frame", "max_candidates", "include_ranking")
@@ -148,7 +153,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
-    __slots__ = ("decision", "candidates", "quality_reasons", "stage_ms", "faces", "flight_id", "gallery_version", "sequence", "threshold", "budget_ms", "false_match_probability")
+    __slots__ = ("decision", "candidates", "quality_reasons", "stage_ms", "faces", "flight_id", "gallery_version", "sequence", "threshold", "budget_ms", "false_match_probability", "flight_date", "direction")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +172,8 @@ class MatchResponse(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     FALSE_MATCH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     quality_reasons: _containers.RepeatedScalarFieldContainer[str]
@@ -178,7 +185,9 @@ class MatchResponse(_message.Message):
     threshold: float
     budget_ms: float
     false_match_probability: float
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., sequence: _Optional[int] = ..., threshold: _Optional[float] = ..., budget_ms: _Optional[float] = ..., false_match_probability: _Optional[float] = ...) -> None: ...
+    flight_date: str
+    direction: _flight_pb2.Direction
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., sequence: _Optional[int] = ..., threshold: _Optional[float] = ..., budget_ms: _Optional[float] = ..., false_match_probability: _Optional[float] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class FrameObservation(_message.Message):
     __slots__ = ("sequence", "captured_at", "status", "faces", "stage_ms", "dropped_frames", "error")
@@ -206,7 +215,7 @@ class FrameObservation(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[Decision, str]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., dropped_frames: _Optional[int] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
 
 class EncounterDecision(_message.Message):
-    __slots__ = ("encounter_id", "decision", "candidates", "frames_used", "first_sequence", "last_sequence", "elapsed_ms", "flight_id", "gallery_version", "threshold", "dropped_frames", "tailgating", "false_match_probability", "frames_seen")
+    __slots__ = ("encounter_id", "decision", "candidates", "frames_used", "first_sequence", "last_sequence", "elapsed_ms", "flight_id", "gallery_version", "threshold", "dropped_frames", "tailgating", "false_match_probability", "frames_seen", "flight_date", "direction")
     ENCOUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +230,8 @@ class EncounterDecision(_message.Message):
     TAILGATING_FIELD_NUMBER: _ClassVar[int]
     FALSE_MATCH_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     FRAMES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    FLIGHT_DATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     encounter_id: int
     decision: Decision
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
@@ -235,7 +246,9 @@ class EncounterDecision(_message.Message):
     tailgating: bool
     false_match_probability: float
     frames_seen: int
-    def __init__(self, encounter_id: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., frames_used: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., threshold: _Optional[float] = ..., dropped_frames: _Optional[int] = ..., tailgating: _Optional[bool] = ..., false_match_probability: _Optional[float] = ..., frames_seen: _Optional[int] = ...) -> None: ...
+    flight_date: str
+    direction: _flight_pb2.Direction
+    def __init__(self, encounter_id: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., frames_used: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., threshold: _Optional[float] = ..., dropped_frames: _Optional[int] = ..., tailgating: _Optional[bool] = ..., false_match_probability: _Optional[float] = ..., frames_seen: _Optional[int] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("observation", "decision")
@@ -244,3 +257,70 @@ class StreamEvent(_message.Message):
     observation: FrameObservation
     decision: EncounterDecision
     def __init__(self, observation: _Optional[_Union[FrameObservation, _Mapping]] = ..., decision: _Optional[_Union[EncounterDecision, _Mapping]] = ...) -> None: ...
+
+class ReferenceTemplate(_message.Message):
+    __slots__ = ("embedder", "embedder_sha256", "values")
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_SHA256_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    embedder: str
+    embedder_sha256: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, embedder: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("frame", "reference_photo", "reference_template")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_PHOTO_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    frame: Frame
+    reference_photo: Image
+    reference_template: ReferenceTemplate
+    def __init__(self, frame: _Optional[_Union[Frame, _Mapping]] = ..., reference_photo: _Optional[_Union[Image, _Mapping]] = ..., reference_template: _Optional[_Union[ReferenceTemplate, _Mapping]] = ...) -> None: ...
+
+class VerifyReference(_message.Message):
+    __slots__ = ("photo", "template")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    photo: Image
+    template: ReferenceTemplate
+    def __init__(self, photo: _Optional[_Union[Image, _Mapping]] = ..., template: _Optional[_Union[ReferenceTemplate, _Mapping]] = ...) -> None: ...
+
+class VerifyStreamRequest(_message.Message):
+    __slots__ = ("reference", "frame")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    reference: VerifyReference
+    frame: Frame
+    def __init__(self, reference: _Optional[_Union[VerifyReference, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("decision", "score", "false_match_rate", "threshold", "target_fmr", "quality_reasons", "stage_ms", "faces", "sequence", "budget_ms")
+    class StageMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FALSE_MATCH_RATE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FMR_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_REASONS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    score: float
+    false_match_rate: float
+    threshold: float
+    target_fmr: float
+    quality_reasons: _containers.RepeatedScalarFieldContainer[str]
+    stage_ms: _containers.ScalarMap[str, float]
+    faces: _containers.RepeatedCompositeFieldContainer[FaceObservation]
+    sequence: int
+    budget_ms: float
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., score: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold: _Optional[float] = ..., target_fmr: _Optional[float] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., sequence: _Optional[int] = ..., budget_ms: _Optional[float] = ...) -> None: ...

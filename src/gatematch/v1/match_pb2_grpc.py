@@ -44,6 +44,16 @@ class MatchServiceStub:
                 request_serializer=gatematch_dot_v1_dot_match__pb2.Frame.SerializeToString,
                 response_deserializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/gatematch.v1.MatchService/Verify',
+                request_serializer=gatematch_dot_v1_dot_match__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=gatematch_dot_v1_dot_match__pb2.VerifyResponse.FromString,
+                _registered_method=True)
+        self.StreamVerify = channel.stream_stream(
+                '/gatematch.v1.MatchService/StreamVerify',
+                request_serializer=gatematch_dot_v1_dot_match__pb2.VerifyStreamRequest.SerializeToString,
+                response_deserializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
+                _registered_method=True)
 
 
 class MatchServiceServicer:
@@ -71,6 +81,25 @@ class MatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """1:1 verification: is the person in the live frame the person of the reference sent with it (a photo, for
+        example the one read from a passport chip, or a template)? MATCH when the score's calibrated 1:1 false-match
+        rate is at most the server's target ([verify] target_fmr). Nothing of the reference is stored or logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamVerify(self, request_iterator, context):
+        """1:1 over a camera stream: the first message carries the reference, every later one a frame. Each person seen
+        gets one EncounterDecision, decided as StreamMatch decides encounters (same tracking, fusion and checkpoints)
+        but against the reference alone and at [verify] target_fmr; a MATCH names the traveler "reference".
+        Nothing of the reference is stored or logged; it lives as long as the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +111,16 @@ def add_MatchServiceServicer_to_server(servicer, server):
             'StreamMatch': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamMatch,
                     request_deserializer=gatematch_dot_v1_dot_match__pb2.Frame.FromString,
+                    response_serializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=gatematch_dot_v1_dot_match__pb2.VerifyRequest.FromString,
+                    response_serializer=gatematch_dot_v1_dot_match__pb2.VerifyResponse.SerializeToString,
+            ),
+            'StreamVerify': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamVerify,
+                    request_deserializer=gatematch_dot_v1_dot_match__pb2.VerifyStreamRequest.FromString,
                     response_serializer=gatematch_dot_v1_dot_match__pb2.StreamEvent.SerializeToString,
             ),
     }
@@ -138,6 +177,60 @@ class MatchService:
             target,
             '/gatematch.v1.MatchService/StreamMatch',
             gatematch_dot_v1_dot_match__pb2.Frame.SerializeToString,
+            gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatematch.v1.MatchService/Verify',
+            gatematch_dot_v1_dot_match__pb2.VerifyRequest.SerializeToString,
+            gatematch_dot_v1_dot_match__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamVerify(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gatematch.v1.MatchService/StreamVerify',
+            gatematch_dot_v1_dot_match__pb2.VerifyStreamRequest.SerializeToString,
             gatematch_dot_v1_dot_match__pb2.StreamEvent.FromString,
             options,
             channel_credentials,
