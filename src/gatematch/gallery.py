@@ -136,6 +136,7 @@ class GalleryInfo:
     index_kind: str  # flat | hnsw
     encrypted: bool
     content_hash: str
+    key_id: str = ""  # the template key the index is sealed under ("" in plaintext)
 
     def expired(self, now: datetime | None = None) -> bool:
         return (now or datetime.now(UTC)) >= self.expires_at
@@ -159,6 +160,7 @@ class GalleryInfo:
             "index_kind": self.index_kind,
             "encrypted": self.encrypted,
             "content_hash": self.content_hash,
+            "key_id": self.key_id,
         }
 
 

@@ -108,7 +108,8 @@ def write_gallery(store: GalleryStore, centres: np.ndarray, flight: str = "GM101
             templates=templates,
             failures=(),
             content_hash=f"{flight}-{len(centres)}",
-        )
+        ),
+        now=DEPARTURE - timedelta(hours=2),  # the store refuses departures years ahead of its clock
     )
 
 

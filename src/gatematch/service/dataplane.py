@@ -44,7 +44,7 @@ from gatematch.gallery import (
     SearchResult,
     iso,
 )
-from gatematch.gallery_store import GalleryStore
+from gatematch.gallery_store import GalleryStore, refuse_expired
 from gatematch.images import ImageLimits, decode_image, to_bgr
 from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
@@ -236,7 +236,7 @@ class GalleryLoad:
         chunk = []
         for traveler_id, data in photos:
             digest = hashlib.sha256(data).hexdigest()
-            chunk.append((EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest), bytes(data)))
+            chunk.append((EnrollmentPhoto(traveler_id, "", digest), bytes(data)))
         self.enrollment.add_photos(chunk)
 
     def add_templates(self, templates: Sequence[tuple[str, Sequence[float]]]) -> None:
@@ -245,15 +245,11 @@ class GalleryLoad:
         self.enrollment.add_templates(templates, ModelRef(header.embedder, header.embedder_sha256))
 
     def finish(self) -> LoadResult:
-        """Write the gallery as the departure's current version (a no-op when the content is unchanged)."""
+        """Write the gallery as the departure's current version (a no-op when the content is unchanged); the
+        store enforces its retention policy once more (time passed while the photos arrived)."""
         enrollment, header, store = self.enrollment, self.header, self.plane.store
         if not enrollment.digests:
             raise ManifestError("the load held no photos or templates")
-        expires = header.departure + (header.retention or store.retention)
-        if expires <= datetime.now(UTC):
-            raise GalleryExpiredError(
-                f"gallery of flight {header.flight_id} would expire at {iso(expires)}, before it is loaded"
-            )
         try:
             written = store.write(enrollment.draft(), retention=header.retention)
         except ValueError as exc:  # a flight id the store cannot name a gallery after
@@ -309,9 +305,12 @@ class DataPlane:
             raise GalleryNotFoundError(f"no gallery is loaded for flight {flight_id!r}")
         return mine
 
-    def current_info(self, flight_id: str) -> GalleryInfo:
-        """The flight's newest gallery, expired or not (what an administrator inspects)."""
-        return max(self._of_flight(flight_id), key=lambda info: info.departure)
+    def current_info(self, flight_id: str, now: datetime | None = None) -> GalleryInfo:
+        """The flight's newest gallery (what an administrator inspects); GalleryExpiredError once it expired:
+        expired data is unreadable on every path, metadata included, until the retention timer purges it."""
+        info = max(self._of_flight(flight_id), key=lambda info: info.departure)
+        refuse_expired(info, now)
+        return info
 
     def purge_flight(self, flight_id: str) -> int:
         """Purge every gallery of the flight now; the number of templates deleted."""
@@ -325,10 +324,13 @@ class DataPlane:
         return Budget.start(ADMIN_BUDGET_S)
 
     def enrollment(self, header: LoadHeader) -> GalleryLoad:
+        """A gallery load, refused before any photo is read when its pack, retention or departure is not
+        acceptable (RetentionError: over the configured maximum, or a departure beyond the horizon)."""
         if header.pack and header.pack != self.pipeline.pack.name:
             raise WrongPackError(
                 f"gallery asks for pack {header.pack!r}; this server runs pack {self.pipeline.pack.name!r}"
             )
+        self.store.policy.expiry(header.departure, header.retention, datetime.now(UTC))
         enrollment = Enrollment(self.enroller, header.flight_id, header.departure, batch_size=ENROLL_BATCH)
         return GalleryLoad(self, header, enrollment)
 
