@@ -22,8 +22,8 @@ from gatematch.errors import CardError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Calibration, load_default_calibration
 from gatematch.images import load_image
-from gatematch.modelstore import ModelStore
 from gatematch.keyfile import KeyFile
+from gatematch.modelstore import ModelStore
 from gatematch.service.config import AuditConfig, KeysConfig, ServerConfig, ServiceConfig, StoreConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
 from support.postgres import PostgresCluster, need_cluster

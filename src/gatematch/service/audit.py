@@ -180,11 +180,12 @@ def check_chain(source: str, parts: tuple[str, ...], entries: Iterator[tuple[str
         count += 1
         if record_hash(entry) != digest:
             problems.append(ChainProblem(where, seq, "altered: its content does not match its hash"))
-        if seq <= last_seq:
+        if seq <= last_seq:  # the chain goes on from the highest record seen, so what follows it is judged
             problems.append(
                 ChainProblem(where, seq, f"out of order: seq {seq} comes after seq {last_seq} ({last_where})")
             )
-        elif seq > last_seq + 1:
+            continue
+        if seq > last_seq + 1:
             gap = range(last_seq + 1, seq)
             if all(s in seqs for s in gap):
                 what = f"out of order: seq {seq} comes before seq {gap[0]}, stored later"
