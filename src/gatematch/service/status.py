@@ -45,6 +45,7 @@ STATUS_BY_ERROR: dict[type[errors.GatematchError], grpc.StatusCode] = {
     errors.RetentionError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.AuditLogError: grpc.StatusCode.UNAVAILABLE,
     errors.TemplateKeyError: grpc.StatusCode.UNAVAILABLE,
+    errors.MissingKeyError: grpc.StatusCode.UNAVAILABLE,
     errors.BudgetExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
     errors.AuthorizationError: grpc.StatusCode.PERMISSION_DENIED,
