@@ -1,6 +1,6 @@
 """Gallery store costs on either backend: writing a version, the first load (index read, decrypted and
-deserialised), the per-frame load of a cached snapshot, and, with PostgreSQL, how long a second replica takes to
-follow a new version and a purge.
+deserialised), the per-frame load of a cached snapshot, a key rotation (reseal) with --encrypt, and, with
+PostgreSQL, how long a second replica takes to follow a new version and a purge.
 
 Synthetic clustered templates (as in search_latency): the question is what the store adds, not faces.
 
@@ -30,7 +30,7 @@ from gatematch.gallery_store import (
     open_store,
 )
 from gatematch.process import configure_process
-from gatematch.template_crypto import TemplateKey, generate_key
+from gatematch.template_crypto import Keyring, TemplateKey, generate_key
 
 FLIGHT = "BENCHSTORE"
 EMBEDDER = ModelRef("synthetic", "0" * 64)
@@ -75,7 +75,13 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
     departure = (datetime.now(UTC) + timedelta(hours=6)).replace(second=0, microsecond=0)
     store: GalleryStore = open_store(location, key)
     writes, first_loads, follows, purges = [], [], [], []
-    follower = open_store(location, key, follow=True) if is_database_url(location) else None
+    # the keys the reseals below rotate through (a replica holds them all, as after `gatematch keys create`)
+    rotation = [key, *(TemplateKey.from_base64(generate_key()) for _ in range(repeats))] if key else []
+    follower = (
+        open_store(location, Keyring(rotation) if key else None, follow=True)
+        if is_database_url(location)
+        else None
+    )
     try:
         for repeat in range(repeats):
             gallery_draft = synthetic_draft(travelers, repeat, departure)
@@ -100,6 +106,12 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
                 reader.load(gid)
                 times.append(time.perf_counter() - start)
             per_frame.append(times)
+        reseals = []  # key rotation: the current version sealed again under a newer key
+        for newest in range(2, len(rotation) + 1):
+            rotating = open_store(location, Keyring(rotation[:newest]))
+            start = time.perf_counter()
+            rotating.reseal(gid)
+            reseals.append(time.perf_counter() - start)
         if follower is not None:
             store.purge(gid)
             purges.append(wait_until(lambda: not follower.galleries(FLIGHT)))
@@ -118,6 +130,8 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
         "per_frame_lookup_ms_p50": percentile_ms(per_frame[0], 50),
         "per_frame_lookup_ms_p99": percentile_ms(per_frame[0], 99),
     }
+    if reseals:
+        report["reseal_ms_p50"] = percentile_ms(reseals, 50)
     if follower is not None:
         report["replica_per_frame_lookup_ms_p50"] = percentile_ms(per_frame[1], 50)
         report["replica_per_frame_lookup_ms_p99"] = percentile_ms(per_frame[1], 99)
