@@ -100,13 +100,9 @@ def test_the_embedded_default_stores_nothing_in_plaintext(
     home = tmp_path / "home"
     data = home / ".local" / "share"
     port = free_port()
-    server = ServeProcess(Path("unused"), model_dir, port, tmp_path / "serve.log")
-    server.command = [sys.executable, "-m", "gatematch.cli", "serve"]  # no --config: the embedded defaults
-    server.env = {
-        **server.env,
-        "HOME": str(home),
-        "GATEMATCH_SERVER_PORT": str(port),  # the default port may be taken on a test machine
-    }
+    # no --config: the embedded defaults (only the port moved: the default one may be taken on a test machine)
+    env = {"HOME": str(home), "GATEMATCH_SERVER_PORT": str(port)}
+    server = ServeProcess(None, model_dir, port, tmp_path / "serve.log", env)
     server.env.pop("XDG_DATA_HOME", None)
     server.start()
     try:

@@ -112,11 +112,20 @@ def health_status(target: str, credentials: grpc.ChannelCredentials | None = Non
 
 
 class ServeProcess:
-    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL)."""
+    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL); with
+    no config file, the embedded defaults (`env` adds to the environment)."""
 
-    def __init__(self, config_file: Path, model_dir: Path, port: int, log: Path) -> None:
-        self.command = [sys.executable, "-m", "gatematch.cli", "serve", "--config", str(config_file)]
-        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir)}
+    def __init__(
+        self,
+        config_file: Path | None,
+        model_dir: Path,
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        config = ["--config", str(config_file)] if config_file is not None else []
+        self.command = [sys.executable, "-m", "gatematch.cli", "serve", *config]
+        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir), **(env or {})}
         self.target = f"127.0.0.1:{port}"
         self.log = log
         self.process: subprocess.Popen | None = None

@@ -344,7 +344,7 @@ class DataPlane:
         try:
             infos = self.store.galleries()
         except GalleryStoreError as exc:  # the store's own database is damaged: say so per call, keep running
-            LOG.error("gallery store unreadable; no gallery loaded", extra={"reason": str(exc)})
+            LOG.error("gallery store unreadable; no gallery loaded", extra={"reason": exc.describe()})
             return []
         loaded = []
         for info in infos:
@@ -356,7 +356,7 @@ class DataPlane:
             except (GalleryStoreError, TemplateKeyError) as exc:
                 LOG.error(
                     "gallery quarantined",
-                    extra={"gallery": info.gallery_id, "flight": info.flight_id, "reason": str(exc)},
+                    extra={"gallery": info.gallery_id, "flight": info.flight_id, "reason": exc.describe()},
                 )
         return loaded
 
