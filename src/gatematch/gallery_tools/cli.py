@@ -128,7 +128,7 @@ def _list(args: argparse.Namespace, admin: Admin) -> int:
 def _inspect(args: argparse.Namespace, admin: Admin) -> int:
     store = admin.store(keys=admin.keys())
     info = store.info(args.gallery)
-    admin.record("gallery.get", flight_id=info.flight_id, detail=args.gallery)
+    admin.record("gallery.read", flight_id=info.flight_id, detail=args.gallery)
     failures = store.failures(args.gallery)  # GalleryExpiredError once expired: nothing personal is shown
     check = store.verify(args.gallery)
     status = 0 if check.ok else EXIT_DAMAGED

@@ -57,7 +57,8 @@ EVENTS = (
     "match",  # a unary decision
     "encounter",  # a stream encounter's decision (camera and gate always set)
     "denied",  # a refused call: authentication or authorization (detail says which and why)
-    "gallery.get",
+    "policy.reload",  # the authorization policy reloaded on SIGHUP (or refused, with why)
+    "gallery.read",  # one gallery's information (Get, `gatematch gallery inspect`)
     "gallery.list",
     "gallery.load",
     "gallery.delete",
