@@ -24,6 +24,7 @@ from gatematch.facepipeline import FacePipeline
 from gatematch.gallery_store import open_store
 from gatematch.keyfile import KeyFile
 from gatematch.service.audit import verify_log
+from gatematch.service.config import BudgetConfig
 from gatematch.service.server import pipeline_config
 from gatematch.template_crypto import is_encrypted, sealed_key_id
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
@@ -253,7 +254,11 @@ def test_keys_rotate_while_the_server_serves(
     backend: str, tmp_path: Path, model_store, faces_dir, examples, pipeline, postgres_cluster
 ) -> None:
     url = store_url(backend, postgres_cluster)
-    config = service_config(tmp_path, url)
+    # a generous frame budget: on a shared 2-core box the command starting beside the server could push a
+    # frame past 500 ms (BUDGET_EXCEEDED), which would say nothing about the rotation
+    config = replace(
+        service_config(tmp_path, url), budgets=BudgetConfig(frame_ms=10_000, encounter_ms=20_000)
+    )
     server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
     target = f"127.0.0.1:{server.port}"
     location = config.store.location
