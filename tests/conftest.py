@@ -18,6 +18,20 @@ from support.data import SHARED, need
 from support.postgres import PostgresCluster, need_cluster, start_cluster
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every default location (key file, audit trail, embedded store) under a temporary folder, never the
+    developer's own ~/.local/share/gatematch; no template key or config from the environment (tests that
+    want one set it)."""
+    patch = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("data-home")
+    patch.setenv("XDG_DATA_HOME", str(home))
+    for name in ("GATEMATCH_TEMPLATE_KEY", "GATEMATCH_CONFIG"):
+        patch.delenv(name, raising=False)
+    yield home
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return need(SHARED, "../shared")

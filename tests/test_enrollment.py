@@ -31,7 +31,9 @@ def test_build_and_service_load_enroll_alike(tmp_path: Path, model_store, faces_
     enroller = FacePipeline.from_pack(
         "default", store=model_store, config=PipelineConfig(quality=QualityThresholds.enrollment())
     )
-    built = build_gallery(load_manifest(manifest), open_store(tmp_path / "built"), enroller, progress=False)
+    built = build_gallery(
+        load_manifest(manifest, examples), open_store(tmp_path / "built"), enroller, progress=False
+    )
 
     config = service_config(tmp_path / "service")
     server, _ = start_server(config, model_store, calibration_for(enroller, faces_dir))

@@ -17,11 +17,15 @@ import argparse
 import base64
 import dataclasses
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gatematch.benchmarks.calibration import measure_calibration
 from gatematch.calibration import CalibrationTable
@@ -32,21 +36,37 @@ from gatematch.errors import (
     GalleryExportError,
     GalleryNotFoundError,
     GalleryStoreError,
+    RetentionError,
     WrongPackError,
 )
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Gallery, ModelRef, OperatingPoint, load_default_calibration
-from gatematch.gallery_store import GalleryStore, open_store
+from gatematch.gallery_store import GalleryStore, gallery_id_for, open_store
 from gatematch.gallery_store_sqlite import SQLiteGalleryStore
 from gatematch.gallery_tools import cli
 from gatematch.gallery_tools.build import BuildReport, build_gallery
+from gatematch.gallery_tools.export import load_private, open_export
 from gatematch.gallery_tools.manifest import load_manifest
 from gatematch.images import load_image
+from gatematch.keyfile import KeyFile
+from gatematch.service.audit import verify_log
 from support.postgres import need_cluster
 
 ENROLLED = 200
 HEADER = "flight_id,departure,traveler_id,photos,document_type\n"
-DEPARTURE = "2099-05-01T18:30:00Z"  # far ahead: the gallery must not expire while the tests run
+# Three days ahead: within the 14-day horizon, and the galleries do not expire while the tests run.
+DEPARTURE_AT = (datetime.now(UTC) + timedelta(days=3)).replace(second=0, microsecond=0)
+DEPARTURE = DEPARTURE_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyFile]:
+    """The template keys of this module's stores; the gallery commands find them through the environment
+    (GATEMATCH_KEYS_FILE), as on a machine configured that way."""
+    keys = KeyFile.create(tmp_path_factory.mktemp("keys") / "template-keys.json")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GATEMATCH_KEYS_FILE", str(keys.path))
+        yield keys
 
 
 def identities(faces_dir: Path) -> list[Path]:
@@ -64,6 +84,7 @@ def built(
     faces_dir: Path,
     pipeline: FacePipeline,
     postgres_cluster,
+    key_file: KeyFile,
 ) -> tuple[GalleryStore, BuildReport, Path]:
     """The 200-traveler gallery, built once per store backend."""
     folder = tmp_path_factory.mktemp("flight")
@@ -76,8 +97,8 @@ def built(
     ]
     manifest = folder / "GM200.csv"
     manifest.write_text(HEADER + "".join(rows[:ENROLLED]), encoding="utf-8")
-    store = open_store(location)
-    report = build_gallery(load_manifest(manifest), store, pipeline, progress=False)
+    store = open_store(location, key_file)
+    report = build_gallery(load_manifest(manifest, faces_dir), store, pipeline, progress=False)
     return store, report, manifest
 
 
@@ -184,9 +205,9 @@ def test_calibration_of_another_embedder_is_refused(built, probes, calibration) 
         gallery.search(probes[0][0][1], report.info.embedder, foreign)
 
 
-def test_rebuilding_the_same_manifest_is_idempotent(built, pipeline: FacePipeline) -> None:
+def test_rebuilding_the_same_manifest_is_idempotent(built, pipeline: FacePipeline, faces_dir: Path) -> None:
     store, report, manifest = built
-    again = build_gallery(load_manifest(manifest), store, pipeline, progress=False)
+    again = build_gallery(load_manifest(manifest, faces_dir), store, pipeline, progress=False)
     assert again.unchanged and again.info == report.info
     assert len(store.provenance(report.info.gallery_id)) == report.info.templates
     assert len(store.failures(report.info.gallery_id)) == len(report.failures)
@@ -214,13 +235,12 @@ def test_cli_list_inspect_export(built, tmp_path: Path, capsys: pytest.CaptureFi
     exported = json.loads(capsys.readouterr().out)
     assert len(exported["templates"]) == report.info.templates
     assert all("embedding" not in t for t in exported["templates"]), "metadata only by default"
-    with pytest.raises(GalleryExportError, match="--output"):
-        run_cli("export", gid, "--store", store.location, "--with-templates")
+    with pytest.raises(GalleryExportError, match="--recipient"):
+        run_cli("export", gid, "--store", store.location, "--with-templates", "--output", "x.json")
     out = tmp_path / "export.json"
-    assert run_cli("export", gid, "--store", store.location, "--with-templates", "--output", str(out)) == 0
+    assert run_cli("export", gid, "--store", store.location, "--output", str(out)) == 0
     assert out.stat().st_mode & 0o077 == 0
-    first = json.loads(out.read_text())["templates"][0]
-    assert len(np.frombuffer(base64.b64decode(first["embedding"]), dtype="<f4")) == 128
+    assert "embedding" not in out.read_text() and "sealed_templates" not in out.read_text()
     with pytest.raises(GalleryExportError, match="exists"):
         run_cli("export", gid, "--store", store.location, "--output", str(out))
 
@@ -236,6 +256,8 @@ def test_cli_build_with_enrollment_bar_reports_failures(
     argv = [
         "build",
         str(manifest),
+        "--photo-root",
+        str(faces_dir),
         "--out",
         str(store),
         "--model-dir",
@@ -252,8 +274,9 @@ def test_cli_build_with_enrollment_bar_reports_failures(
     assert low and all(f["detail"] for f in low)
     assert any("< 60 px" in f["detail"] for f in low), "the enrollment bar (60 px between the eyes) applies"
 
-    assert run_cli("purge", "--store", str(store), "--now", "2099-05-02T06:30:00Z", "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"purged": ["GM300_20990501T1830Z"]}
+    after = (DEPARTURE_AT + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert run_cli("purge", "--store", str(store), "--now", after, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"purged": [gallery_id_for("GM300", DEPARTURE_AT)]}
 
 
 def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
@@ -271,12 +294,13 @@ def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
     pair[: right.shape[0], left.shape[1] :] = right
     cv2.imwrite(str(tmp_path / "pair.jpg"), pair)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "obama2.jpg").write_bytes((examples / "obama" / "obama2.jpg").read_bytes())
     manifest = tmp_path / "GM400.csv"
     manifest.write_text(
         HEADER
         + f"GM400,{DEPARTURE},pair,pair.jpg,\n"
         + f"GM400,{DEPARTURE},broken,broken.jpg,\n"
-        + f"GM400,{DEPARTURE},obama,{(examples / 'obama' / 'obama2.jpg').as_uri()},\n",
+        + f"GM400,{DEPARTURE},obama,obama2.jpg,\n",
         encoding="utf-8",
     )
     store = open_store(store_location)
@@ -287,7 +311,7 @@ def test_photo_of_two_people_and_unreadable_photo_fail_to_enroll(
 
 
 def test_rebuild_with_travelers_and_photos_listed_in_another_order_is_idempotent(
-    built, pipeline: FacePipeline, tmp_path: Path
+    built, pipeline: FacePipeline, tmp_path: Path, faces_dir: Path
 ) -> None:
     store, report, manifest = built
     rows = manifest.read_text(encoding="utf-8").splitlines()[1:]
@@ -299,7 +323,7 @@ def test_rebuild_with_travelers_and_photos_listed_in_another_order_is_idempotent
         )
     reordered = tmp_path / "GM200.csv"
     reordered.write_text(HEADER + "".join(shuffled), encoding="utf-8")
-    again = build_gallery(load_manifest(reordered), store, pipeline, progress=False)
+    again = build_gallery(load_manifest(reordered, faces_dir), store, pipeline, progress=False)
     assert again.unchanged and again.info == report.info
 
 
@@ -329,16 +353,21 @@ def test_gallery_already_past_its_retention_is_not_built(
     manifest.write_text(HEADER + f"GM600,2001-01-01T10:00:00Z,obama,{photo},\n", encoding="utf-8")
     store = SQLiteGalleryStore(tmp_path / "store")
     with pytest.raises(GalleryExpiredError, match="2001-01-01T22:00:00Z"):
-        build_gallery(load_manifest(manifest), store, pipeline, progress=False)
+        build_gallery(load_manifest(manifest, faces_dir), store, pipeline, progress=False)
     assert store.galleries() == [] and sorted(p.name for p in store.root.iterdir()) == ["galleries.sqlite"]
 
 
-def test_cli_bad_retention_and_export_target_are_clear_errors(built, tmp_path: Path) -> None:
+def test_cli_bad_retention_and_export_target_are_clear_errors(
+    built, tmp_path: Path, faces_dir: Path, model_dir: Path
+) -> None:
     store, report, manifest = built
     for hours in ("1e12", "inf", "0", "-3"):
         with pytest.raises(SystemExit) as exited:
             run_cli("build", str(manifest), "--out", store.location, "--retention-hours", hours)
         assert exited.value.code == 2
+    build = ("build", str(manifest), "--out", store.location, "--photo-root", str(faces_dir))
+    with pytest.raises(RetentionError, match=r"retention 13 h after departure is outside \(0, 12 h\]"):
+        run_cli(*build, "--model-dir", str(model_dir), "--retention-hours", "13")
     target = tmp_path / "missing-folder" / "export.json"
     with pytest.raises(GalleryExportError, match="missing-folder"):
         run_cli("export", report.info.gallery_id, "--store", store.location, "--output", str(target))
@@ -382,3 +411,59 @@ def test_purge_naming_an_unknown_gallery_purges_nothing(built) -> None:
     with pytest.raises(GalleryNotFoundError):
         run_cli("purge", gid, "GM999_20300501T1830Z", "--store", store.location)
     assert store.info(gid).gallery_id == gid  # still there: all or nothing
+
+
+def key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """A recipient's X25519 key pair as PEM files (what `openssl genpkey -algorithm X25519` makes)."""
+    private = X25519PrivateKey.generate()
+    private_pem, public_pem = folder / f"{name}.key", folder / f"{name}.pub"
+    private_pem.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public_pem.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private_pem, public_pem
+
+
+def test_templates_leave_only_sealed_for_the_recipient_and_audited(
+    built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, report, _ = built
+    gid = report.info.gallery_id
+    monkeypatch.setenv("GATEMATCH_AUDIT_PATH", str(tmp_path / "audit.jsonl"))
+    private, public = key_pair(tmp_path, "recipient")
+    out = tmp_path / "export.json"
+    argv = ("export", gid, "--store", store.location, "--with-templates", "--output", str(out))
+    with pytest.raises(GalleryExportError, match="only encrypted: give --recipient"):
+        run_cli(*argv)
+    assert run_cli(*argv, "--recipient", str(public)) == 0
+    assert out.stat().st_mode & 0o077 == 0
+
+    vectors = store.load(gid).vectors()
+    text = out.read_text()
+    for vector in vectors[:20]:  # no template, raw or base64, anywhere in the file
+        assert base64.b64encode(vector.astype("<f4").tobytes()).decode() not in text
+        assert vector.astype("<f4").tobytes() not in out.read_bytes()
+    document, opened = open_export(out, load_private(private))
+    assert opened.shape == vectors.shape and np.array_equal(opened, vectors)
+    assert len(document["templates"]) == len(opened) and document["sealed_templates"]["scheme"]
+
+    stranger, _ = key_pair(tmp_path, "stranger")
+    with pytest.raises(GalleryExportError, match="sealed for recipient"):
+        open_export(out, load_private(stranger))
+    altered = json.loads(text)
+    altered["version"] = altered["version"] + 1  # the sealed block moved into another version's export
+    (tmp_path / "altered.json").write_text(json.dumps(altered))
+    with pytest.raises(GalleryExportError, match="altered"):
+        open_export(tmp_path / "altered.json", load_private(private))
+
+    trail = verify_log(tmp_path / "audit.jsonl")
+    assert trail.ok and trail.records == 1
+    record = json.loads((tmp_path / "audit.jsonl").read_text())
+    assert record["event"] == "gallery.export" and record["client"].startswith("cli:")
+    assert record["detail"].startswith(f"{gid}: templates sealed for recipient ")

@@ -12,6 +12,7 @@ import pytest
 from gatematch.cli.main import main
 from gatematch.gallery_store import is_database_url
 from gatematch.gallery_store_sqlite import DB_NAME, SQLiteGalleryStore
+from gatematch.keyfile import KeyFile
 from support.cli import run_gatematch
 from support.drafts import BEFORE, draft
 from support.stores import StoreBackend
@@ -30,27 +31,40 @@ def gallery(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "deleted"])
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "deleted", "undecryptable"])
 def test_list_and_inspect_name_the_damaged_gallery(
-    backend: StoreBackend, damage: str, capsys: pytest.CaptureFixture[str]
+    backend: StoreBackend, damage: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    store = backend.open()
+    keys = KeyFile.create(tmp_path / "keys.json")
+    store = backend.open(key=keys)
     broken = store.write(draft()[0], now=BEFORE).info.gallery_id
     healthy = store.write(draft(flight="GM202", tag="OK", seed=1)[0], now=BEFORE).info.gallery_id
-    assert gallery(capsys, "list", "--store", backend.location)[0] == 0
+    where = ("--store", backend.location, "--keys", str(keys.path))
+    assert gallery(capsys, "list", *where)[0] == 0
     DAMAGE[damage](backend, broken)
 
-    code, out, _ = gallery(capsys, "list", "--store", backend.location)
+    code, out, _ = gallery(capsys, "list", *where)
     assert code == 1
     lines = {line.split()[0]: line for line in out.splitlines()}
-    assert "DAMAGED" in lines[broken] and ("sha256" in lines[broken] or "index" in lines[broken])
-    assert "DAMAGED" not in lines[healthy]
-    code, out, _ = gallery(capsys, "list", "--store", backend.location, "--json")
+    assert "DAMAGED" in lines[broken] and any(w in lines[broken] for w in ("sha256", "index", "altered"))
+    assert "DAMAGED" not in lines[healthy] and f"encrypted (key {keys.current().key_id})" in lines[healthy]
+    code, out, _ = gallery(capsys, "list", *where, "--json")
     assert {g["gallery_id"]: g["check"]["ok"] for g in json.loads(out)} == {broken: False, healthy: True}
 
-    code, out, _ = gallery(capsys, "inspect", broken, "--store", backend.location)
+    code, out, _ = gallery(capsys, "inspect", broken, *where)
     assert code == 1 and "DAMAGED" in out
-    assert gallery(capsys, "inspect", healthy, "--store", backend.location)[0] == 0
+    assert gallery(capsys, "inspect", healthy, *where)[0] == 0
+
+
+def test_list_names_plaintext_galleries_where_keys_are_held(
+    backend: StoreBackend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plain = backend.open().write(draft()[0], now=BEFORE).info.gallery_id
+    keys = KeyFile.create(tmp_path / "keys.json")
+    code, out, _ = gallery(capsys, "list", "--store", backend.location, "--keys", str(keys.path))
+    assert (
+        code == 1 and out.startswith(plain) and "PLAINTEXT  DAMAGED: gallery" in out and "keys rotate" in out
+    )
 
 
 def test_corrupted_sqlite_pages_are_one_line_and_exit_code_2(

@@ -5,6 +5,7 @@ no-show no longer matches; each change is a new version, encrypted like a full b
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from gatematch.gallery_delta import apply_delta, start_delta
 from gatematch.gallery_store import TravelerRecord, open_store
 from gatematch.modelstore import sha256_of
 from gatematch.quality import QualityThresholds
+from gatematch.service.audit import verify_log
 from gatematch.template_crypto import ENV_TEMPLATE_KEY, TemplateKey, generate_key
 
 BOARDING = {"obama": "obama/obama.jpg", "biden": "biden/biden.jpg", "rose_leslie": "rose_leslie/img1.jpg"}
@@ -104,42 +106,48 @@ def test_gallery_add_and_remove_from_the_command_line(
         + "".join(f"GM101,{arrival:%Y-%m-%dT%H:%M:%SZ},{row},arrival\n" for row in rows)
     )
 
+    config = ("--config", str(tmp_path / "service.toml"))
+
     def gallery(*argv: str) -> tuple[int, dict | str]:
-        code = main(["gallery", *argv, "--store", str(store)])
+        code = main(["gallery", *argv, "--store", str(store), *config])
         out = capsys.readouterr()
         try:
             return code, json.loads(out.out)
         except json.JSONDecodeError:
             return code, out.out + out.err
 
-    code, built = gallery("build", str(manifest), "--json", "--no-progress")
+    code, built = gallery("build", str(manifest), "--json", "--no-progress", "--photo-root", str(examples))
     assert code == 0 and built["direction"] == ARRIVAL and built["gallery_id"].endswith("_arr")
     gid = built["gallery_id"]
-    config = ("--config", str(tmp_path / "service.toml"))
-    code, added = gallery(
-        "add", gid, LATE[0], str(examples / LATE[1]), "--json", "--reason", "standby", *config
-    )
+    code, added = gallery("add", gid, LATE[0], str(examples / LATE[1]), "--json", "--reason", "standby")
     assert code == 0 and added["version"] == 2 and added["added"] == [LATE[0]] and added["encrypted"]
-    code, again = gallery("add", gid, LATE[0], str(examples / LATE[1]), "--json", *config)
+    assert added["key_id"] == TemplateKey.from_env().key_id  # sealed under the newest key, as a build is
+    code, again = gallery("add", gid, LATE[0], str(examples / LATE[1]), "--json")
     assert code == 0 and again["unchanged"] and again["version"] == 2
     blank = tmp_path / "blank.png"
     blank.write_bytes(cv2.imencode(".png", np.full((200, 200, 3), 128, np.uint8))[1].tobytes())  # no face
-    code, failed = gallery("add", gid, "P404", str(blank), "--json", *config)
+    code, failed = gallery("add", gid, "P404", str(blank), "--json")
     assert code == 1 and failed["version"] == 3 and "P404" in failed["failed_travelers"]
-    code, removed = gallery("remove", gid, "biden", "--json", "--reason", "offloaded", *config)
+    assert [f["photo"] for f in failed["enrollment_failures"]] == [f"sha256:{sha256_of(blank)[:16]}"]
+    code, removed = gallery("remove", gid, "biden", "--json", "--reason", "offloaded")
     assert code == 0 and removed["version"] == 4 and removed["removed"] == ["biden"]
-    code, message = gallery("remove", gid, "nobody", *config)
+    code, message = gallery("remove", gid, "nobody")
     assert code == 2 and "nobody" in message
-    code, message = gallery("add", "GM999_20300101T0000Z", LATE[0], str(examples / LATE[1]), *config)
+    code, message = gallery("add", "GM999_20300101T0000Z", LATE[0], str(examples / LATE[1]))
     assert code == 2 and "GM999" in message
 
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [(r["event"], r["gallery_version"]) for r in records] == [
+    assert [(r["event"], r["gallery_version"]) for r in records][1:] == [
         ("gallery.add", "2"),
         ("gallery.add", "3"),
         ("gallery.remove", "4"),
     ]
-    assert all(r["client"].startswith("cli:") for r in records) and "standby" in records[0]["detail"]
-    assert "offloaded" in records[2]["detail"] and "biden" in records[2]["detail"]
+    assert records[0]["event"] == "gallery.build"  # the same chained trail as every other gallery command
+    assert all(r["client"].startswith("cli:") for r in records) and "standby" in records[1]["detail"]
+    assert "offloaded" in records[3]["detail"] and "biden" in records[3]["detail"]
+    chain = verify_log(tmp_path / "audit.jsonl")
+    assert chain.ok and chain.records == 4, chain.problems
     store_ = open_store(store, key=TemplateKey.from_env())
     assert np.isfinite(store_.load(gid).vectors()).all() and store_.info(gid).travelers == 3
+    stored = [p.photo for p in store_.provenance(gid)] + [f.photo for f in store_.failures(gid)]
+    assert stored and all(re.fullmatch(r"sha256:[0-9a-f]{16}", photo) for photo in stored)  # no paths

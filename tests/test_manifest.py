@@ -247,3 +247,67 @@ def test_a_manifest_says_whether_the_flight_departs_or_arrives(tmp_path: Path, p
     )
     with pytest.raises(ManifestError, match="line 3: every row must have the same flight_id and departure"):
         load_manifest(write(tmp_path, "mixed.csv", mixed))
+
+
+# -- photos are confined to the manifest's folder (or the photo root given) --------------------------------
+
+
+def outside_photo(tmp_path: Path, photos: list[Path]) -> Path:
+    """A photo next to, not inside, the folder the manifest lives in."""
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    return Path(shutil.copy(photos[0], elsewhere / "secret.jpg"))
+
+
+@pytest.mark.parametrize("form", ["../", "absolute", "file://", "symlink", "symlinked folder"])
+def test_a_photo_outside_the_manifests_folder_is_refused(
+    tmp_path: Path, photos: list[Path], form: str
+) -> None:
+    outside = outside_photo(tmp_path, photos)
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    if form == "symlink":
+        (folder / "link.jpg").symlink_to(outside)
+    if form == "symlinked folder":
+        (folder / "linked").symlink_to(outside.parent, target_is_directory=True)
+    reference = {
+        "../": f"../../{outside.parent.name}/secret.jpg",
+        "absolute": str(outside),
+        "file://": outside.as_uri(),
+        "symlink": "link.jpg",
+        "symlinked folder": "linked/secret.jpg",
+    }[form]
+    text = HEADER + f"GM101,2030-05-01T18:30:00Z,A,{reference},\n"
+    with pytest.raises(ManifestError, match=r"line 2 photo 1: photo .* lies outside the photo folder"):
+        load_manifest(write(folder, "m.csv", text))
+
+
+def test_photos_inside_the_folder_or_the_photo_root_are_accepted(tmp_path: Path, photos: list[Path]) -> None:
+    outside = outside_photo(tmp_path, photos)
+    (tmp_path / "photos" / "alias.jpg").symlink_to(photos[1])  # a symlink that stays inside is fine
+    text = (
+        HEADER
+        + f"GM101,2030-05-01T18:30:00Z,A,photos/alias.jpg;{photos[0].as_uri()},\n"
+        + f"GM101,2030-05-01T18:30:00Z,B,{outside},\n"
+    )
+    manifest_path = write(tmp_path, "m.csv", text)
+    with pytest.raises(ManifestError, match="line 3 photo 1"):
+        load_manifest(manifest_path)
+    manifest = load_manifest(manifest_path, photo_root=tmp_path.parent)
+    assert manifest.travelers[0].photos == (photos[1].resolve(), photos[0].resolve())
+    assert manifest.read_photo(manifest.travelers[1].photos[0]) == outside.read_bytes()
+
+
+def test_a_photo_swapped_for_a_symlink_after_validation_is_not_read(
+    tmp_path: Path, photos: list[Path]
+) -> None:
+    outside = outside_photo(tmp_path, photos)
+    manifest = load_manifest(
+        write(tmp_path, "m.csv", HEADER + f"GM101,2030-05-01T18:30:00Z,A,photos/{photos[0].name},\n")
+    )
+    photo = manifest.travelers[0].photos[0]
+    assert manifest.read_photo(photo) == photos[0].read_bytes()
+    photo.unlink()
+    photo.symlink_to(outside)
+    with pytest.raises(PermissionError, match="no longer lies inside"):
+        manifest.read_photo(photo)

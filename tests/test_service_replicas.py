@@ -28,7 +28,7 @@ from gatematch.service.config import AuditConfig
 from gatematch.service.server import STORE_HEALTH, pipeline_config
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
 from support.postgres import PostgresCluster, free_port
-from support.server import ServeProcess, calibration_for, service_config, start_server
+from support.server import ServeProcess, calibration_for, key_file_for, service_config, start_server
 
 WITHIN_S = 1.0
 
@@ -90,6 +90,7 @@ def replicas(tmp_path_factory, postgres_cluster, model_dir, model_store, faces_d
     config_file = root / "a.toml"
     config_file.write_text(
         f'[server]\nport = {port}\nworkers = 1\n[store]\nurl = "{url}"\n[audit]\npath = "{root / "a-audit.jsonl"}"\n'
+        f'[keys]\nfile = "{key_file_for(root, url)}"\n'
     )
     a = ServeProcess(config_file, model_dir, port, root / "a.log")
     a.start()

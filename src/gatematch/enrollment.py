@@ -26,7 +26,14 @@ import numpy as np
 from gatematch.errors import BadImageError, ManifestError, PackError, WrongPackError
 from gatematch.facepipeline import RIVAL_RATIO, Analysis, FacePipeline
 from gatematch.gallery import DEPARTURE, EnrollmentFailure, ModelRef, canonical_json, iso
-from gatematch.gallery_store import MAX_PHOTOS, TRAVELER_ID, GalleryDraft, TemplateRecord, TravelerRecord
+from gatematch.gallery_store import (
+    MAX_PHOTOS,
+    TRAVELER_ID,
+    GalleryDraft,
+    TemplateRecord,
+    TravelerRecord,
+    photo_reference,
+)
 from gatematch.images import ImageInput, load_image
 
 UNREADABLE = "unreadable"  # stands for the sha256 of a photo that could not be read
@@ -35,12 +42,16 @@ BATCH_SIZE = 16
 
 @dataclass(frozen=True)
 class EnrollmentPhoto:
-    """One enrollment photo of a traveler: where it came from (a path, or `upload:<sha256 prefix>`) and its
-    content hash."""
+    """One enrollment photo of a traveler: where it is read from (a local path for `gallery build`; empty for
+    photos that arrived over the network) and its content hash. Galleries name it by `reference` only."""
 
     traveler_id: str
     path: str
     sha256: str
+
+    @property
+    def reference(self) -> str:
+        return photo_reference(self.sha256)
 
 
 def content_hash(
@@ -78,7 +89,7 @@ def judge(
     """The enrollment template of one photo with its quality record, or why the photo cannot enroll."""
 
     def fail(reason: str, detail: str) -> EnrollmentFailure:
-        return EnrollmentFailure(photo.traveler_id, photo.path, reason, detail)
+        return EnrollmentFailure(photo.traveler_id, photo.reference, reason, detail)
 
     face = analysis.primary()
     if face is None:
@@ -147,11 +158,12 @@ class Enrollment:
     def fail(self, photo: EnrollmentPhoto, detail: str) -> None:
         """A photo that could not even be read (its hash stands as UNREADABLE)."""
         self._note("photos", photo.traveler_id, UNREADABLE)
-        self.failures.append(EnrollmentFailure(photo.traveler_id, photo.path, UNREADABLE, detail))
+        self.failures.append(EnrollmentFailure(photo.traveler_id, photo.reference, UNREADABLE, detail))
 
     def add_photos(self, photos: Sequence[tuple[EnrollmentPhoto, ImageInput]]) -> None:
         """Decode, detect, judge (exactly one enrollment-quality face) and embed (photo, image) pairs; the
-        image is encoded bytes or a file path, decoded within the pipeline's image limits."""
+        image is encoded bytes (what a failure's detail says never names a file), decoded within the
+        pipeline's image limits."""
         for photo, _ in photos:
             self._note("photos", photo.traveler_id, photo.sha256)
         limits = self.pipeline.config.limits
@@ -163,7 +175,7 @@ class Enrollment:
                     readable.append(photo)
                 except BadImageError as exc:
                     self.failures.append(
-                        EnrollmentFailure(photo.traveler_id, photo.path, UNREADABLE, str(exc))
+                        EnrollmentFailure(photo.traveler_id, photo.reference, UNREADABLE, str(exc))
                     )
             for photo, analysis in zip(readable, self.pipeline.analyze_batch(images), strict=True):
                 outcome = judge(analysis, photo)
@@ -172,7 +184,7 @@ class Enrollment:
                 else:
                     embedding, quality = outcome
                     self.templates.append(
-                        TemplateRecord(photo.traveler_id, photo.path, photo.sha256, quality, embedding)
+                        TemplateRecord(photo.traveler_id, photo.reference, photo.sha256, quality, embedding)
                     )
 
     def add_templates(self, templates: Sequence[tuple[str, Sequence[float]]], embedder: ModelRef) -> None:
@@ -195,7 +207,7 @@ class Enrollment:
             digest = hashlib.sha256(vector.tobytes()).hexdigest()
             self._note("templates", traveler_id, digest)
             self.templates.append(
-                TemplateRecord(traveler_id, f"template:{digest[:16]}", digest, {}, vector / norm)
+                TemplateRecord(traveler_id, photo_reference(digest), digest, {}, vector / norm)
             )
 
     def content_hash(self, adding: Iterable[EnrollmentPhoto] = ()) -> str:

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 
 class GatematchError(Exception):
-    """Base of every error gatematch raises on purpose; its message is meant for the operator."""
+    """Base of every error gatematch raises on purpose.
+
+    Its message may reach a remote client (gatematch.service.status sends it), so it names no filesystem path
+    and quotes no library's exception text; what only the operator should see (a driver's message, a file
+    name) goes in `detail`, which the command line prints and the server logs but never sends.
+    """
+
+    def __init__(self, message: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def describe(self) -> str:
+        """The message with its local detail: what the command line prints and the server logs."""
+        return f"{self} ({self.detail})" if self.detail else str(self)
 
 
 class BadImageError(GatematchError):
@@ -55,6 +68,14 @@ class TemplateKeyError(GatematchError):
     """Encrypted templates cannot be read: no key, a malformed key, or the wrong key."""
 
 
+class MissingKeyError(TemplateKeyError):
+    """Templates are sealed under a key id that is not (or no longer) among the keys held."""
+
+    def __init__(self, key_id: str, message: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
 class GalleryStoreError(GatematchError):
     """The gallery store on disk is inconsistent (a referenced index file is missing or unreadable)."""
 
@@ -62,6 +83,16 @@ class GalleryStoreError(GatematchError):
 class GalleryDamagedError(GalleryStoreError):
     """One gallery's stored version cannot be used (index missing, altered or unreadable): it is quarantined,
     the other galleries keep serving, and reloading the gallery replaces it."""
+
+
+class PlaintextGalleryError(GalleryDamagedError):
+    """A gallery stored in plaintext, found by a server that keeps templates only encrypted: quarantined like a
+    damaged one until `gatematch keys rotate` encrypts it or it is loaded again."""
+
+
+class RetentionError(GatematchError):
+    """A gallery would be kept longer than the configured maximum after its departure, or its departure is
+    further ahead than galleries may be built."""
 
 
 class DatasetError(GatematchError, ValueError):
@@ -78,6 +109,10 @@ class CalibrationError(GatematchError, ValueError):
 
 class ConfigError(GatematchError):
     """The service configuration (file, environment override or policy file) is malformed."""
+
+
+class AuditLogError(GatematchError):
+    """The audit trail cannot be written or read (a missing file, an unreachable audit table)."""
 
 
 class BudgetExceededError(GatematchError):

@@ -140,6 +140,7 @@ class GalleryInfo:
     encrypted: bool
     content_hash: str
     direction: str = DEPARTURE  # `departure` is then the flight's scheduled arrival time here
+    key_id: str = ""  # the template key the index is sealed under ("" in plaintext)
 
     def expired(self, now: datetime | None = None) -> bool:
         return (now or datetime.now(UTC)) >= self.expires_at
@@ -164,6 +165,7 @@ class GalleryInfo:
             "encrypted": self.encrypted,
             "content_hash": self.content_hash,
             "direction": self.direction,
+            "key_id": self.key_id,
         }
 
 

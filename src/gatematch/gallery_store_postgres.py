@@ -3,10 +3,10 @@
 Same semantics as the embedded store (gatematch.gallery_store says which): a version is written in ONE
 transaction (index bytes, metadata and every row; the previous version's rows go in the same transaction), so
 a writer killed at any point leaves the previous version whole; identical content is a no-op; the templates
-are the same serialised FAISS index, encrypted with the same key and associated data when a TemplateKey is set,
-kept in a bytea column with its sha256; purges DELETE the rows. Writers of one gallery are serialised by a
-transaction-scoped advisory lock; the retention purge takes another one with try-lock, so with several
-replicas it runs on one at a time and the others skip that round.
+are the same serialised FAISS index, encrypted under the newest template key with the same associated data,
+kept in a bytea column with its sha256 (and the key's id); purges DELETE the rows. Writers of one gallery are
+serialised by a transaction-scoped advisory lock; the retention purge takes another one with try-lock, so with
+several replicas it runs on one at a time and the others skip that round.
 
 A service replica opens the store with `follow=True`: it keeps every gallery's metadata and a searchable
 snapshot (the FAISS index deserialised at load) in memory, so a camera frame never waits on the database, and a
@@ -16,8 +16,8 @@ the follower LISTENs and, on a notification or every `poll_interval_s` as a fall
 keeps serving what it has, `on_reachable(False, why)` is called, and the follower reconnects and catches up.
 
 PostgreSQL does not overwrite deleted tuples in place (they stay in table files and the WAL until vacuum and
-checkpoints reuse the space), unlike the embedded store's `secure_delete`: run it with GATEMATCH_TEMPLATE_KEY
-so that templates never reach the database in the clear (the service logs a warning otherwise).
+checkpoints reuse the space), unlike the embedded store's `secure_delete`: templates therefore reach the
+database only encrypted (the service always holds keys; every replica needs the same key file).
 """
 
 from __future__ import annotations
@@ -55,18 +55,25 @@ from gatematch.gallery_store import (
     GalleryCheck,
     GalleryDraft,
     Quarantine,
+    RetentionPolicy,
     Stamp,
     TemplateProvenance,
     TravelerRecord,
     WriteResult,
     check_base,
     check_index,
+    expired_view,
     open_snapshot,
+    photo_reference,
+    plain_index,
+    refuse_expired,
     refuse_plaintext_over_encrypted,
+    reseal_index,
     seal_index,
+    stored_reference,
 )
 from gatematch.gates import ASSIGNMENT_COLUMNS, KEEP_ENDED, AssignResult, GateAssignment, assignment_of
-from gatematch.template_crypto import TemplateKey
+from gatematch.template_crypto import KeyProvider, Keyring, TemplateKey
 
 LOG = logging.getLogger(__name__)
 CHANNEL = "gatematch_galleries"
@@ -91,8 +98,10 @@ CREATE TABLE IF NOT EXISTS gatematch_galleries (
     departure timestamptz NOT NULL, created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL,
     pack text NOT NULL, model_hashes jsonb NOT NULL, embedder_name text NOT NULL, embedder_sha256 text NOT NULL,
     dim integer NOT NULL, index_kind text NOT NULL, encrypted boolean NOT NULL, content_hash text NOT NULL,
-    index_sha256 text NOT NULL, index_data bytea NOT NULL);
+    index_sha256 text NOT NULL, index_data bytea NOT NULL, direction text NOT NULL DEFAULT 'departure',
+    key_id text NOT NULL DEFAULT '');
 ALTER TABLE gatematch_galleries ADD COLUMN IF NOT EXISTS direction text NOT NULL DEFAULT 'departure';
+ALTER TABLE gatematch_galleries ADD COLUMN IF NOT EXISTS key_id text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS gatematch_galleries_by_flight ON gatematch_galleries (flight_id, departure);
 CREATE TABLE IF NOT EXISTS gatematch_travelers (
     gallery_id text NOT NULL REFERENCES gatematch_galleries ON DELETE CASCADE, version integer NOT NULL,
@@ -110,12 +119,14 @@ CREATE TABLE IF NOT EXISTS gatematch_gate_assignments (
     assignment_id bigserial PRIMARY KEY, gate_id text NOT NULL, flight_id text NOT NULL,
     starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, assigned_by text NOT NULL,
     assigned_at timestamptz NOT NULL, released_at timestamptz, released_by text NOT NULL DEFAULT '');
+UPDATE gatematch_templates SET photo = 'sha256:' || left(photo_sha256, 16) WHERE photo NOT LIKE 'sha256:%';
+UPDATE gatematch_failures SET photo = '' WHERE photo <> '' AND photo NOT LIKE 'sha256:%';
 """
 GATES = "gates"  # the NOTIFY payload of a gate assignment change (gallery ids never take this form)
 CHILD_TABLES = ("gatematch_travelers", "gatematch_templates", "gatematch_failures")
 INFO_COLUMNS = (
     "version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name, embedder_sha256,"
-    " dim, index_kind, encrypted, content_hash, direction"
+    " dim, index_kind, encrypted, content_hash, direction, key_id"
 )
 
 
@@ -155,19 +166,18 @@ class PostgresGalleryStore:
     def __init__(
         self,
         url: str,
-        key: TemplateKey | None = None,
-        retention: timedelta = DEFAULT_RETENTION,
+        key: KeyProvider | TemplateKey | None = None,
+        retention: RetentionPolicy | timedelta = DEFAULT_RETENTION,
         *,
         follow: bool = False,
         on_reachable: Callable[[bool, str], None] | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
     ) -> None:
-        if retention <= timedelta(0):
-            raise ValueError(f"retention must be positive, got {retention}")
         self.location = redact(url)
         self._url = url
-        self.key = key
-        self.retention = retention
+        self.keys = Keyring.of(key)
+        self.policy = RetentionPolicy.of(retention)
+        self.retention = self.policy.default
         self.quarantine = Quarantine()
         self._cache: dict[str, tuple[Stamp, Gallery]] = {}
         self._state = threading.Lock()  # guards the dicts; never held while talking to the database
@@ -186,7 +196,9 @@ class PostgresGalleryStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(SCHEMA)
         except GalleryStoreError as exc:
-            raise GalleryStoreError(f"gallery store {self.location} cannot be opened: {exc}") from None
+            raise GalleryStoreError(
+                f"gallery store {self.location} cannot be opened: {exc}", exc.detail
+            ) from None
         if follow:
             self._catalogue = {}
             with self._sync_lock, self._session() as conn:
@@ -211,9 +223,7 @@ class PostgresGalleryStore:
             with connect(self._url, autocommit=True) as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise GalleryStoreError(
-                f"the gallery database is unreachable or failed: {problem(exc)}"
-            ) from None
+            raise GalleryStoreError("the gallery database is unreachable or failed", problem(exc)) from None
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = False) -> Iterator[psycopg.Connection]:
@@ -224,9 +234,7 @@ class PostgresGalleryStore:
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
         except psycopg.Error as exc:
-            raise GalleryStoreError(
-                f"the gallery database is unreachable or failed: {problem(exc)}"
-            ) from None
+            raise GalleryStoreError("the gallery database is unreachable or failed", problem(exc)) from None
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -241,7 +249,7 @@ class PostgresGalleryStore:
         """Make `draft` the gallery's current version in one transaction; a no-op if the content is unchanged.
         With `base`, only if the current version is still that one (GalleryConflictError otherwise)."""
         now = parse_iso(iso(now or datetime.now(UTC)))  # stored to the second, as the embedded store does
-        retention = retention or self.retention
+        expires = self.policy.expiry(draft.departure, retention, now)
         gid = draft.gallery_id
         vectors = np.asarray([t.embedding for t in draft.templates], dtype=np.float32).reshape(-1, draft.dim)
         with self._transaction(write=True) as conn:
@@ -253,14 +261,17 @@ class PostgresGalleryStore:
             if self._is_current(conn, gid, draft.content_hash):
                 return WriteResult(self._info(conn, gid), unchanged=True)
             check_base(gid, (current[0], current[1]) if current else None, base)
-            refuse_plaintext_over_encrypted(gid, current and current[2], self.key)
+            refuse_plaintext_over_encrypted(gid, current and current[2], self.keys)
             version = current[0] + 1 if current else 1
             kind = index_kind_for(len(vectors))
-            data = seal_index(vectors, kind, self.key, gid, version)
+            sealed = seal_index(vectors, kind, self.keys, gid, version)
             for table in CHILD_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE gallery_id = %s", (gid,))
             conn.execute(
-                "INSERT INTO gatematch_galleries VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                "INSERT INTO gatematch_galleries (gallery_id, version, flight_id, departure, created_at,"
+                " expires_at, pack, model_hashes, embedder_name, embedder_sha256, dim, index_kind, encrypted,"
+                " content_hash, index_sha256, index_data, direction, key_id)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " ON CONFLICT (gallery_id) DO UPDATE SET version = EXCLUDED.version,"
                 " flight_id = EXCLUDED.flight_id, departure = EXCLUDED.departure,"
                 " created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, pack = EXCLUDED.pack,"
@@ -268,25 +279,26 @@ class PostgresGalleryStore:
                 " embedder_sha256 = EXCLUDED.embedder_sha256, dim = EXCLUDED.dim,"
                 " index_kind = EXCLUDED.index_kind, encrypted = EXCLUDED.encrypted,"
                 " content_hash = EXCLUDED.content_hash, index_sha256 = EXCLUDED.index_sha256,"
-                " index_data = EXCLUDED.index_data, direction = EXCLUDED.direction",
+                " index_data = EXCLUDED.index_data, direction = EXCLUDED.direction, key_id = EXCLUDED.key_id",
                 (
                     gid,
                     version,
                     draft.flight_id,
                     parse_iso(iso(draft.departure)),
                     now,
-                    parse_iso(iso(draft.departure + retention)),
+                    parse_iso(iso(expires)),
                     draft.pack,
                     json.dumps(draft.model_hashes, sort_keys=True),
                     draft.embedder.name,
                     draft.embedder.sha256,
                     draft.dim,
                     kind,
-                    self.key is not None,
+                    self.keys is not None,
                     draft.content_hash,
-                    hashlib.sha256(data).hexdigest(),
-                    data,
+                    hashlib.sha256(sealed.data).hexdigest(),
+                    sealed.data,
                     draft.direction,
+                    sealed.key_id,
                 ),
             )
             self._insert_rows(conn, gid, version, draft, now)
@@ -311,13 +323,15 @@ class PostgresGalleryStore:
             ) as copy:
                 for row, t in enumerate(draft.templates):
                     quality = json.dumps(t.quality, default=float)
-                    copy.write_row((gid, version, row, t.traveler_id, t.photo, t.photo_sha256, quality, now))
+                    photo = photo_reference(t.photo_sha256)
+                    copy.write_row((gid, version, row, t.traveler_id, photo, t.photo_sha256, quality, now))
             with cur.copy(
                 "COPY gatematch_failures (gallery_id, version, position, traveler_id, photo, reason, detail)"
                 " FROM STDIN"
             ) as copy:
                 for position, f in enumerate(draft.failures):
-                    copy.write_row((gid, version, position, f.traveler_id, f.photo, f.reason, f.detail))
+                    photo = stored_reference(f.photo)
+                    copy.write_row((gid, version, position, f.traveler_id, photo, f.reason, f.detail))
 
     def _is_current(self, conn: psycopg.Connection, gallery_id: str, content_hash: str) -> bool:
         """The stored version holds this content, encrypted as this store would, and is intact (a damaged or
@@ -327,7 +341,7 @@ class PostgresGalleryStore:
             " FROM gatematch_galleries WHERE gallery_id = %s",
             (gallery_id,),
         ).fetchone()
-        if row is None or row[1] != content_hash or row[2] != (self.key is not None) or not row[3]:
+        if row is None or row[1] != content_hash or row[2] != (self.keys is not None) or not row[3]:
             return False
         return not self.quarantine.holds(gallery_id, (row[0], row[1]))
 
@@ -340,7 +354,7 @@ class PostgresGalleryStore:
             row = conn.execute(
                 "SELECT encrypted FROM gatematch_galleries WHERE gallery_id = %s", (gallery_id,)
             ).fetchone()
-        refuse_plaintext_over_encrypted(gallery_id, row is not None and row[0], self.key)
+        refuse_plaintext_over_encrypted(gallery_id, row is not None and row[0], self.keys)
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -366,7 +380,7 @@ class PostgresGalleryStore:
         (failures,) = conn.execute(
             "SELECT COUNT(*) FROM gatematch_failures WHERE gallery_id = %s AND version = %s", key
         ).fetchone()
-        return GalleryInfo(
+        info = GalleryInfo(
             gallery_id=gallery_id,
             version=row[0],
             flight_id=row[1],
@@ -385,7 +399,9 @@ class PostgresGalleryStore:
             encrypted=row[11],
             content_hash=row[12],
             direction=row[13],
+            key_id=row[14],
         )
+        return expired_view(info)
 
     def info(self, gallery_id: str) -> GalleryInfo:
         with self._transaction() as conn:
@@ -405,9 +421,14 @@ class PostgresGalleryStore:
             ).fetchall()
             return [self._info(conn, gid) for (gid,) in ids]
 
+    def _readable_version(self, conn: psycopg.Connection, gallery_id: str) -> int:
+        info = self._info(conn, gallery_id)
+        refuse_expired(info)
+        return info.version
+
     def failures(self, gallery_id: str) -> list[EnrollmentFailure]:
         with self._transaction() as conn:
-            version = self._info(conn, gallery_id).version
+            version = self._readable_version(conn, gallery_id)
             rows = conn.execute(
                 "SELECT traveler_id, photo, reason, detail FROM gatematch_failures"
                 " WHERE gallery_id = %s AND version = %s ORDER BY position",
@@ -418,7 +439,7 @@ class PostgresGalleryStore:
     def travelers(self, gallery_id: str) -> list[TravelerRecord]:
         """Every traveler of the manifest, in manifest order (including those that failed to enroll)."""
         with self._transaction() as conn:
-            version = self._info(conn, gallery_id).version
+            version = self._readable_version(conn, gallery_id)
             rows = conn.execute(
                 "SELECT traveler_id, document_type FROM gatematch_travelers"
                 " WHERE gallery_id = %s AND version = %s ORDER BY position",
@@ -428,7 +449,7 @@ class PostgresGalleryStore:
 
     def provenance(self, gallery_id: str) -> list[TemplateProvenance]:
         with self._transaction() as conn:
-            version = self._info(conn, gallery_id).version
+            version = self._readable_version(conn, gallery_id)
             rows = conn.execute(
                 "SELECT row, traveler_id, photo, photo_sha256, quality, created_at FROM gatematch_templates"
                 " WHERE gallery_id = %s AND version = %s ORDER BY row",
@@ -457,12 +478,15 @@ class PostgresGalleryStore:
                 raise GalleryNotFoundError(f"no gallery '{gallery_id}' in the store")
             stamp, info = (row[0], row[1]), None
             if row[2] <= (now or datetime.now(UTC)):
-                raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(row[2])}")
-        if info is not None and info.expired(now):
-            raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(info.expires_at)}")
+                raise GalleryExpiredError(
+                    f"gallery {gallery_id} expired at {iso(row[2])}; its travelers and templates are no "
+                    "longer readable and it is due for purging"
+                )
+        if info is not None:
+            refuse_expired(info, now)
         if cached and cached[0] == stamp:
             return cached[1]
-        self.quarantine.check(gallery_id, stamp)
+        self.quarantine.check(gallery_id, stamp, self.keys)
         with self._transaction() as conn:
             fetched = self._fetch(conn, gallery_id)
         if isinstance(fetched[1], Exception):
@@ -478,7 +502,7 @@ class PostgresGalleryStore:
         ).fetchone()
         owners = self._owners(conn, gallery_id, info.version)
         try:
-            gallery = open_snapshot(info, bytes(data), index_sha256, owners, self.key)
+            gallery = open_snapshot(info, bytes(data), index_sha256, owners, self.keys)
         except (GalleryStoreError, TemplateKeyError) as exc:
             self.quarantine.hold(gallery_id, stamp, exc)
             with self._state:
@@ -511,7 +535,35 @@ class PostgresGalleryStore:
             owners = self._owners(conn, gallery_id, info.version)
             for table in CHILD_TABLES:
                 conn.execute(f"SELECT * FROM {table} WHERE gallery_id = %s", (gallery_id,)).fetchall()
-        return check_index(info, bytes(data), index_sha256, owners, self.key)
+        return check_index(info, bytes(data), index_sha256, owners, self.keys)
+
+    def reseal(self, gallery_id: str) -> bool:
+        """Re-encrypt the current version under the newest key as version + 1 (same rows, same content hash)
+        in one transaction, and tell the replicas. False when it is already sealed so."""
+        if self.keys is None:
+            raise TemplateKeyError("resealing galleries needs the template keys")
+        with self._transaction(write=True) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(gallery_id),))
+            info = self._info(conn, gallery_id)
+            data, index_sha256, key_id = conn.execute(
+                "SELECT index_data, index_sha256, key_id FROM gatematch_galleries WHERE gallery_id = %s",
+                (gallery_id,),
+            ).fetchone()
+            if info.encrypted and key_id == self.keys.current().key_id:
+                return False
+            plain = plain_index(info, bytes(data), index_sha256, self.keys if info.encrypted else None)
+            version = info.version + 1
+            sealed = reseal_index(plain, self.keys, gallery_id, version)
+            for table in CHILD_TABLES:
+                conn.execute(f"UPDATE {table} SET version = %s WHERE gallery_id = %s", (version, gallery_id))
+            conn.execute(
+                "UPDATE gatematch_galleries SET version = %s, encrypted = true, index_data = %s,"
+                " index_sha256 = %s, key_id = %s WHERE gallery_id = %s",
+                (version, sealed.data, hashlib.sha256(sealed.data).hexdigest(), sealed.key_id, gallery_id),
+            )
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, gallery_id))
+        self._refresh(gallery_id)
+        return True
 
     # -- retention -----------------------------------------------------------------------------------------
 
@@ -670,7 +722,7 @@ class PostgresGalleryStore:
             self.quarantine.release(gid)
             LOG.info("gallery removed", extra={"gallery": gid})
         for gid, stamp in current.items():
-            if known.get(gid) == stamp:
+            if known.get(gid) == stamp and not self.quarantine.recoverable(gid, self.keys):
                 continue
             try:
                 with conn.transaction():

@@ -11,7 +11,7 @@ Readers take one read transaction for the metadata and then load the file it nam
 sha256 recorded with it; if a writer removed or is zero-filling that file in between, they read again, so they
 only ever see a complete version (and a tampered or rotted file is quarantined, never searched).
 
-Templates (the only biometric data) live only in the index file; with a key they are encrypted there (AES-GCM,
+Templates (the only biometric data) live only in the index file; with keys they are encrypted there (AES-GCM,
 associated data = gallery id and version) and the index is rebuilt in memory from the decrypted bytes.
 Deleted rows are overwritten (`secure_delete`) and purged files are zero-filled before unlinking. A damaged
 database (a corrupted page) is a GalleryStoreError naming the store, never a raw sqlite3 exception.
@@ -37,7 +37,6 @@ from gatematch.atomicfile import TMP_MARK, write_atomic
 from gatematch.errors import (
     AssignmentNotFoundError,
     GalleryDamagedError,
-    GalleryExpiredError,
     GalleryNotFoundError,
     GalleryStoreError,
     TemplateKeyError,
@@ -57,18 +56,25 @@ from gatematch.gallery_store import (
     GalleryCheck,
     GalleryDraft,
     Quarantine,
+    RetentionPolicy,
     Stamp,
     TemplateProvenance,
     TravelerRecord,
     WriteResult,
     check_base,
     check_index,
+    expired_view,
     open_snapshot,
+    photo_reference,
+    plain_index,
+    refuse_expired,
     refuse_plaintext_over_encrypted,
+    reseal_index,
     seal_index,
+    stored_reference,
 )
 from gatematch.gates import ASSIGNMENT_COLUMNS, KEEP_ENDED, AssignResult, GateAssignment, assignment_of
-from gatematch.template_crypto import TemplateKey
+from gatematch.template_crypto import KeyProvider, Keyring, TemplateKey
 
 LOG = logging.getLogger(__name__)
 DB_NAME = "galleries.sqlite"
@@ -82,7 +88,7 @@ CREATE TABLE IF NOT EXISTS galleries (
     created_at TEXT NOT NULL, expires_at TEXT NOT NULL, pack TEXT NOT NULL, model_hashes TEXT NOT NULL,
     embedder_name TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, dim INTEGER NOT NULL, index_kind TEXT NOT NULL,
     encrypted INTEGER NOT NULL, content_hash TEXT NOT NULL, index_file TEXT NOT NULL,
-    index_sha256 TEXT NOT NULL, direction TEXT NOT NULL DEFAULT 'departure');
+    index_sha256 TEXT NOT NULL, direction TEXT NOT NULL DEFAULT 'departure', key_id TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS travelers (
     gallery_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, traveler_id TEXT NOT NULL,
     document_type TEXT, PRIMARY KEY (gallery_id, version, traveler_id));
@@ -99,9 +105,23 @@ CREATE TABLE IF NOT EXISTS gate_assignments (
     starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, assigned_by TEXT NOT NULL, assigned_at TEXT NOT NULL,
     released_at TEXT, released_by TEXT NOT NULL DEFAULT '');
 """
-# Columns added since a store's tables may have been created: (table, column, definition).
-ADDED_COLUMNS = (("galleries", "direction", "TEXT NOT NULL DEFAULT 'departure'"),)
+# Columns added since a store's tables may have been created: (table, column, definition). Stores of
+# different ages add them in different orders, so rows are always written with their columns named.
+ADDED_COLUMNS = (
+    ("galleries", "direction", "TEXT NOT NULL DEFAULT 'departure'"),
+    ("galleries", "key_id", "TEXT NOT NULL DEFAULT ''"),
+)
+GALLERY_COLUMNS = (
+    "gallery_id, version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name,"
+    " embedder_sha256, dim, index_kind, encrypted, content_hash, index_file, index_sha256, direction, key_id"
+)
 CHILD_TABLES = ("travelers", "templates", "failures")
+# PRAGMA user_version: 2 = photos named by content hash (version 1 kept manifest paths).
+SCHEMA_VERSION = 2
+MIGRATE_TO_2 = (
+    "UPDATE templates SET photo = 'sha256:' || substr(photo_sha256, 1, 16)",
+    "UPDATE failures SET photo = ''",
+)
 
 
 def _shred(path: Path) -> None:
@@ -120,14 +140,16 @@ class SQLiteGalleryStore:
     short SQLite transaction, and loaded snapshots are cached per version."""
 
     def __init__(
-        self, root: Path, key: TemplateKey | None = None, retention: timedelta = DEFAULT_RETENTION
+        self,
+        root: Path,
+        key: KeyProvider | TemplateKey | None = None,
+        retention: RetentionPolicy | timedelta = DEFAULT_RETENTION,
     ) -> None:
-        if retention <= timedelta(0):
-            raise ValueError(f"retention must be positive, got {retention}")
         self.root = Path(root)
         self.location = str(self.root)
-        self.key = key
-        self.retention = retention
+        self.keys = Keyring.of(key)
+        self.policy = RetentionPolicy.of(retention)
+        self.retention = self.policy.default
         self.reachable = True  # a local file: there is no server to lose
         self._cache: dict[str, tuple[Stamp, Gallery]] = {}
         self._cache_lock = threading.Lock()
@@ -135,18 +157,34 @@ class SQLiteGalleryStore:
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             with self._transaction(write=True) as con:
-                for statement in SCHEMA.split(";"):
-                    con.execute(statement)
-                for table, column, definition in ADDED_COLUMNS:
-                    if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
-                        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                self._create_schema(con)
                 self._collect_orphans(con)
             os.chmod(self.root / DB_NAME, 0o600)  # biometric metadata: owner only
-        except (OSError, GalleryStoreError) as exc:
+        except OSError as exc:
             raise GalleryStoreError(f"gallery store {self.root} cannot be opened: {exc}") from None
+        except GalleryStoreError as exc:
+            raise GalleryStoreError(
+                f"gallery store {self.root} cannot be opened: {exc}", exc.detail
+            ) from None
 
     def close(self) -> None:
         """Nothing stays open between calls."""
+
+    @staticmethod
+    def _create_schema(con: sqlite3.Connection) -> None:
+        """Create the tables, or bring a store made by an earlier gatematch up to SCHEMA_VERSION (its photo
+        paths are overwritten: secure_delete is on)."""
+        (version,) = con.execute("PRAGMA user_version").fetchone()
+        existing = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'galleries'").fetchone()
+        for statement in SCHEMA.split(";"):
+            con.execute(statement)
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if existing and version < SCHEMA_VERSION:
+            for statement in MIGRATE_TO_2:
+                con.execute(statement)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -169,7 +207,7 @@ class SQLiteGalleryStore:
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
-            raise GalleryStoreError(f"the gallery database is damaged or unreadable: {exc}") from None
+            raise GalleryStoreError("the gallery database is damaged or unreadable", str(exc)) from None
 
     def _collect_orphans(self, con: sqlite3.Connection) -> None:
         """Remove index files no gallery points at (left by a crash). Caller holds the write lock."""
@@ -191,11 +229,11 @@ class SQLiteGalleryStore:
         """Make `draft` the gallery's current version, atomically; a no-op if the content is unchanged.
         With `base`, only if the current version is still that one (GalleryConflictError otherwise)."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
-        retention = retention or self.retention
+        expires = self.policy.expiry(draft.departure, retention, now)
         gid = draft.gallery_id
         dim = draft.dim
         vectors = np.asarray([t.embedding for t in draft.templates], dtype=np.float32).reshape(-1, dim)
-        encrypted = self.key is not None
+        encrypted = self.keys is not None
         old_file: str | None = None
         with self._transaction(write=True) as con:
             if self._is_current(con, gid, draft.content_hash):
@@ -205,26 +243,27 @@ class SQLiteGalleryStore:
                 (gid,),
             ).fetchone()
             check_base(gid, (current[0], current[3]) if current else None, base)
-            refuse_plaintext_over_encrypted(gid, current and bool(current[2]), self.key)
+            refuse_plaintext_over_encrypted(gid, current and bool(current[2]), self.keys)
             self._collect_orphans(con)
             version = current[0] + 1 if current else 1
             kind = index_kind_for(len(vectors))
-            data = seal_index(vectors, kind, self.key, gid, version)
-            index_file = f"{gid}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
-            write_atomic(self.root / index_file, data)
+            sealed = seal_index(vectors, kind, self.keys, gid, version)
+            index_file = self._index_name(gid, version, encrypted)
+            write_atomic(self.root / index_file, sealed.data)
             if current:
                 old_file = current[1]
                 for table in CHILD_TABLES:
                     con.execute(f"DELETE FROM {table} WHERE gallery_id = ?", (gid,))
             con.execute(
-                "INSERT OR REPLACE INTO galleries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO galleries ({GALLERY_COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     gid,
                     version,
                     draft.flight_id,
                     iso(draft.departure),
                     iso(now),
-                    iso(draft.departure + retention),
+                    iso(expires),
                     draft.pack,
                     json.dumps(draft.model_hashes, sort_keys=True),
                     draft.embedder.name,
@@ -234,8 +273,9 @@ class SQLiteGalleryStore:
                     int(encrypted),
                     draft.content_hash,
                     index_file,
-                    hashlib.sha256(data).hexdigest(),
+                    hashlib.sha256(sealed.data).hexdigest(),
                     draft.direction,
+                    sealed.key_id,
                 ),
             )
             con.executemany(
@@ -250,7 +290,7 @@ class SQLiteGalleryStore:
                         version,
                         row,
                         t.traveler_id,
-                        t.photo,
+                        photo_reference(t.photo_sha256),
                         t.photo_sha256,
                         json.dumps(t.quality, default=float),
                         iso(now),
@@ -260,12 +300,50 @@ class SQLiteGalleryStore:
             )
             con.executemany(
                 "INSERT INTO failures VALUES (?,?,?,?,?,?)",
-                [(gid, version, f.traveler_id, f.photo, f.reason, f.detail) for f in draft.failures],
+                [
+                    (gid, version, f.traveler_id, stored_reference(f.photo), f.reason, f.detail)
+                    for f in draft.failures
+                ],
             )
             info = self._info(con, gid)
         if old_file and old_file != index_file:
             _shred(self.root / old_file)
         return WriteResult(info, unchanged=False)
+
+    @staticmethod
+    def _index_name(gallery_id: str, version: int, encrypted: bool) -> str:
+        return f"{gallery_id}.v{version}{INDEX_SUFFIXES[1] if encrypted else INDEX_SUFFIXES[0]}"
+
+    def reseal(self, gallery_id: str) -> bool:
+        """Re-encrypt the current version under the newest key as version + 1 (same rows, same content hash),
+        switched in one transaction like any write; the old file is shredded. False when already sealed so."""
+        if self.keys is None:
+            raise TemplateKeyError("resealing galleries needs the template keys")
+        with self._transaction(write=True) as con:
+            info = self._info(con, gallery_id)
+            index_file, index_sha256, key_id = con.execute(
+                "SELECT index_file, index_sha256, key_id FROM galleries WHERE gallery_id = ?", (gallery_id,)
+            ).fetchone()
+            if info.encrypted and key_id == self.keys.current().key_id:
+                return False
+            try:
+                data = (self.root / index_file).read_bytes()
+            except OSError:
+                raise GalleryDamagedError(f"gallery {gallery_id}: its index file cannot be read") from None
+            plain = plain_index(info, data, index_sha256, None if not info.encrypted else self.keys)
+            version = info.version + 1
+            sealed = reseal_index(plain, self.keys, gallery_id, version)
+            new_file = self._index_name(gallery_id, version, encrypted=True)
+            write_atomic(self.root / new_file, sealed.data)
+            for table in CHILD_TABLES:
+                con.execute(f"UPDATE {table} SET version = ? WHERE gallery_id = ?", (version, gallery_id))
+            con.execute(
+                "UPDATE galleries SET version = ?, encrypted = 1, index_file = ?, index_sha256 = ?, key_id = ?"
+                " WHERE gallery_id = ?",
+                (version, new_file, hashlib.sha256(sealed.data).hexdigest(), sealed.key_id, gallery_id),
+            )
+        _shred(self.root / index_file)
+        return True
 
     def _is_current(self, con: sqlite3.Connection, gallery_id: str, content_hash: str) -> bool:
         """The stored version holds this content, encrypted as this store would, and is intact (a damaged or
@@ -274,7 +352,7 @@ class SQLiteGalleryStore:
             "SELECT version, content_hash, encrypted, index_file, index_sha256 FROM galleries WHERE gallery_id = ?",
             (gallery_id,),
         ).fetchone()
-        if row is None or row[1] != content_hash or bool(row[2]) != (self.key is not None):
+        if row is None or row[1] != content_hash or bool(row[2]) != (self.keys is not None):
             return False
         if self.quarantine.holds(gallery_id, (row[0], row[1])):
             return False
@@ -288,7 +366,7 @@ class SQLiteGalleryStore:
             row = con.execute(
                 "SELECT encrypted FROM galleries WHERE gallery_id = ?", (gallery_id,)
             ).fetchone()
-        refuse_plaintext_over_encrypted(gallery_id, row is not None and bool(row[0]), self.key)
+        refuse_plaintext_over_encrypted(gallery_id, row is not None and bool(row[0]), self.keys)
 
     def is_current(self, gallery_id: str, content_hash: str) -> bool:
         with self._transaction() as con:
@@ -299,7 +377,7 @@ class SQLiteGalleryStore:
     def _info(self, con: sqlite3.Connection, gallery_id: str) -> GalleryInfo:
         row = con.execute(
             "SELECT version, flight_id, departure, created_at, expires_at, pack, model_hashes, embedder_name,"
-            " embedder_sha256, dim, index_kind, encrypted, content_hash, direction FROM galleries"
+            " embedder_sha256, dim, index_kind, encrypted, content_hash, direction, key_id FROM galleries"
             " WHERE gallery_id = ?",
             (gallery_id,),
         ).fetchone()
@@ -318,7 +396,7 @@ class SQLiteGalleryStore:
         (failures,) = con.execute(
             "SELECT COUNT(*) FROM failures WHERE gallery_id = ? AND version = ?", (gallery_id, version)
         ).fetchone()
-        return GalleryInfo(
+        info = GalleryInfo(
             gallery_id=gallery_id,
             version=version,
             flight_id=row[1],
@@ -337,7 +415,9 @@ class SQLiteGalleryStore:
             encrypted=bool(row[11]),
             content_hash=row[12],
             direction=row[13],
+            key_id=row[14],
         )
+        return expired_view(info)
 
     def info(self, gallery_id: str) -> GalleryInfo:
         with self._transaction() as con:
@@ -355,9 +435,14 @@ class SQLiteGalleryStore:
             ]
             return [self._info(con, gid) for gid in ids]
 
+    def _readable_version(self, con: sqlite3.Connection, gallery_id: str) -> int:
+        info = self._info(con, gallery_id)
+        refuse_expired(info)
+        return info.version
+
     def failures(self, gallery_id: str) -> list[EnrollmentFailure]:
         with self._transaction() as con:
-            version = self._info(con, gallery_id).version
+            version = self._readable_version(con, gallery_id)
             rows = con.execute(
                 "SELECT traveler_id, photo, reason, detail FROM failures WHERE gallery_id = ? AND version = ?"
                 " ORDER BY rowid",
@@ -368,7 +453,7 @@ class SQLiteGalleryStore:
     def travelers(self, gallery_id: str) -> list[TravelerRecord]:
         """Every traveler of the manifest, in manifest order (including those that failed to enroll)."""
         with self._transaction() as con:
-            version = self._info(con, gallery_id).version
+            version = self._readable_version(con, gallery_id)
             rows = con.execute(
                 "SELECT traveler_id, document_type FROM travelers WHERE gallery_id = ? AND version = ?"
                 " ORDER BY position",
@@ -378,7 +463,7 @@ class SQLiteGalleryStore:
 
     def provenance(self, gallery_id: str) -> list[TemplateProvenance]:
         with self._transaction() as con:
-            version = self._info(con, gallery_id).version
+            version = self._readable_version(con, gallery_id)
             rows = con.execute(
                 "SELECT row, traveler_id, photo, photo_sha256, quality, created_at FROM templates"
                 " WHERE gallery_id = ? AND version = ? ORDER BY row",
@@ -409,11 +494,10 @@ class SQLiteGalleryStore:
                 else:
                     info = self._info(con, gallery_id)
                     owners = self._owners(con, gallery_id, info.version)
-            if info.expired(now):
-                raise GalleryExpiredError(f"gallery {gallery_id} expired at {iso(info.expires_at)}")
+            refuse_expired(info, now)
             if owners is None:
                 return cached[1]
-            self.quarantine.check(gallery_id, stamp)
+            self.quarantine.check(gallery_id, stamp, self.keys)
             try:
                 data = (self.root / index_file).read_bytes()
             except FileNotFoundError:
@@ -421,7 +505,7 @@ class SQLiteGalleryStore:
             if hashlib.sha256(data).hexdigest() != index_sha256:
                 continue  # being shredded by a writer (or altered): read the current version again
             try:
-                gallery = open_snapshot(info, data, index_sha256, owners, self.key)
+                gallery = open_snapshot(info, data, index_sha256, owners, self.keys)
             except (GalleryStoreError, TemplateKeyError) as exc:
                 self.quarantine.hold(gallery_id, stamp, exc)
                 raise
@@ -463,7 +547,7 @@ class SQLiteGalleryStore:
                 raise GalleryDamagedError(
                     f"gallery {gallery_id}: index file {index_file}: {exc.strerror}"
                 ) from None
-            return check_index(info, data, index_sha256, owners, self.key)
+            return check_index(info, data, index_sha256, owners, self.keys)
         except GalleryNotFoundError:
             raise
         except (GalleryStoreError, TemplateKeyError) as exc:

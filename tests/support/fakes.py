@@ -117,7 +117,8 @@ def write_gallery(
             failures=(),
             content_hash=f"{flight}-{len(centres)}-{prefix}",
             direction=direction,
-        )
+        ),
+        now=departure - timedelta(hours=2),  # the store refuses departures years ahead of its clock
     )
 
 

@@ -5,6 +5,7 @@ Not a test module: imported by tests/test_service_e2e*.py.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from gatematch.errors import CardError
 from gatematch.facepipeline import FacePipeline
 from gatematch.gallery import Calibration, load_default_calibration
 from gatematch.images import load_image
+from gatematch.keyfile import KeyFile
 from gatematch.modelstore import ModelStore
-from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
+from gatematch.service.config import AuditConfig, KeysConfig, ServerConfig, ServiceConfig, StoreConfig
 from gatematch.service.server import GateMatchServer, pipeline_config
 from support.postgres import PostgresCluster, need_cluster
 
@@ -60,13 +62,26 @@ def store_url(backend: str, postgres_cluster: PostgresCluster | str) -> str:
     return need_cluster(postgres_cluster).database() if backend == "postgres" else ""
 
 
+def key_file_for(root: Path, store_url: str = "") -> Path:
+    """The template key file of a test server: under `root` for the embedded store (the server creates it on
+    its first start); for a PostgreSQL store one file per database, made here, that all its replicas share."""
+    if not store_url:
+        return root / "template-keys.json"
+    digest = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    path = Path(os.environ["XDG_DATA_HOME"]) / "test-keys" / f"{digest}.json"
+    if not path.exists():
+        KeyFile.create(path)
+    return path
+
+
 def service_config(root: Path, store_url: str = "", **server: object) -> ServiceConfig:
-    """Loopback, port 0, a store and audit log under `root` (or the galleries at `store_url`); two inference
-    workers."""
+    """Loopback, port 0, a store, key file and audit log under `root` (or the galleries at `store_url`, with
+    the key file its replicas share); two inference workers."""
     config = ServiceConfig(
         server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
         store=StoreConfig(gallery_dir=str(root / "galleries"), url=store_url),
         audit=AuditConfig(path=str(root / "audit.jsonl")),
+        keys=KeysConfig(file=str(key_file_for(root, store_url))),
     )
     return replace(config, server=replace(config.server, **server)) if server else config
 
@@ -97,11 +112,20 @@ def health_status(target: str, credentials: grpc.ChannelCredentials | None = Non
 
 
 class ServeProcess:
-    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL)."""
+    """`gatematch serve --config FILE` as a separate process (a replica that can be killed with SIGKILL); with
+    no config file, the embedded defaults (`env` adds to the environment)."""
 
-    def __init__(self, config_file: Path, model_dir: Path, port: int, log: Path) -> None:
-        self.command = [sys.executable, "-m", "gatematch.cli", "serve", "--config", str(config_file)]
-        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir)}
+    def __init__(
+        self,
+        config_file: Path | None,
+        model_dir: Path,
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        config = ["--config", str(config_file)] if config_file is not None else []
+        self.command = [sys.executable, "-m", "gatematch.cli", "serve", *config]
+        self.env = {**os.environ, "GATEMATCH_MODEL_DIR": str(model_dir), **(env or {})}
         self.target = f"127.0.0.1:{port}"
         self.log = log
         self.process: subprocess.Popen | None = None

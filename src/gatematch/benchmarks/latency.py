@@ -122,8 +122,9 @@ def sample_process(pid: int | None) -> ProcessSample | None:
 def in_process_server(
     pack: str, model_store: ModelStore, calibration: Calibration | None, workers: int = 0
 ) -> Iterator[str]:
-    """A real GateMatchServer on 127.0.0.1 (free port), its galleries and audit log in a temporary folder."""
-    from gatematch.service.config import AuditConfig, ServerConfig, ServiceConfig, StoreConfig
+    """A real GateMatchServer on 127.0.0.1 (free port), its galleries, key file and audit log in a temporary
+    folder."""
+    from gatematch.service.config import AuditConfig, KeysConfig, ServerConfig, ServiceConfig, StoreConfig
     from gatematch.service.server import GateMatchServer
 
     with tempfile.TemporaryDirectory(prefix="gatematch-bench-") as tmp:
@@ -131,6 +132,7 @@ def in_process_server(
             server=ServerConfig(host="127.0.0.1", port=0, workers=workers),
             store=StoreConfig(gallery_dir=str(Path(tmp) / "galleries"), pack=pack),
             audit=AuditConfig(path=str(Path(tmp) / "audit.jsonl")),
+            keys=KeysConfig(file=str(Path(tmp) / "template-keys.json")),
         )
         server = GateMatchServer(config, calibration=calibration, model_store=model_store)
         server.start()

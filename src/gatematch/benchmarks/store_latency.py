@@ -1,7 +1,8 @@
 """Gallery store costs on either backend: writing a version, the first load (index read, decrypted and
 deserialised), the per-frame load of a cached snapshot, a delta (one traveler removed: the version read back,
-merged and written again), a camera frame's look-up of its gate's run-time assignments, and, with PostgreSQL,
-how long a second replica takes to follow a new version, a delta, a gate assignment and a purge.
+merged and written again), a camera frame's look-up of its gate's run-time assignments, a key rotation
+(reseal) with --encrypt, and, with PostgreSQL, how long a second replica takes to follow a new version, a
+delta, a gate assignment and a purge.
 
 Synthetic clustered templates (as in search_latency): the question is what the store adds, not faces.
 
@@ -32,7 +33,7 @@ from gatematch.gallery_store import (
     open_store,
 )
 from gatematch.process import configure_process
-from gatematch.template_crypto import TemplateKey, generate_key
+from gatematch.template_crypto import Keyring, TemplateKey, generate_key
 
 FLIGHT = "BENCHSTORE"
 EMBEDDER = ModelRef("synthetic", "0" * 64)
@@ -77,7 +78,13 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
     departure = (datetime.now(UTC) + timedelta(hours=6)).replace(second=0, microsecond=0)
     store: GalleryStore = open_store(location, key)
     writes, first_loads, follows, purges = [], [], [], []
-    follower = open_store(location, key, follow=True) if is_database_url(location) else None
+    # the keys the reseals below rotate through (a replica holds them all, as after `gatematch keys create`)
+    rotation = [key, *(TemplateKey.from_base64(generate_key()) for _ in range(repeats))] if key else []
+    follower = (
+        open_store(location, Keyring(rotation) if key else None, follow=True)
+        if is_database_url(location)
+        else None
+    )
     try:
         for repeat in range(repeats):
             gallery_draft = synthetic_draft(travelers, repeat, departure)
@@ -127,6 +134,12 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
                     reader.gate_assignments(gate_id=gate)
                     times.append(time.perf_counter() - start)
             store.release_gate(made.assignment.assignment_id, "bench")
+        reseals = []  # key rotation: the current version sealed again under a newer key
+        for newest in range(2, len(rotation) + 1):
+            rotating = open_store(location, Keyring(rotation[:newest]))
+            start = time.perf_counter()
+            rotating.reseal(gid)
+            reseals.append(time.perf_counter() - start)
         if follower is not None:
             store.purge(gid)
             purges.append(wait_until(lambda: not follower.galleries(FLIGHT)))
@@ -147,6 +160,8 @@ def measure(location: str, travelers: int, repeats: int, key: TemplateKey | None
         "delta_remove_one_ms_p50": percentile_ms(deltas, 50),
         "gate_assignment_lookup_ms_p50": percentile_ms(gate_lookups[0], 50),
     }
+    if reseals:
+        report["reseal_ms_p50"] = percentile_ms(reseals, 50)
     if follower is not None:
         report["replica_gate_assignment_lookup_ms_p50"] = percentile_ms(gate_lookups[1], 50)
         report["replica_follows_delta_ms_max"] = round(max(delta_follows) * 1000, 1)

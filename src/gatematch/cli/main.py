@@ -18,14 +18,14 @@ from gatematch.process import configure_process
 
 def build_parser() -> argparse.ArgumentParser:
     from gatematch.benchmarks import cli as bench
-    from gatematch.cli import faces, gates, models, service
+    from gatematch.cli import audit, faces, gates, keys, models, service
     from gatematch.gallery_tools import cli as gallery
 
     parser = argparse.ArgumentParser(
         prog="gatematch", description="gatematch: face matching for departure gates."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (models, faces, gallery, service, gates, bench):
+    for module in (models, faces, gallery, keys, audit, service, gates, bench):
         module.register(commands)
     return parser
 
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except GatematchError as exc:
-        print(f"gatematch: error: {exc}", file=sys.stderr)
+        print(f"gatematch: error: {exc.describe()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -2,23 +2,25 @@
 
 `add` enrolls one traveler's photos (a late check-in, a standby passenger) with the gallery's pack and carries
 every other template over as it is; `remove` takes travelers out (no-shows, offloaded passengers). Each is a new
-immutable version, sealed with $GATEMATCH_TEMPLATE_KEY as a full build is, expiring when the gallery did, and a
-record in the audit trail named by the service config (`--config`, else $GATEMATCH_CONFIG or the defaults).
-A running service matches against the new version from its next frame (replicas on PostgreSQL within a second).
+immutable version, sealed under the newest template key as a full build is, expiring when the gallery did, and a
+record in the chained audit trail; store, keys and audit trail come from the service config (gatematch.cli.admin).
+The photos are read as bytes and the gallery names them by content hash only; this run's output maps failures back
+to the files given. A running service matches against the new version from its next frame (replicas on
+PostgreSQL within a second).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gatematch.cli.admin import Admin
 from gatematch.cli.options import add_model_dir_option, print_json
 from gatematch.errors import ManifestError
-from gatematch.gallery_store import GalleryStore, TravelerRecord
+from gatematch.gallery_store import TravelerRecord
 
 if TYPE_CHECKING:
     from gatematch.gallery_delta import DeltaResult
@@ -26,36 +28,19 @@ if TYPE_CHECKING:
 EXIT_NOT_ENROLLED = 1  # `add`: every photo of the traveler failed; they are recorded as not enrolled
 
 
-def _audit(args: argparse.Namespace, event: str, result: DeltaResult) -> None:
-    """The change in the service's audit trail, as the operating-system user who made it."""
-    from gatematch.service.audit import AuditLog, AuditRecord, DatabaseAuditLog
-    from gatematch.service.config import load_config
-
-    config = load_config(args.config)
-    sink = AuditLog(config.audit.path)
-    if config.audit.sink == "store":
-        sink = DatabaseAuditLog(config.store.url, sink)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid{os.getuid()}"
+def _record(args: argparse.Namespace, admin: Admin, event: str, result: DeltaResult) -> None:
+    """The change in the service's audit trail (traveler ids and the operator's reason; never a photo)."""
     travelers = result.added or result.removed
     detail = f"{result.info.gallery_id}: {', '.join(travelers)}" + (f"; {args.reason}" if args.reason else "")
-    try:
-        sink.record(
-            AuditRecord(
-                event,
-                f"cli:{user}"[:200],
-                flight_id=result.info.flight_id,
-                gallery_version=str(result.info.version),
-                detail=detail[:200],
-            )
-        )
-    finally:
-        sink.close()
+    admin.record(
+        event,
+        flight_id=result.info.flight_id,
+        gallery_version=str(result.info.version),
+        detail=detail[:200],
+    )
 
 
-def _report(args: argparse.Namespace, result: DeltaResult) -> None:
+def _report(args: argparse.Namespace, result: DeltaResult, sources: dict[str, Path] | None = None) -> None:
     if args.json:
         print_json(
             {
@@ -73,54 +58,64 @@ def _report(args: argparse.Namespace, result: DeltaResult) -> None:
         + f"{info.gallery_id} v{info.version}, {info.travelers} travelers / {info.templates} templates"
     )
     for failure in result.failures:
-        print(
-            f"  failed to enroll {failure.traveler_id}: {failure.reason}: {failure.detail} ({failure.photo})"
-        )
+        source = (sources or {}).get(failure.photo, failure.photo or "unreadable photo")
+        print(f"  failed to enroll {failure.traveler_id}: {failure.reason}: {failure.detail} ({source})")
 
 
-def _add(args: argparse.Namespace, store: GalleryStore) -> int:
+def _add(args: argparse.Namespace, admin: Admin) -> int:
     from gatematch.enrollment import EnrollmentPhoto
     from gatematch.facepipeline import FacePipeline, PipelineConfig
     from gatematch.gallery_delta import apply_delta, start_delta
-    from gatematch.modelstore import ModelStore, sha256_of
+    from gatematch.modelstore import ModelStore
     from gatematch.quality import QualityThresholds
 
-    for photo in args.photos:
-        if not photo.is_file():
-            raise ManifestError(f"photo {photo} is not a file")
+    images: list[bytes] = []
+    for path in args.photos:
+        try:
+            images.append(path.read_bytes())
+        except OSError as exc:
+            raise ManifestError(
+                f"photo {path} cannot be read: {exc.strerror or type(exc).__name__}"
+            ) from None
+    store = admin.store(keys=admin.keys())
     info = store.info(args.gallery)
     config = PipelineConfig(quality=QualityThresholds.enrollment())
     pipeline = FacePipeline.from_pack(args.pack or info.pack, store=ModelStore(args.model_dir), config=config)
-    enrollment = start_delta(store, args.gallery, pipeline, batch_size=len(args.photos))
+    enrollment = start_delta(store, args.gallery, pipeline, batch_size=len(images))
     enrollment.expect(TravelerRecord(args.traveler, args.document_type))
-    photos = [EnrollmentPhoto(args.traveler, str(p.resolve()), sha256_of(p)) for p in args.photos]
-    enrollment.add_photos([(photo, photo.path) for photo in photos])
+    photos = [
+        EnrollmentPhoto(args.traveler, str(path), hashlib.sha256(image).hexdigest())
+        for path, image in zip(args.photos, images, strict=True)
+    ]
+    enrollment.add_photos(list(zip(photos, images, strict=True)))
     result = apply_delta(store, args.gallery, enrollment)
     if not result.unchanged:
-        _audit(args, "gallery.add", result)
-    _report(args, result)
+        _record(args, admin, "gallery.add", result)
+    _report(args, result, {photo.reference: path for photo, path in zip(photos, args.photos, strict=True)})
     return EXIT_NOT_ENROLLED if args.traveler in result.info.failed_travelers else 0
 
 
-def _remove(args: argparse.Namespace, store: GalleryStore) -> int:
+def _remove(args: argparse.Namespace, admin: Admin) -> int:
     from gatematch.gallery_delta import apply_delta
 
+    store = admin.store(keys=admin.keys())
     result = apply_delta(store, args.gallery, None, args.travelers)
-    _audit(args, "gallery.remove", result)
+    _record(args, admin, "gallery.remove", result)
     _report(args, result)
     return 0
+
+
+Handler = Callable[[argparse.Namespace, Admin], int]
 
 
 def register(
     actions: argparse._SubParsersAction,
     common: argparse.ArgumentParser,
-    store: Callable[[argparse.Namespace], GalleryStore],
+    with_admin: Callable[[Handler], Callable[[argparse.Namespace], int]],
 ) -> None:
-    """`add` and `remove` under `gatematch gallery`; `store(args)` opens the --store given."""
+    """`add` and `remove` under `gatematch gallery`; `with_admin` runs a handler with the command's Admin
+    (store, keys and audit trail of the --config given)."""
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument(
-        "--config", type=Path, default=None, help="service config naming the audit trail (default: built-in)"
-    )
     shared.add_argument("--reason", default="", help="recorded in the audit trail")
 
     add = actions.add_parser(
@@ -134,11 +129,11 @@ def register(
     add.add_argument("--document-type", default=None, help="e.g. passport")
     add.add_argument("--pack", default=None, help="model pack (default: the gallery's)")
     add_model_dir_option(add)
-    add.set_defaults(handler=lambda args: _add(args, store(args)))
+    add.set_defaults(handler=with_admin(_add))
 
     remove = actions.add_parser(
         "remove", parents=[common, shared], help="remove travelers from a gallery (a new version)"
     )
     remove.add_argument("gallery", help="gallery id")
     remove.add_argument("travelers", nargs="+", metavar="traveler", help="traveler ids")
-    remove.set_defaults(handler=lambda args: _remove(args, store(args)))
+    remove.set_defaults(handler=with_admin(_remove))

@@ -14,7 +14,11 @@ JSON:
 it (entry, `arrival`); for an arrival, `departure` is the flight's scheduled arrival time here.
 
 Photo paths are relative to the manifest's folder, absolute, or file:// URLs; nothing is fetched over a
-network (enrollment runs air-gapped). A departure without an explicit UTC offset is refused: a gallery's
+network (enrollment runs air-gapped). Every photo must lie inside the manifest's folder, or inside the photo
+root the operator names: `../`, absolute paths, file:// URLs and symlinks that lead out of it are refused, so a
+manifest (which often comes from another party, the airline) cannot make enrollment read any other file of the
+machine. The check is repeated when a photo is read (`Manifest.read_photo`), so a symlink swapped in after
+validation is refused too. A departure without an explicit UTC offset is refused: a gallery's
 expiry is computed from it, and a naive time silently read in the wrong zone would keep biometric data hours
 too long or destroy it before boarding. Every error names the file and the line (CSV) or JSON path.
 """
@@ -22,7 +26,9 @@ too long or destroy it before boarding. Every error names the file and the line 
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,11 +58,26 @@ class Manifest:
     departure: datetime  # aware, UTC
     travelers: tuple[ManifestTraveler, ...]
     source: Path
+    photo_root: Path  # resolved: every photo lies inside it
     direction: str = DEPARTURE
 
+    def read_photo(self, path: Path) -> bytes:
+        """A photo's bytes, read only if it still resolves inside the photo root (OSError otherwise)."""
+        if not confined(path, self.photo_root):
+            raise PermissionError(errno.EACCES, "it no longer lies inside the photo folder")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
 
-def load_manifest(path: Path) -> Manifest:
-    """Parse and validate a CSV or JSON manifest (chosen by extension)."""
+
+def confined(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symlink followed, lies inside `root` (resolved)."""
+    return Path(os.path.realpath(path)).is_relative_to(root)
+
+
+def load_manifest(path: Path, photo_root: Path | None = None) -> Manifest:
+    """Parse and validate a CSV or JSON manifest (chosen by extension); photos must lie inside `photo_root`
+    (default: the manifest's folder)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -64,11 +85,14 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"manifest {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {path}: cannot be read as UTF-8 text ({exc})") from None
+    root = Path(os.path.realpath(photo_root if photo_root is not None else path.parent))
+    if not root.is_dir():
+        raise ManifestError(f"photo root {photo_root} is not a folder")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _from_csv(text, path)
+        return _from_csv(text, path, root)
     if suffix == ".json":
-        return _from_json(text, path)
+        return _from_json(text, path, root)
     raise ManifestError(f"manifest {path}: unknown format '{suffix}' (use .csv or .json)")
 
 
@@ -118,7 +142,7 @@ def _traveler_id(value: object, where: str) -> str:
     return value.strip()
 
 
-def _photo(value: object, base: Path, where: str) -> Path:
+def _photo(value: object, base: Path, root: Path, where: str) -> Path:
     if not isinstance(value, str):
         raise ManifestError(f"{where}: photo path must be a text, got {value!r}")
     text = value.strip()
@@ -133,6 +157,11 @@ def _photo(value: object, base: Path, where: str) -> Path:
         path = Path(text)
         if not path.is_absolute():
             path = base / path
+    if not confined(path, root):
+        raise ManifestError(
+            f"{where}: photo {text!r} lies outside the photo folder {root} (through '..', an absolute path, "
+            "a file:// URL or a symlink); photos must be inside the manifest's folder or --photo-root"
+        )
     if path.exists() and not path.is_file():
         raise ManifestError(f"{where}: photo {text!r} is not a regular file ({path})")
     if not path.is_file():
@@ -141,7 +170,7 @@ def _photo(value: object, base: Path, where: str) -> Path:
 
 
 def _traveler(
-    traveler_id: object, photos: object, document_type: object, base: Path, where: str
+    traveler_id: object, photos: object, document_type: object, base: Path, root: Path, where: str
 ) -> ManifestTraveler:
     tid = _traveler_id(traveler_id, where)
     if photos is not None and not isinstance(photos, list):
@@ -150,7 +179,7 @@ def _traveler(
         raise ManifestError(f"{where}: traveler {tid} needs at least one photo")
     if len(photos) > MAX_PHOTOS:
         raise ManifestError(f"{where}: traveler {tid} has {len(photos)} photos; at most {MAX_PHOTOS}")
-    paths = tuple(_photo(p, base, f"{where} photo {i + 1}") for i, p in enumerate(photos))
+    paths = tuple(_photo(p, base, root, f"{where} photo {i + 1}") for i, p in enumerate(photos))
     if len(set(paths)) != len(paths):
         raise ManifestError(f"{where}: traveler {tid} lists the same photo twice")
     if document_type is not None and (not isinstance(document_type, str) or len(document_type) > 32):
@@ -180,7 +209,7 @@ def _unique(travelers: list[tuple[ManifestTraveler, str]], source: Path) -> tupl
     return tuple(t for t, _ in travelers)
 
 
-def _from_csv(text: str, path: Path) -> Manifest:
+def _from_csv(text: str, path: Path, root: Path) -> Manifest:
     reader = csv.DictReader(text.splitlines(), strict=True)
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -211,14 +240,15 @@ def _from_csv(text: str, path: Path) -> Manifest:
                     f"{where}: every row must have the same flight_id and departure (and direction)"
                 )
             photos = [p for p in row["photos"].split(";") if p.strip()]
-            travelers.append(
-                (_traveler(row["traveler_id"], photos, row.get("document_type"), path.parent, where), where)
+            traveler = _traveler(
+                row["traveler_id"], photos, row.get("document_type"), path.parent, root, where
             )
+            travelers.append((traveler, where))
     except csv.Error as exc:
         raise ManifestError(f"manifest {path.name} line {reader.line_num}: malformed CSV ({exc})") from None
     if flight is None or departure is None:
         raise ManifestError(f"manifest {path}: no travelers")
-    return Manifest(flight, departure, _unique(travelers, path), path, direction)
+    return Manifest(flight, departure, _unique(travelers, path), path, root, direction)
 
 
 class _DuplicateKeyError(ValueError):
@@ -235,7 +265,7 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, obj
     return data
 
 
-def _from_json(text: str, path: Path) -> Manifest:
+def _from_json(text: str, path: Path, root: Path) -> Manifest:
     try:
         data = json.loads(text, object_pairs_hook=_object_without_duplicates)
     except json.JSONDecodeError as exc:
@@ -268,9 +298,10 @@ def _from_json(text: str, path: Path) -> Manifest:
                     entry.get("photos"),
                     entry.get("document_type"),
                     path.parent,
+                    root,
                     where,
                 ),
                 where,
             )
         )
-    return Manifest(flight, departure, _unique(travelers, path), path, direction)
+    return Manifest(flight, departure, _unique(travelers, path), path, root, direction)

@@ -12,13 +12,13 @@ import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, tzinfo
+from datetime import UTC, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatematch.errors import ConfigError
-from gatematch.gallery_store import DATABASE_SCHEMES
+from gatematch.gallery_store import DATABASE_SCHEMES, DEFAULT_HORIZON, DEFAULT_RETENTION, RetentionPolicy
 from gatematch.tomlfile import read_toml
 
 ENV_PREFIX = "GATEMATCH_"
@@ -26,7 +26,12 @@ ENV_CONFIG = "GATEMATCH_CONFIG"
 
 
 def _data_dir() -> Path:
+    """Where the embedded defaults keep data; read when a config is made, not when this module is imported."""
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "gatematch"
+
+
+def _in_data_dir(name: str) -> Any:
+    return field(default_factory=lambda: str(_data_dir() / name))
 
 
 def _positive(section: str, **values: float) -> None:
@@ -89,7 +94,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    gallery_dir: str = str(_data_dir() / "galleries")  # the embedded store (SQLite + index files)
+    gallery_dir: str = _in_data_dir("galleries")  # the embedded store (SQLite + index files)
     url: str = (
         ""  # "postgresql://...": galleries in PostgreSQL, shared by replicas (gallery_dir is then unused)
     )
@@ -207,17 +212,60 @@ class AuthConfig:
     policy_file: str = ""  # empty = no authorization (only allowed on loopback without TLS)
 
 
+@dataclass(frozen=True)
+class KeysConfig:
+    """Template keys (gatematch.keyfile): the key file, created beside the embedded store on its first use.
+    GATEMATCH_TEMPLATE_KEY, when set, overrides it with one key."""
+
+    file: str = _in_data_dir("template-keys.json")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long galleries are kept after departure, at most, and how far ahead of departure they may be built
+    (gatematch.gallery_store.RetentionPolicy). A Load may ask for a shorter or longer retention, never longer
+    than max_hours."""
+
+    default_hours: float = DEFAULT_RETENTION.total_seconds() / 3600
+    max_hours: float = DEFAULT_RETENTION.total_seconds() / 3600
+    max_days_ahead: float = DEFAULT_HORIZON.days
+
+    def __post_init__(self) -> None:
+        _positive(
+            "retention",
+            default_hours=self.default_hours,
+            max_hours=self.max_hours,
+            max_days_ahead=self.max_days_ahead,
+        )
+        if self.default_hours > self.max_hours:
+            raise ConfigError(
+                f"[retention] default_hours {self.default_hours:g} is over max_hours {self.max_hours:g}"
+            )
+        if max(self.max_hours / 24, self.max_days_ahead) > 3660:
+            raise ConfigError("[retention] max_hours and max_days_ahead must stay within ten years")
+
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            timedelta(hours=self.default_hours),
+            timedelta(hours=self.max_hours),
+            timedelta(days=self.max_days_ahead),
+        )
+
+
 AUDIT_SINKS = ("file", "store")
+AUDIT_ROTATE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    path: str = str(_data_dir() / "audit.jsonl")  # the file sink, and the fallback of the store sink
+    path: str = _in_data_dir("audit.jsonl")  # the file sink, and the fallback of the store sink
     sink: str = "file"  # "store": an append-only table in the gallery store's PostgreSQL database
+    rotate_bytes: int = AUDIT_ROTATE_BYTES  # the file is continued in a new one past this size (chain kept)
 
     def __post_init__(self) -> None:
         if self.sink not in AUDIT_SINKS:
             raise ConfigError(f"[audit] sink must be one of {', '.join(AUDIT_SINKS)}, got {self.sink!r}")
+        _positive("audit", rotate_bytes=self.rotate_bytes)
 
 
 @dataclass(frozen=True)
@@ -238,13 +286,15 @@ class ServiceConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self) -> None:
         if self.audit.sink == "store" and not self.store.url:
             raise ConfigError('[audit] sink = "store" needs the galleries in PostgreSQL ([store] url)')
 
 
-_PATH_SUFFIXES = ("_file", "_dir", "path")
+_PATH_SUFFIXES = ("file", "_dir", "path")  # [tls] cert_file, [keys] file, [audit] path ...
 
 
 def _convert(section: str, key: str, kind: type, value: Any) -> Any:

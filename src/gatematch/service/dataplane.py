@@ -49,7 +49,7 @@ from gatematch.gallery import (
     iso,
 )
 from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
-from gatematch.gallery_store import GalleryStore
+from gatematch.gallery_store import GalleryStore, refuse_expired
 from gatematch.images import ImageLimits, decode_image, megapixels, to_bgr
 from gatematch.quality import QualityThresholds
 from gatematch.service.encounter import Sighting
@@ -281,7 +281,7 @@ class GalleryLoad:
         chunk = []
         for traveler_id, data in photos:
             digest = hashlib.sha256(data).hexdigest()
-            chunk.append((EnrollmentPhoto(traveler_id, f"upload:{digest[:16]}", digest), bytes(data)))
+            chunk.append((EnrollmentPhoto(traveler_id, "", digest), bytes(data)))
         self.enrollment.add_photos(chunk)
 
     def add_templates(self, templates: Sequence[tuple[str, Sequence[float]]]) -> None:
@@ -297,15 +297,11 @@ class GalleryLoad:
         return result
 
     def finish(self) -> LoadResult:
-        """Write the gallery as the departure's current version (a no-op when the content is unchanged)."""
+        """Write the gallery as the departure's current version (a no-op when the content is unchanged); the
+        store enforces its retention policy once more (time passed while the photos arrived)."""
         enrollment, header, store = self.enrollment, self.header, self.plane.store
         if not enrollment.digests:
             raise ManifestError("the load held no photos or templates")
-        expires = header.departure + (header.retention or store.retention)
-        if expires <= datetime.now(UTC):
-            raise GalleryExpiredError(
-                f"gallery of flight {header.flight_id} would expire at {iso(expires)}, before it is loaded"
-            )
         try:
             written = store.write(enrollment.draft(), retention=header.retention)
         except ValueError as exc:  # a flight id the store cannot name a gallery after
@@ -389,11 +385,14 @@ class DataPlane:
             raise GalleryNotFoundError(f"no gallery is loaded for flight {flight}")
         return mine
 
-    def current_info(self, flight: FlightRef | str) -> GalleryInfo:
-        """The flight's newest gallery (on that date, in that direction when given), expired or not (what an
-        administrator inspects)."""
+    def current_info(self, flight: FlightRef | str, now: datetime | None = None) -> GalleryInfo:
+        """The flight's newest gallery (on that date, in that direction when given), what an administrator
+        inspects; GalleryExpiredError once it expired: expired data is unreadable on every path, metadata
+        included, until the retention timer purges it."""
         flight = flight if isinstance(flight, FlightRef) else FlightRef(flight)
-        return max(self._of_flight(flight), key=lambda info: info.departure)
+        info = max(self._of_flight(flight), key=lambda info: info.departure)
+        refuse_expired(info, now)
+        return info
 
     def purge_flight(self, flight: FlightRef | str) -> int:
         """Purge every gallery of the flight (on that date, in that direction when given) now; the number of
@@ -409,10 +408,13 @@ class DataPlane:
         return Budget.start(ADMIN_BUDGET_S)
 
     def enrollment(self, header: LoadHeader) -> GalleryLoad:
+        """A gallery load, refused before any photo is read when its pack, retention or departure is not
+        acceptable (RetentionError: over the configured maximum, or a departure beyond the horizon)."""
         if header.pack and header.pack != self.pipeline.pack.name:
             raise WrongPackError(
                 f"gallery asks for pack {header.pack!r}; this server runs pack {self.pipeline.pack.name!r}"
             )
+        self.store.policy.expiry(header.departure, header.retention, datetime.now(UTC))
         enrollment = Enrollment(
             self.enroller,
             header.flight_id,
@@ -446,7 +448,7 @@ class DataPlane:
         try:
             infos = self.store.galleries()
         except GalleryStoreError as exc:  # the store's own database is damaged: say so per call, keep running
-            LOG.error("gallery store unreadable; no gallery loaded", extra={"reason": str(exc)})
+            LOG.error("gallery store unreadable; no gallery loaded", extra={"reason": exc.describe()})
             return []
         loaded = []
         for info in infos:
@@ -458,7 +460,7 @@ class DataPlane:
             except (GalleryStoreError, TemplateKeyError) as exc:
                 LOG.error(
                     "gallery quarantined",
-                    extra={"gallery": info.gallery_id, "flight": info.flight_id, "reason": str(exc)},
+                    extra={"gallery": info.gallery_id, "flight": info.flight_id, "reason": exc.describe()},
                 )
         return loaded
 

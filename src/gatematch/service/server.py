@@ -23,9 +23,10 @@ from grpc_reflection.v1alpha import reflection
 from gatematch.errors import GatematchError, ModelError, PackError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
-from gatematch.gallery_store import is_database_url, open_store
+from gatematch.gallery_store import flight_of, open_store
 from gatematch.gates import flights_in_force
 from gatematch.images import ImageLimits
+from gatematch.keyfile import template_keys
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
@@ -39,12 +40,12 @@ from gatematch.service.servicers import GalleryServicer, GateServicer, MatchServ
 from gatematch.service.stderr_capture import QuietStreamHandler, capture_stderr
 from gatematch.service.streams import StreamScheduler
 from gatematch.service.telemetry import Telemetry
-from gatematch.template_crypto import TemplateKey
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, gate_pb2, gate_pb2_grpc, match_pb2, match_pb2_grpc
 
 log = logging.getLogger("gatematch.service")
 
 PURGE_INTERVAL_S = 60.0
+RETENTION_TIMER = "retention-timer"  # the audit trail's client name for the service's own purges
 GALLERY_SERVICE = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name
 GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["GateService"].full_name
 SERVICE_NAMES = (
@@ -116,7 +117,7 @@ class GateMatchServer:
         self._calibration = calibration
         self._model_store = model_store
         self.telemetry = Telemetry()
-        self.audit: AuditSink = AuditLog(config.audit.path)
+        self.audit: AuditSink = AuditLog(config.audit.path, config.audit.rotate_bytes)
         if config.audit.sink == "store":
             self.audit = DatabaseAuditLog(config.store.url, self.audit)
         self.health = health.HealthServicer()
@@ -247,13 +248,15 @@ class GateMatchServer:
                 "single-photo table, which understates their false-match rate",
                 extra={"embedder": pipeline.pack.embedder.name},
             )
-        key = TemplateKey.from_env()
-        store = open_store(config.store.location, key, follow=True, on_reachable=self._store_reachable)
-        if key is None and is_database_url(config.store.location):
-            log.warning(
-                "templates are stored in PostgreSQL without encryption; set GATEMATCH_TEMPLATE_KEY "
-                "(deleted rows stay in the database's files until PostgreSQL reuses the space)"
-            )
+        # Templates are stored only encrypted: the embedded store makes its key file on first use.
+        keys = template_keys(config.keys.file, config.store.location, create=True)
+        store = open_store(
+            config.store.location,
+            keys,
+            config.retention.policy(),
+            follow=True,
+            on_reachable=self._store_reachable,
+        )
         plane = DataPlane(
             pipeline,
             store,
@@ -265,7 +268,7 @@ class GateMatchServer:
             fused_calibration=fused,
             timezone=config.match.zone(),
         )
-        purged = store.purge_expired()
+        purged = self._purged(store.purge_expired())
         galleries = plane.warm()
         scheduler = StreamScheduler(
             plane,
@@ -291,6 +294,7 @@ class GateMatchServer:
                 "galleries": galleries,
                 "purged": purged,
                 "workers": config.server.worker_count,
+                "template_key": keys.current().key_id if keys is not None else None,
             },
         )
 
@@ -323,7 +327,17 @@ class GateMatchServer:
             return []
         if purged:
             log.info("retention purge", extra={"galleries": purged})
-        return purged
+        return self._purged(purged)
+
+    def _purged(self, gallery_ids: list[str]) -> list[str]:
+        """Record the retention purge of each gallery in the audit trail."""
+        for gallery_id in gallery_ids:
+            self.audit.record(
+                AuditRecord(
+                    "gallery.purge", RETENTION_TIMER, flight_id=flight_of(gallery_id), detail=gallery_id
+                )
+            )
+        return gallery_ids
 
     def stop(self, grace_s: float | None = None) -> None:
         """Drain streams (up to the grace period), then stop listening and release the workers."""
