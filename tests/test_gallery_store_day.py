@@ -28,7 +28,7 @@ from gatematch.gallery_store import gallery_id_for, is_database_url, open_store
 from gatematch.gallery_store_postgres import PostgresGalleryStore
 from gatematch.gallery_store_sqlite import DB_NAME
 from gatematch.gates import flights_in_force
-from gatematch.template_crypto import TemplateKey, generate_key
+from gatematch.template_crypto import MAGIC, Keyring, TemplateKey, generate_key, sealed_key_id
 from support.drafts import BEFORE, DIM, EMBEDDER, RAW, draft, probe_of, unit
 from support.drafts import DEPARTURE as SCHEDULED
 from support.stores import StoreBackend
@@ -198,6 +198,35 @@ def test_a_delta_merges_again_onto_a_version_written_meanwhile(flight, monkeypat
     assert matches(store, first.gallery_id, probe_of(centres, 2)) is None
 
 
+def test_a_delta_across_a_key_rotation_is_sealed_under_the_newest_key(backend, monkeypatch) -> None:
+    """`gatematch keys rotate` reseals between a delta's read and its write: the reseal is a version like any
+    other, so the delta merges again onto it, is sealed under the newest key and expires when the gallery did."""
+    old, new = TemplateKey.from_base64(generate_key()), TemplateKey.from_base64(generate_key())
+    gallery_draft, centres = draft(travelers=8)
+    first = backend.open(key=old).write(gallery_draft, now=BEFORE).info
+    gid = first.gallery_id
+    rotating = backend.open(key=Keyring([old, new]))  # type: ignore[arg-type]
+    late = unit(np.random.default_rng(11).normal(size=DIM))
+    enrollment = additions(rotating, gid, {"LATE1": late})
+    write = rotating.write
+    resealed = []
+
+    def reseal_then_write(gallery_draft, *args, **kwargs):
+        if not resealed:
+            resealed.append(rotating.reseal(gid))
+        return write(gallery_draft, *args, **kwargs)
+
+    monkeypatch.setattr(rotating, "write", reseal_then_write)
+    info = apply_delta(rotating, gid, enrollment, ["T0002"], now=BEFORE).info
+    assert resealed == [True] and info.version == first.version + 2, "v2 the reseal, v3 the delta onto it"
+    stored = backend.index_bytes(gid)
+    assert stored.startswith(MAGIC) and sealed_key_id(stored) == info.key_id == new.key_id
+    assert info.expires_at == first.expires_at and info.encrypted
+    only_new = backend.open(key=new)  # the old key can go: the delta left nothing sealed under it
+    assert matches(only_new, gid, late) == "LATE1" and matches(only_new, gid, probe_of(centres, 3)) == "T0003"
+    assert matches(only_new, gid, probe_of(centres, 2)) is None
+
+
 # -- run-time gate assignments -----------------------------------------------------------------------------
 
 
@@ -248,3 +277,25 @@ def test_a_replica_follows_gate_assignments_within_a_second(postgres) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_gate_assignments_and_galleries_are_purged_each_on_their_own(backend) -> None:
+    """Assignments hold nothing biometric (kept in the clear, in a table of their own): the retention purge of a
+    flight's gallery leaves its gate assignment, and the assignments' own clean-up (a day after they end) leaves
+    the galleries."""
+    store = backend.open(key=TemplateKey.from_base64(generate_key()))
+    info = store.write(draft(travelers=4)[0], now=BEFORE).info
+    expired = info.expires_at + timedelta(minutes=1)
+    kept = store.assign_gate("A1", "GM101", ASSIGNED, expired + timedelta(hours=1), "ops", now=ASSIGNED)
+    assert store.purge_expired(expired) == [info.gallery_id]
+    assert [a.assignment_id for a in store.gate_assignments(expired)] == [kept.assignment.assignment_id]
+    assert backend.rows_naming("GM101") == 1, "only the assignment row is left of flight GM101"
+
+    later = kept.assignment.ends_at + timedelta(days=2)
+    other, centres = draft(travelers=3, seed=3, flight="GM202", tag="L")
+    other = replace(other, departure=later + timedelta(hours=6))
+    other_id = store.write(other, now=later).info.gallery_id
+    store.assign_gate("B2", "GM202", later, later + timedelta(hours=1), "ops", now=later)
+    assert backend.rows_naming("GM101") == 0, "the ended assignment is deleted"
+    found = store.load(other_id, now=later).search(probe_of(centres, 1), EMBEDDER, None, point=RAW, now=later)
+    assert found.match is not None and found.match.traveler_id == "L0001"

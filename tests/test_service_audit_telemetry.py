@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import threading
 import urllib.request
 from pathlib import Path
@@ -10,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord
+import gatematch
+from gatematch.service.audit import EVENTS, MAX_TEXT, AuditLog, AuditRecord
 from gatematch.service.telemetry import Telemetry
 
 
@@ -69,6 +72,51 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
 def test_images_and_templates_cannot_enter_a_record(field: str, value: object, error: type) -> None:
     with pytest.raises(error, match=field):
         AuditRecord("match", "cam", **{field: value})
+
+
+# Dotted event names ("gallery.add") may reach AuditRecord through a variable; any literal of that shape counts.
+EVENT_SHAPE = re.compile(rf"(?:{'|'.join(sorted({e.split('.')[0] for e in EVENTS if '.' in e}))})\.[a-z_]+")
+
+
+def recorded_events(source: str) -> set[str]:
+    """Event names a module's code can record: the literal first argument of `AuditRecord(...)` or an
+    admin's `.record(...)`, and every string shaped like a dotted event name."""
+    events = set()
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and EVENT_SHAPE.fullmatch(node.value)
+        ):
+            events.add(node.value)
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in ("AuditRecord", "record") and isinstance(node.args[0].value, str):
+                events.add(node.args[0].value)
+    return events
+
+
+def test_every_event_the_code_records_is_a_known_event() -> None:
+    """AuditRecord refuses an unknown event at run time, i.e. an action would fail where it should be
+    recorded; this finds such a name in the source before any run reaches it."""
+    assert recorded_events('AuditRecord("gallery.copy", "x")\nadmin.record("copy")\n') == {
+        "gallery.copy",
+        "copy",
+    }
+    root = Path(gatematch.__file__).parent
+    used: dict[str, str] = {}
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "service" / "audit.py":  # where EVENTS is defined: not a use
+            continue
+        for event in recorded_events(path.read_text(encoding="utf-8")):
+            used.setdefault(event, str(path.relative_to(root)))
+    newer = {"verify", "gallery.add", "gallery.remove", "gate.assign", "gate.release", "gate.list"}
+    assert newer <= set(used)
+    unknown = {event: where for event, where in used.items() if event not in EVENTS}
+    assert not unknown, f"audit events not in gatematch.service.audit.EVENTS: {unknown}"
+    with pytest.raises(ValueError, match=r"audit event 'gallery\.copy' is not one of"):
+        AuditRecord("gallery.copy", "x")
 
 
 def test_metrics_are_scraped_over_http() -> None:
