@@ -84,6 +84,11 @@ def test_a_store_made_before_directions_existed_opens_with_its_galleries_as_depa
     reopened = open_store(root)
     assert reopened.info(gid).direction == DEPARTURE
     assert matches(reopened, gid, probe_of(centres, 2)) == "T0002"
+    # the column came back after key_id, not where a new store has it: rows are written by column name
+    inbound, in_centres = draft(travelers=3, seed=6, tag="A")
+    arrival = reopened.write(replace(inbound, direction=ARRIVAL), now=BEFORE).info
+    assert (arrival.direction, arrival.key_id) == (ARRIVAL, "") and arrival.gallery_id.endswith("_arr")
+    assert matches(reopened, arrival.gallery_id, probe_of(in_centres, 1)) == "A0001"
 
 
 # -- deltas --------------------------------------------------------------------------------------------------
