@@ -298,3 +298,78 @@ def test_bad_input_and_cards_raise_typed_errors(detector: GetDetector, cards: di
         YuNetDetector(cards["mobilefacenet_128d"], model.session)
     with pytest.raises(ModelError, match="not in the graph"):
         create_detector(dataclasses.replace(cards["yunet_2023mar"], outputs=("cls_8", "nope")), model.session)
+
+
+@pytest.fixture(scope="module")
+def gate_frames(examples6: list[np.ndarray]) -> list[np.ndarray]:
+    """examples6 photos shrunk into 640x480 frames, off-centre: a face a gate camera sees among other pixels."""
+    frames = []
+    for photo in examples6:
+        scale = 240 / max(photo.shape[:2])
+        small = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
+        frames.append(placed(small, (640, 480), (290, 170)))
+    return frames
+
+
+def gate_window(box: np.ndarray, margin: float = 1.0) -> tuple[int, int, int, int]:
+    """The box grown by `margin` box widths on each side: where a tracked face is looked for."""
+    grow = margin * float(box[2] - box[0])
+    return (int(box[0] - grow), int(box[1] - grow), int(box[2] + grow), int(box[3] + grow))
+
+
+def test_any_size_yunet_runs_a_window_at_its_own_size_as_opencv_does(
+    detector: GetDetector, gate_frames: list[np.ndarray], model_store, cards
+):
+    """The 640x640 file made size-dynamic at load gives, on a window, what cv2.FaceDetectorYN (which runs this
+    very file at any input size) gives on the same pixels."""
+    ours = detector("yunet_2023mar")
+    cfg = ours.config
+    reference = cv2.FaceDetectorYN.create(
+        str(model_store.verified_path(cards["yunet_2023mar"])), "", (640, 640),
+        cfg.score_threshold, cfg.nms_threshold, cfg.pre_nms_top_k,
+    )  # fmt: skip
+    for image in gate_frames:
+        window = gate_window(best(ours.detect(image)).box)
+        prepared = ours.prepare(image, window)
+        in_h, in_w = prepared.tensor.shape[2:]
+        assert in_w % 32 == 0 and in_h % 32 == 0 and in_w * in_h < 640 * 640
+        mine = ours.decode(ours.infer(prepared.tensor), prepared)
+        canvas = np.ascontiguousarray(prepared.tensor[0].transpose(1, 2, 0).astype(np.uint8))
+        reference.setInputSize((in_w, in_h))
+        _, faces = reference.detect(canvas)
+        assert faces is not None and len(mine) == len(faces)
+        for face in faces:  # cv2 answers in window-input pixels: map them as ours are mapped
+            box = np.r_[face[:2], face[:2] + face[2:4]] / prepared.scale + np.tile(prepared.origin, 2)
+            match = max(mine, key=lambda d, box=box: iou(d.box, box))
+            assert np.abs(match.box - np.clip(box, 0, None)).max() <= 1.0
+            assert abs(match.score - face[14]) <= 1e-3
+
+
+@pytest.mark.parametrize("name", WITH_LANDMARKS)
+def test_a_face_in_a_window_is_found_as_in_the_whole_frame(
+    name: str, detector: GetDetector, gate_frames: list[np.ndarray]
+):
+    """Windows start on the anchor grid of the scaled frame, so a face inside one meets the same network input
+    as in a whole-frame run, except for what the window's edge cuts from the network's view: with a margin of
+    one face width (the service's default) landmarks stay within 5% of the face's width."""
+    model = detector(name)
+    for image in gate_frames:
+        whole = best(model.detect(image))
+        found = best(model.detect(image, gate_window(whole.box)))
+        assert np.abs(found.landmarks - whole.landmarks).max() <= 0.05 * whole.width
+        assert np.abs(found.box - whole.box).max() <= 0.05 * whole.width
+        assert abs(found.score - whole.score) <= 0.05
+        prepared = model.prepare(image, gate_window(whole.box))
+        if model.card.input.size is None or model.card.input.any_size:
+            assert prepared.tensor.size < model.prepare(image).tensor.size / 2, "a window runs at its own size"
+
+
+@pytest.mark.parametrize("name", YUNETS)
+def test_windows_off_the_frame_are_clipped_to_it(name: str, detector: GetDetector):
+    image = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    model = detector(name)
+    for window in [(-500, -500, 40, 40), (600, 440, 5000, 5000), (300, 200, 300, 200), (-10, 0, 10_000, 480)]:
+        prepared = model.prepare(image, window)
+        assert 0 <= prepared.origin[0] < 640 and 0 <= prepared.origin[1] < 480
+        for face in model.detect(image, window):
+            assert 0 <= face.box[0] <= face.box[2] <= 640 and 0 <= face.box[1] <= face.box[3] <= 480

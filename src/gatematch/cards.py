@@ -30,6 +30,10 @@ class InputSpec:
     size_multiple: int = 1  # dynamic inputs: width and height must be multiples of this
     max_side: int = 0  # dynamic inputs: frames are scaled down so their long side fits
     batch: str = "dynamic"  # "fixed" when the file pins batch 1
+    # A fixed `size` the graph does not depend on (convolutions, Reshape to -1, Resize by scales): the file's
+    # declared size is what a whole frame is letterboxed into, and a window of a frame may run at its own size
+    # (a multiple of `size_multiple`); the input's height and width are made symbolic at load.
+    any_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,13 @@ def _require(table: dict, key: str, kind: type, where: str):
     return value
 
 
+def _flag(table: dict, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise CardError(f"{where}: field '{key}' must be true or false, got {value!r}")
+    return value
+
+
 def _triple(table: dict, key: str, where: str) -> tuple[float, float, float]:
     value = _require(table, key, list, where)
     if len(value) != 3 or not all(isinstance(v, int | float) for v in value):
@@ -122,9 +133,12 @@ def parse_card(data: dict[str, Any], source: str) -> ModelCard:
         size_multiple=int(raw_input.get("size_multiple", 1)),
         max_side=int(raw_input.get("max_side", 0)),
         batch=str(raw_input.get("batch", "dynamic")),
+        any_size=_flag(raw_input, "any_size", where),
     )
-    if spec.size is None and spec.size_multiple < 1:
+    if (spec.size is None or spec.any_size) and spec.size_multiple < 1:
         raise CardError(f"{where}: a dynamic input needs size_multiple >= 1")
+    if spec.any_size and (spec.size is None or spec.layout != "NCHW"):
+        raise CardError(f"{where}: input.any_size is for a fixed NCHW size the graph does not depend on")
     outputs = data.get("outputs", {}).get("names", [])
     return ModelCard(
         name=_require(data, "name", str, where),

@@ -2,7 +2,9 @@
 
 Every family shares one path: letterbox the frame onto the card's input (top-left, zero padding), run the
 session, decode the family's raw outputs into boxes in input pixels, then threshold, NMS, map back to the
-original frame and clip there. Only the decoding differs per family. The gate runs this on every frame, so
+original frame and clip there. Only the decoding differs per family. A window of the frame (where a tracked
+face is expected) goes the same way at the scale the whole frame would get, so a face is seen at the same
+pixels either way; a model that can runs it at the window's own size, which is where tracking saves time. The gate runs this on every frame, so
 buffers are reused per thread (sessions are shared by many threads) and anchor grids are computed once per
 input size; the YuNet decoder is checked against cv2.FaceDetectorYN in the tests.
 """
@@ -53,6 +55,9 @@ class DetectorConfig:
     pre_nms_top_k: int = 5000
 
 
+Window = tuple[int, int, int, int]  # x1, y1, x2, y2: a region of a frame, in the frame's pixels
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
     """The input tensor and how to map back. The tensor is this thread's reusable buffer: the next `prepare`
@@ -61,6 +66,7 @@ class Prepared:
     tensor: np.ndarray
     scale: float  # input pixels per original pixel
     image_size: tuple[int, int]  # (width, height) of the original image
+    origin: tuple[float, float] = (0.0, 0.0)  # where the tensor's top-left pixel is in the original image
 
 
 @lru_cache(maxsize=256)
@@ -173,12 +179,36 @@ class Detector:
         step = spec.size_multiple
         return scale, (resized_w, resized_h), (-(-resized_w // step) * step, -(-resized_h // step) * step)
 
+    def _window(
+        self, scaled: np.ndarray, window: Window, scale: float
+    ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        """(the window's pixels in the scaled frame, its origin in original pixels, input (w, h)).
+
+        The window starts on the coarsest anchor grid of the scaled frame, so its anchors are the whole frame's
+        anchors and a face inside it meets the network exactly as in a whole-frame run (only what lies near
+        the window's edge can differ). It runs at its own size where the model allows, else letterboxed into
+        the card's input like a whole frame.
+        """
+        spec, grid = self.card.input, int(max(self.card.params.get("strides", [32])))
+        height, width = scaled.shape[:2]
+        x1 = min(max(math.floor(window[0] * scale / grid) * grid, 0), (width - 1) // grid * grid)
+        y1 = min(max(math.floor(window[1] * scale / grid) * grid, 0), (height - 1) // grid * grid)
+        x2 = min(max(math.ceil(window[2] * scale), x1 + 1), width)
+        y2 = min(max(math.ceil(window[3] * scale), y1 + 1), height)
+        if spec.size is not None and not spec.any_size:
+            size = spec.size
+        else:
+            step = spec.size_multiple
+            size = (-(-(x2 - x1) // step) * step, -(-(y2 - y1) // step) * step)
+        return scaled[y1:y2, x1:x2], (x1 / scale, y1 / scale), size
+
     def _new_tensor(self, in_w: int, in_h: int) -> np.ndarray:
         shape = (1, 3, in_h, in_w) if self._nchw else (1, in_h, in_w, 3)
         return np.empty(shape, np.float32)
 
-    def prepare(self, image: np.ndarray) -> Prepared:
-        """BGR uint8 HxWx3 -> the card's input tensor: letterboxed top-left, zero pixels padding bottom/right."""
+    def prepare(self, image: np.ndarray, window: Window | None = None) -> Prepared:
+        """BGR uint8 HxWx3 -> the card's input tensor: letterboxed top-left, zero pixels padding bottom/right.
+        With a `window`, only that region of the image (clipped to it) is prepared."""
         if (
             not isinstance(image, np.ndarray)
             or image.dtype != np.uint8
@@ -197,6 +227,10 @@ class Detector:
             resized = self._resized.get((res_w, res_h), lambda: np.empty((res_h, res_w, 3), np.uint8))
             cv2.resize(image, (res_w, res_h), dst=resized, interpolation=cv2.INTER_LINEAR)
             image = resized
+        origin = (0.0, 0.0)
+        if window is not None:
+            image, origin, (in_w, in_h) = self._window(image, window, scale)
+            res_h, res_w = image.shape[:2]
         tensor = self._tensors.get((in_w, in_h), lambda: self._new_tensor(in_w, in_h))
         frame = tensor[0]
         if self._nchw:
@@ -213,7 +247,7 @@ class Detector:
             region *= self._inv_std
         below[...] = self._pad_value
         right[...] = self._pad_value
-        return Prepared(tensor, scale, (width, height))
+        return Prepared(tensor, scale, (width, height), origin)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self._output_names, {self.card.input.name: tensor})
@@ -237,12 +271,13 @@ class Detector:
         order = np.argsort(-scores, kind="stable")[: cfg.pre_nms_top_k]
         order = order[nms(boxes[order], cfg.nms_threshold)]
         width, height = prepared.image_size
-        boxes = boxes[order] / np.float32(prepared.scale)
+        origin = np.asarray(prepared.origin, np.float32)
+        boxes = boxes[order] / np.float32(prepared.scale) + np.tile(origin, 2)
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         chosen = np.flatnonzero(sides >= max(cfg.min_face_size, np.finfo(np.float32).tiny))[: cfg.top_k]
-        points = None if landmarks is None else landmarks[order[chosen]] / np.float32(prepared.scale)
+        points = None if landmarks is None else landmarks[order[chosen]] / np.float32(prepared.scale) + origin
         return [
             Detection(
                 box=boxes[i].astype(np.float32),
@@ -252,9 +287,9 @@ class Detector:
             for n, i in enumerate(chosen)
         ]
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in a BGR uint8 frame, best score first, in the frame's own pixel coordinates."""
-        prepared = self.prepare(image)
+    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
+        """Faces in a BGR uint8 frame (or in a window of it), best score first, in the frame's own pixels."""
+        prepared = self.prepare(image, window)
         return self.decode(self.infer(prepared.tensor), prepared)
 
 
