@@ -361,7 +361,9 @@ def test_a_face_in_a_window_is_found_as_in_the_whole_frame(
         assert abs(found.score - whole.score) <= 0.05
         prepared = model.prepare(image, gate_window(whole.box))
         if model.card.input.size is None or model.card.input.any_size:
-            assert prepared.tensor.size < model.prepare(image).tensor.size / 2, "a window runs at its own size"
+            assert prepared.tensor.size < model.prepare(image).tensor.size / 2, (
+                "a window runs at its own size"
+            )
 
 
 @pytest.mark.parametrize("name", YUNETS)

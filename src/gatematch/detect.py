@@ -3,10 +3,11 @@
 Every family shares one path: letterbox the frame onto the card's input (top-left, zero padding), run the
 session, decode the family's raw outputs into boxes in input pixels, then threshold, NMS, map back to the
 original frame and clip there. Only the decoding differs per family. A window of the frame (where a tracked
-face is expected) goes the same way at the scale the whole frame would get, so a face is seen at the same
-pixels either way; a model that can runs it at the window's own size, which is where tracking saves time. The gate runs this on every frame, so
-buffers are reused per thread (sessions are shared by many threads) and anchor grids are computed once per
-input size; the YuNet decoder is checked against cv2.FaceDetectorYN in the tests.
+face is expected) goes the same way at the scale the whole frame would get, starting on its anchor grid, so a
+face is seen at the same pixels either way; a model that can runs it at the window's own size, which is where
+tracking saves time. The gate runs this on every frame, so buffers are reused per thread (sessions are shared
+by many threads) and anchor grids are computed once per input size; the YuNet decoder is checked against
+cv2.FaceDetectorYN in the tests.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 
 from gatematch.align import norm_crop
 from gatematch.cards import ModelCard, Pack, get_pack
-from gatematch.detect import Detection, Detector, DetectorConfig, create_detector
+from gatematch.detect import Detection, Detector, DetectorConfig, Window, create_detector
 from gatematch.embed import ArcFaceEmbedder
 from gatematch.images import ImageInput, ImageLimits, load_image
 from gatematch.liveness import LivenessChecker
@@ -39,12 +41,55 @@ class PipelineConfig:
     liveness: bool = False  # presentation-attack detection, when the pack has liveness models
 
 
+class Skip(StrEnum):
+    """Stages a caller chose not to run for a face (gate tracking, `FaceWork`); by default every stage runs."""
+
+    NOTHING = ""
+    ASSESSMENT = "assessment"  # detected and aligned only: no quality, liveness or embedding this frame
+    EMBEDDING = "embedding"  # assessed but not embedded: the template could not change the caller's decision
+
+
+class FaceWork(Protocol):
+    """Which stages each detected face of a frame gets. `assess` sees the aligned crop; `embed` sees what the
+    assessment found (it is only asked for faces that were assessed and aligned)."""
+
+    def assess(self, index: int, detection: Detection, crop: np.ndarray) -> bool: ...
+
+    def embed(
+        self, index: int, detection: Detection, quality: QualityReport, liveness: float | None
+    ) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Face:
     detection: Detection
-    quality: QualityReport | None  # None only for detection-only packs (no landmarks to align)
-    embedding: np.ndarray | None  # (dim,) float32, L2-normalised; None when the pack has no embedder
+    quality: QualityReport | None  # None: detection-only pack (no landmarks to align), or assessment skipped
+    embedding: np.ndarray | None  # (dim,) float32, L2-normalised; None: no embedder, or embedding skipped
     liveness: float | None = None  # probability of a real (live) face, when liveness is enabled
+    skipped: Skip = Skip.NOTHING
+
+
+def subject_weight(detection: Detection, image_size: tuple[int, int]) -> float:
+    """How strongly a face is the photo's subject: size x closeness to the centre x confidence^8.
+
+    Confidence dominates on purpose: on celeba_wild, YuNet's false positives (torsos, lamps, drums) score
+    0.6-0.8 and are often larger than the real face (> 0.9). Picking by size alone chose them and cost
+    25 points of FNIR at FPIR 0.003 (benchmarks in the issue notes); the eighth power makes a 0.7 box
+    need ~11x the area of a 0.95 face to win, while a nearer traveler still beats one behind them.
+    """
+    box = detection.box
+    centre = np.array(image_size, dtype=np.float32) / 2
+    offset = float(np.hypot(*((box[:2] + box[2:]) / 2 - centre))) / float(np.hypot(*image_size))
+    return detection.area * (1.0 - offset) * detection.score**8
+
+
+def subject_and_rivals(detections: Sequence[Detection], image_size: tuple[int, int]) -> list[int]:
+    """Indices of the photo's subject and its rivals (`Analysis.primary` and `rivals`), from detections alone."""
+    weights = [subject_weight(d, image_size) for d in detections]
+    if not weights:
+        return []
+    best = max(range(len(weights)), key=weights.__getitem__)
+    return [best, *(i for i, w in enumerate(weights) if i != best and w >= RIVAL_RATIO * weights[best])]
 
 
 @dataclass(frozen=True)
@@ -54,17 +99,7 @@ class Analysis:
     timings: dict[str, float]  # seconds per stage
 
     def weight(self, face: Face) -> float:
-        """How strongly a face is the photo's subject: size x closeness to the centre x confidence^8.
-
-        Confidence dominates on purpose: on celeba_wild, YuNet's false positives (torsos, lamps, drums) score
-        0.6-0.8 and are often larger than the real face (> 0.9). Picking by size alone chose them and cost
-        25 points of FNIR at FPIR 0.003 (benchmarks in the issue notes); the eighth power makes a 0.7 box
-        need ~11x the area of a 0.95 face to win, while a nearer traveler still beats one behind them.
-        """
-        box = face.detection.box
-        centre = np.array(self.image_size, dtype=np.float32) / 2
-        offset = float(np.hypot(*((box[:2] + box[2:]) / 2 - centre))) / float(np.hypot(*self.image_size))
-        return face.detection.area * (1.0 - offset) * face.detection.score**8
+        return subject_weight(face.detection, self.image_size)
 
     def primary(self) -> Face | None:
         """The face the photo is of (highest `weight`), or None when there is no face."""
@@ -77,6 +112,11 @@ class Analysis:
         """
         floor = ratio * self.weight(face)
         return tuple(f for f in self.faces if f is not face and self.weight(f) >= floor)
+
+
+def _rows(array: np.ndarray, rows: list[int]) -> np.ndarray:
+    """`array[rows]`, without the copy when the rows are all of them in order."""
+    return array if rows == list(range(len(array))) else array[rows]
 
 
 class FacePipeline:
@@ -129,6 +169,16 @@ class FacePipeline:
         analysis.timings["decode"] = decode_s
         return analysis
 
+    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
+        """Faces of a decoded frame, or of a window of it (in the frame's pixels), best score first."""
+        return self.detector.detect(image, window)
+
+    def analyze_detected(
+        self, image: np.ndarray, detections: Sequence[Detection], work: FaceWork | None = None
+    ) -> Analysis:
+        """Align, assess and embed faces already detected in one frame; `work` may skip stages per face."""
+        return self._analyze([image], [(0, det) for det in detections], [{}], work)[0]
+
     def analyze_batch(self, images: Sequence[np.ndarray]) -> list[Analysis]:
         """Detect per image, then align, assess and embed the faces of all images together in batches."""
         timings: list[dict[str, float]] = []
@@ -137,6 +187,15 @@ class FacePipeline:
             start = time.perf_counter()
             found.extend((i, det) for det in self.detector.detect(image))
             timings.append({"decode": 0.0, "detect": time.perf_counter() - start})
+        return self._analyze(images, found, timings, None)
+
+    def _analyze(
+        self,
+        images: Sequence[np.ndarray],
+        found: list[tuple[int, Detection]],
+        timings: list[dict[str, float]],
+        work: FaceWork | None,
+    ) -> list[Analysis]:
         alignable = [k for k, (_, det) in enumerate(found) if det.landmarks is not None]
         stage: dict[str, float] = {}
 
@@ -147,25 +206,51 @@ class FacePipeline:
             norm_crop(images[owner], det.landmarks, CROP_SIZE, out=crops[slot])
         stage["align"] = time.perf_counter() - start
 
+        skipped: dict[int, Skip] = {}
+        if work is not None:
+            start = time.perf_counter()
+            skipped = {
+                k: Skip.ASSESSMENT
+                for slot, k in enumerate(alignable)
+                if not work.assess(k, found[k][1], crops[slot])
+            }
+            stage["plan"] = time.perf_counter() - start
+        assessed = [slot for slot, k in enumerate(alignable) if k not in skipped]
+
         start = time.perf_counter()
-        reports = self.quality.assess([found[k][1] for k in alignable], crops)
+        reports = dict(
+            zip(
+                assessed,
+                self.quality.assess([found[alignable[s]][1] for s in assessed], _rows(crops, assessed)),
+                strict=True,
+            )
+        )
         stage["quality"] = time.perf_counter() - start
 
-        embeddings: np.ndarray | None = None
-        if self.embedder is not None and alignable:
-            start = time.perf_counter()
-            embeddings = self.embedder.embed(crops)
-            stage["embed"] = time.perf_counter() - start
-
         liveness: dict[int, float] = {}
-        if self.liveness is not None and found:
+        checked = [k for k, _ in enumerate(found) if k not in skipped]
+        if self.liveness is not None and checked:
             start = time.perf_counter()
             for i, image in enumerate(images):
-                mine = [k for k, (owner, _) in enumerate(found) if owner == i]
+                mine = [k for k in checked if found[k][0] == i]
                 if mine:
                     scores = self.liveness.score(image, [found[k][1] for k in mine])
                     liveness.update(zip(mine, (float(v) for v in scores), strict=True))
             stage["liveness"] = time.perf_counter() - start
+
+        embedded = assessed
+        if work is not None:
+            embedded = [
+                s
+                for s in assessed
+                if work.embed(alignable[s], found[alignable[s]][1], reports[s], liveness.get(alignable[s]))
+            ]
+            skipped.update((alignable[s], Skip.EMBEDDING) for s in set(assessed) - set(embedded))
+        embeddings: dict[int, np.ndarray] = {}
+        if self.embedder is not None and embedded:
+            start = time.perf_counter()
+            embeddings = dict(zip(embedded, self.embedder.embed(_rows(crops, embedded)), strict=True))
+            stage["embed"] = time.perf_counter() - start
 
         faces: list[list[Face]] = [[] for _ in images]
         slots = {k: slot for slot, k in enumerate(alignable)}
@@ -174,9 +259,10 @@ class FacePipeline:
             faces[owner].append(
                 Face(
                     detection=det,
-                    quality=reports[slot] if slot is not None else None,
-                    embedding=embeddings[slot] if embeddings is not None and slot is not None else None,
+                    quality=reports.get(slot) if slot is not None else None,
+                    embedding=embeddings.get(slot) if slot is not None else None,
                     liveness=liveness.get(k),
+                    skipped=skipped.get(k, Skip.NOTHING),
                 )
             )
 

@@ -1,8 +1,9 @@
 """A stand-in for FacePipeline, so the data plane and the stream scheduler can be tested without models.
 
 A frame is a tiny raw image whose first pixel names a scripted scene; the fake pipeline answers each scene with
-the faces the test wrote for it (box, template, quality, liveness). Everything around it is real: the gallery
-store (SQLite + FAISS), the calibration table, the worker pool, the data plane and the scheduler.
+the faces the test wrote for it (box, template, quality, liveness, look). Everything around it is real: the gallery
+store (SQLite + FAISS), the calibration table, the worker pool, the data plane, the scheduler and its focus
+(windows are honoured: a face whose centre is outside the window asked for is not found).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from gatematch.detect import Detection
-from gatematch.facepipeline import Analysis, Face, PipelineConfig
+from gatematch.detect import Detection, Window
+from gatematch.facepipeline import Analysis, Face, FaceWork, PipelineConfig, Skip
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, open_store
 from gatematch.quality import QualityReport
 from gatematch.service.dataplane import DataPlane, RawPixels
@@ -32,6 +33,12 @@ class FakeFace:
     quality_passed: bool = True
     liveness: float | None = None  # P(real); None when liveness is off
     score: float = 0.95
+    look: int = 0  # what the face looks like (its aligned crop): one number per person
+
+
+def crop_of(look: int) -> np.ndarray:
+    """The aligned crop of a face that looks like `look`: the same pixels for the same number."""
+    return np.random.default_rng(look).integers(0, 256, (112, 112, 3), dtype=np.uint8)
 
 
 def at(x: float, y: float = 140.0, size: float = 160.0) -> tuple[float, float, float, float]:
@@ -45,6 +52,9 @@ class FakePipeline:
     scenes: dict[int, list[FakeFace]]
     config: PipelineConfig = field(default_factory=PipelineConfig)
     calls: int = 0
+    windows: list[Window | None] = field(default_factory=list)  # every detection's window, in order
+    embedded: int = 0  # faces embedded
+    _fakes: dict[int, FakeFace] = field(default_factory=dict)
 
     pack = SimpleNamespace(
         name="synthetic",
@@ -57,37 +67,61 @@ class FakePipeline:
         return self
 
     def analyze_batch(self, images: list[np.ndarray]) -> list[Analysis]:
-        self.calls += len(images)
-        return [self._analysis(self.scenes[int(image[0, 0, 0])]) for image in images]
+        return [self.analyze_detected(image, self.detect(image)) for image in images]
 
-    @staticmethod
-    def _analysis(faces: list[FakeFace]) -> Analysis:
-        out = []
-        for fake in faces:
+    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
+        self.calls += 1
+        self.windows.append(window)
+        found = []
+        for fake in self.scenes[int(image[0, 0, 0])]:
             box = np.asarray(fake.box, np.float32)
-            width = float(box[2] - box[0])
-            report = QualityReport(
-                passed=fake.quality_passed,
-                reasons=() if fake.quality_passed else ("face too blurred",),
-                inter_eye_px=width * 0.4,
-                yaw_deg=0.0,
-                pitch_deg=0.0,
-                sharpness=100.0,
-                brightness=120.0,
-                contrast=50.0,
-                detector_score=fake.score,
-                lightqnet=0.6,
-            )
-            detection = Detection(box, np.zeros((5, 2), np.float32), fake.score)
-            out.append(
-                Face(detection, report if fake.template is not None else None, fake.template, fake.liveness)
-            )
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            if window is not None and not (window[0] <= cx < window[2] and window[1] <= cy < window[3]):
+                continue
+            landmarks = np.zeros((5, 2), np.float32) if fake.template is not None else None
+            detection = Detection(box, landmarks, fake.score)
+            self._fakes[id(detection)] = fake
+            found.append(detection)
+        return found
+
+    def analyze_detected(
+        self, image: np.ndarray, detections: list[Detection], work: FaceWork | None = None
+    ) -> Analysis:
+        out = []
+        for index, detection in enumerate(detections):
+            fake = self._fakes.pop(id(detection))
+            if detection.landmarks is None:
+                out.append(Face(detection, None, None, fake.liveness))
+            elif work is not None and not work.assess(index, detection, crop_of(fake.look)):
+                out.append(Face(detection, None, None, None, Skip.ASSESSMENT))
+            elif work is not None and not work.embed(index, detection, report(fake), fake.liveness):
+                out.append(Face(detection, report(fake), None, fake.liveness, Skip.EMBEDDING))
+            else:
+                self.embedded += 1
+                out.append(Face(detection, report(fake), fake.template, fake.liveness))
         return Analysis(tuple(out), FRAME_SIZE, {"detect": 0.0})
 
 
+def report(fake: FakeFace) -> QualityReport:
+    width = float(fake.box[2] - fake.box[0])
+    return QualityReport(
+        passed=fake.quality_passed,
+        reasons=() if fake.quality_passed else ("face too blurred",),
+        inter_eye_px=width * 0.4,
+        yaw_deg=0.0,
+        pitch_deg=0.0,
+        sharpness=100.0,
+        brightness=120.0,
+        contrast=50.0,
+        detector_score=fake.score,
+        lightqnet=0.6,
+    )
+
+
 def frame(scene: int) -> RawPixels:
-    """A frame showing scripted scene number `scene` (0-255)."""
-    return RawPixels(bytes([scene]) * 64 * 3, 8, 8, 3)
+    """A 640x480 frame showing scripted scene number `scene` (0-255)."""
+    width, height = FRAME_SIZE
+    return RawPixels(bytes([scene]) * (width * height * 3), width, height, 3)
 
 
 def write_gallery(

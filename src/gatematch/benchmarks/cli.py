@@ -7,7 +7,7 @@ import os
 import platform
 import shlex
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from gatematch.cli.options import add_model_dir_option
@@ -297,7 +297,7 @@ def _encounters(args: argparse.Namespace) -> int:
         load_fused_calibrations,
     )
     from gatematch.modelstore import ModelStore
-    from gatematch.service.config import EncounterConfig
+    from gatematch.service.config import EncounterConfig, FocusConfig
 
     if (args.root is None) == (args.videos is None):
         raise ConfigError("give a photo set ROOT, or --videos CSV with --gallery FOLDER (not both)")
@@ -350,30 +350,39 @@ def _encounters(args: argparse.Namespace) -> int:
         "command": command_line(args.parser, args),
         "packs": {},
     }
+    variants = {"on": [True], "off": [False], "both": [True, False]}[args.focus]
     for name in names:
         pipeline = FacePipeline.from_pack(name, store)
         embedder = pipeline.pack.embedder.name
         calibrations = Calibrations(load_default_calibration(embedder), load_fused_calibrations(embedder))
-        body: dict[str, object] = {"commercial_use": pipeline.pack.commercial_use}
+        stills = None
         if dataset is not None:
-            body["dataset"] = {"root": str(dataset.root), "fingerprint": dataset.fingerprint}
             stills = cached_stills(
                 dataset, pipeline, args.cache or default_cache_dir(), progress=not args.quiet
             )
-            body["stills"] = stills_report(stills, pipeline, calibrations, settings, progress=not args.quiet)
             if args.write_calibration:
                 args.out.mkdir(parents=True, exist_ok=True)
                 for frames, table in fused_calibration_tables(
                     stills, pipeline, dataset, rule.fuse_best
                 ).items():
                     table.save(args.out / fused_calibration_name(embedder, frames))
+        gallery = None
         if cases is not None:
             gallery, failed = enroll_folder(args.gallery, pipeline, ModelRef.of(pipeline.pack.embedder))
-            body["enrollment_failures"] = failed
-            body["videos"] = simulate_videos(
-                cases, gallery, pipeline, calibrations, settings, settings.targets[0]
-            )
-        report["packs"][name] = body
+        for focused in variants:
+            run = replace(settings, focus=FocusConfig() if focused else None)
+            body: dict[str, object] = {
+                "commercial_use": pipeline.pack.commercial_use,
+                "focus": asdict(run.focus) if run.focus is not None else None,
+            }
+            if stills is not None:
+                body["dataset"] = {"root": str(dataset.root), "fingerprint": dataset.fingerprint}
+                body["stills"] = stills_report(stills, pipeline, calibrations, run, progress=not args.quiet)
+            if gallery is not None:
+                body["enrollment_failures"] = failed
+                body["videos"] = simulate_videos(cases, gallery, pipeline, calibrations, run, run.targets[0])
+            label = name if len(variants) == 1 else f"{name}, focus {'on' if focused else 'off'}"
+            report["packs"][label] = body
     written = write(args.out, report)
     print(written[1].read_text(encoding="utf-8"))
     return 0
@@ -538,6 +547,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--write-calibration",
         action="store_true",
         help="photo sets: also measure the fused-frame calibration tables (<embedder>.fused-<k>.json in --out)",
+    )
+    encounters.add_argument(
+        "--focus",
+        choices=("on", "off", "both"),
+        default="on",
+        help="replay the camera stream's focus (service default: on), every stage on every frame, or both",
     )
     encounters.add_argument("--out", type=Path, default=Path("bench-encounters"), help="report folder")
     encounters.add_argument("--quiet", action="store_true", help="no progress bars")

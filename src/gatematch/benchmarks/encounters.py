@@ -30,11 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from gatematch.align import norm_crop
 from gatematch.atomicfile import write_atomic
 from gatematch.benchmarks import metrics
 from gatematch.benchmarks.calibration import measure_calibration
@@ -55,9 +57,10 @@ from gatematch.gallery import (
 )
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
-from gatematch.service.config import EncounterConfig
+from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, EncounterOutcome, EncounterTracker, Sighting
+from gatematch.service.focus import APPEARANCE_SIZE, Focus, appearance
 from gatematch.video import read_frames
 
 FORMAT = "gatematch-encounters-report/1"
@@ -76,6 +79,7 @@ class EncounterSettings:
     tailgating_pairs: int = 20  # per departure
     seed: int = 0
     rule: EncounterConfig = field(default_factory=EncounterConfig)
+    focus: FocusConfig | None = field(default_factory=FocusConfig)  # None: every stage on every frame
 
 
 # -- the replayed decision path ---------------------------------------------------------------------------
@@ -94,6 +98,7 @@ def search_with(gallery: Gallery, embedder: ModelRef, calibrations: Calibrations
 @dataclass(frozen=True)
 class Replayed:
     outcomes: list[EncounterOutcome]
+    fed: list[list[Sighting]]  # per frame: what the tracker was given
     frame_encounters: list[list[int]]  # per frame: the encounter id of each sighting
     decided_at: dict[int, float]  # encounter id -> simulated time of its decision
     decided_index: dict[
@@ -101,19 +106,73 @@ class Replayed:
     ]  # encounter id -> index of the frame that decided it (frame count: at the end)
 
 
-def replay(
-    tracker: EncounterTracker,
-    frames: Sequence[list[Sighting]],
-    times: Sequence[float],
-    search: Callable,
-) -> Replayed:
+class Feed:
+    """A camera's frames as the tracker gets them: photos analysed once, in full, or planned by a focus as a
+    camera stream's would be (service/focus.py: followed faces lose quality and template, surplus ones their
+    template); the focus then hears where each face went."""
+
+    def __init__(
+        self,
+        frames: Sequence[list[Sighting]],
+        looks: Sequence[list[np.ndarray | None]] | None = None,
+        focus: Focus | None = None,
+    ):
+        self.frames, self.looks, self.focus = frames, looks, focus
+        self._index = 0
+        self._fed: list[Sighting] = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def sightings(self, index: int, now: float) -> list[Sighting]:
+        seen = self.frames[index]
+        if self.focus is not None and self.looks is not None:
+            seen = self.focus.plan(seen, self.looks[index])
+        self._index, self._fed = index, seen
+        return seen
+
+    def observed(self, encounter_ids: list[int]) -> None:
+        if self.focus is not None and self.looks is not None:
+            embedded = [s.template is not None for s in self._fed]
+            self.focus.followed(encounter_ids, self.looks[self._index], embedded)
+
+
+class VideoFeed(Feed):
+    """Video frames analysed as they come, through a focus when there is one (its plan depends on the tracker,
+    so a frame can only be analysed once the previous one was decided on)."""
+
+    def __init__(self, images: Sequence[np.ndarray], pipeline: FacePipeline, focus: Focus | None):
+        super().__init__([[] for _ in images], focus=focus)
+        self.images, self.pipeline = images, pipeline
+        self._faces: tuple = ()
+
+    def sightings(self, index: int, now: float) -> list[Sighting]:
+        image = self.images[index]
+        if self.focus is None:
+            analysis = self.pipeline.analyze_batch([image])[0]
+        else:
+            analysis = self.focus.analyze(self.pipeline, image, now)
+        assessment = judge_frame(analysis)
+        self._faces = assessment.gate_faces
+        return sightings(assessment)
+
+    def observed(self, encounter_ids: list[int]) -> None:
+        if self.focus is not None:
+            self.focus.follow(self._faces, encounter_ids)
+
+
+def replay(tracker: EncounterTracker, feed: Feed, times: Sequence[float], search: Callable) -> Replayed:
     """Frames through the tracker on a simulated clock, then the end of the stream."""
     outcomes: list[EncounterOutcome] = []
+    fed: list[list[Sighting]] = []
     ids: list[list[int]] = []
     decided_at: dict[int, float] = {}
     decided_index: dict[int, int] = {}
-    for index, (seen, now) in enumerate(zip(frames, times, strict=True)):
+    for index, now in enumerate(times):
+        seen = feed.sightings(index, now)
         frame_ids, decided = tracker.observe(now, index + 1, seen, search)
+        feed.observed(frame_ids)
+        fed.append(seen)
         ids.append(frame_ids)
         for outcome in decided:
             decided_at[outcome.encounter_id] = now
@@ -123,9 +182,9 @@ def replay(
     end = (times[-1] if times else 0.0) + 1.0 / 1000
     for outcome in tracker.close(end, search):
         decided_at[outcome.encounter_id] = end
-        decided_index[outcome.encounter_id] = len(frames)
+        decided_index[outcome.encounter_id] = len(times)
         outcomes.append(outcome)
-    return Replayed(outcomes, ids, decided_at, decided_index)
+    return Replayed(outcomes, fed, ids, decided_at, decided_index)
 
 
 def at_gate(seen: list[Sighting], rng: np.random.Generator) -> list[Sighting]:
@@ -153,6 +212,9 @@ class StillSet:
     fusable: np.ndarray  # (N,) bool: it passed quality (and liveness): its template may be fused
     single: np.ndarray  # (N, dim) the main face's template, zeros when none
     acquired: np.ndarray  # (N,) bool: a main face with a template
+    looks: (
+        np.ndarray
+    )  # (N, 432) the main face's look (focus.appearance), what a camera's focus compares; zeros
 
     def sighting(self, row: int) -> list[Sighting]:
         if not self.seen[row]:
@@ -172,6 +234,7 @@ def analyze_stills(
         np.zeros(n, bool),
         np.zeros((n, dim), np.float32),
         np.zeros(n, bool),
+        np.zeros((n, 3 * APPEARANCE_SIZE[0] * APPEARANCE_SIZE[1]), np.float32),
     )
     bar = tqdm(total=n, desc=f"analysing ({pipeline.pack.name})", unit="img", disable=not progress)
     for start in range(0, n, batch):
@@ -183,10 +246,12 @@ def analyze_stills(
                 rows.append(row)
             except BadImageError:
                 pass
-        for row, analysis in zip(rows, pipeline.analyze_batch(images), strict=True):
+        for row, image, analysis in zip(rows, images, pipeline.analyze_batch(images), strict=True):
             face = analysis.primary()
             if face is not None and face.embedding is not None:
                 stills.single[row], stills.acquired[row] = face.embedding, True
+            if face is not None and face.detection.landmarks is not None:
+                stills.looks[row] = appearance(norm_crop(image, face.detection.landmarks))
             seen = sightings(judge_frame(analysis))[:1]  # the photo's main face: the traveler at the gate
             if seen:
                 stills.seen[row], stills.quality[row], stills.fusable[row] = (
@@ -211,7 +276,8 @@ def cached_stills(
     path = cache_dir / f"stills-{pipeline.pack.name}-{cache_key(pipeline)}-{dataset.fingerprint[:16]}.npz"
     if path.is_file():
         with np.load(path) as data:
-            return StillSet(**{f.name: data[f.name] for f in fields(StillSet)})
+            if all(f.name in data.files for f in fields(StillSet)):  # else written before a field was added
+                return StillSet(**{f.name: data[f.name] for f in fields(StillSet)})
     stills = analyze_stills(dataset, pipeline, progress=progress)
     cache_stills(stills, path)
     return stills
@@ -270,7 +336,7 @@ def simulate_stills(
     people: list[PersonResult] = []
     single_mated, single_ranks, single_nonmated = [], [], []
     single_mated_failed = single_nonmated_failed = 0
-    tail = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0}
+    tail: dict[str, Any] = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0, "delays": []}
     spacing = 1.0 / settings.fps
 
     same_person = float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr))
@@ -280,6 +346,16 @@ def simulate_stills(
 
     def frames_of(picks: np.ndarray) -> list[list[Sighting]]:
         return [at_gate(stills.sighting(r), rng) for r in picks]
+
+    def feed(picks: np.ndarray, frames: list[list[Sighting]], track: EncounterTracker) -> Feed:
+        """The frames as the tracker gets them: in full, or planned by a camera's focus."""
+        if settings.focus is None:
+            return Feed(frames)
+        looks = [
+            [stills.looks[r] if stills.looks[r].any() else None] * len(seen)
+            for r, seen in zip(picks, frames, strict=True)
+        ]
+        return Feed(frames, looks, Focus(settings.focus, settings.rule, track))
 
     bar = tqdm(total=settings.departures, desc=f"departures (FPIR {target:g})", disable=not progress)
     for departure in range(settings.departures):
@@ -306,7 +382,8 @@ def simulate_stills(
             )
         for name, mated, picks in walkers:
             times = [i * spacing for i in range(len(picks))]
-            run = replay(tracker(), frames_of(picks), times, search)
+            track = tracker()
+            run = replay(track, feed(picks, frames_of(picks), track), times, search)
             people.append(_person(name, mated, run, times))
             probe = picks[0]  # the single-image protocol: the first photo alone, no frame rules
             if not stills.acquired[probe] or (mated and name not in column):
@@ -327,7 +404,8 @@ def simulate_stills(
             first, second = walkers[a], walkers[b]
             frames = frames_of(first[2]) + frames_of(second[2])
             times = [i * spacing for i in range(len(frames))]
-            run = replay(tracker(), frames, times, search)
+            track = tracker()
+            run = replay(track, feed(np.concatenate([first[2], second[2]]), frames, track), times, search)
             _score_tailgating(tail, run, frames, len(first[2]))
         bar.update(1)
     bar.close()
@@ -346,13 +424,15 @@ def simulate_stills(
 
 
 def _score_tailgating(
-    tail: dict[str, int], run: Replayed, frames: Sequence[list[Sighting]], split: int
+    tail: dict[str, Any], run: Replayed, frames: Sequence[list[Sighting]], split: int
 ) -> None:
     """Did the second person (frames from `split` on) get a decision resting on their own face alone, and did
     any encounter fuse the templates of both people? A frame's template is fused into its encounter when it is
-    fusable and the encounter is not yet decided."""
+    fusable and the encounter is not yet decided. Also: how many of the second person's frames went by before
+    one of them was given an encounter none of the first person's frames had (the delay a followed, decided
+    first encounter may add). `frames` are the faces as analysed in full; the tracker was fed `run.fed`."""
     contributors: dict[int, set[int]] = {}
-    for index, (seen, ids) in enumerate(zip(frames, run.frame_encounters, strict=True)):
+    for index, (seen, ids) in enumerate(zip(run.fed, run.frame_encounters, strict=True)):
         for sighting, encounter in zip(seen, ids, strict=True):
             if sighting.fusable and index < run.decided_index.get(encounter, len(frames)):
                 contributors.setdefault(encounter, set()).add(int(index >= split))
@@ -362,6 +442,10 @@ def _score_tailgating(
         tail["own_decision"] += 1
     elif not any(s.fusable for seen in frames[split:] for s in seen):
         tail["no_usable_face"] += 1
+    firsts = {e for ids in run.frame_encounters[:split] for e in ids}
+    own = [i - split for i, ids in enumerate(run.frame_encounters) if i >= split and set(ids) - firsts]
+    if firsts and own and any(s.fusable for seen in frames[split:] for s in seen):
+        tail["delays"].append(own[0])
 
 
 # -- videos -----------------------------------------------------------------------------------------------
@@ -429,18 +513,16 @@ def simulate_videos(
     search = search_with(gallery, embedder, calibrations)
     rows = []
     for case in cases:
-        frames = [
-            sightings(judge_frame(pipeline.analyze_batch([f])[0]))
-            for f in read_frames(case.video, settings.fps)
-        ]
-        times = [i / settings.fps for i in range(len(frames))]
+        images = list(read_frames(case.video, settings.fps))
+        times = [i / settings.fps for i in range(len(images))]
         tracker = EncounterTracker(
             settings.rule,
             target,
             settings.encounter_s,
             float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr)),
         )
-        run = replay(tracker, frames, times, search)
+        focus = Focus(settings.focus, settings.rule, tracker) if settings.focus is not None else None
+        run = replay(tracker, VideoFeed(images, pipeline, focus), times, search)
         decided = [
             (
                 o.decision,
@@ -453,7 +535,7 @@ def simulate_videos(
             {
                 "video": case.video.name,
                 "identity": ";".join(sorted(case.identities)),
-                "frames": len(frames),
+                "frames": len(images),
                 "decisions": [f"{d}{' ' + who if who else ''}" for d, who in decided],
                 # right: someone enrolled in it was matched and nobody else was (nobody at all for a stranger)
                 "correct": bool(matched & case.identities) and matched <= case.identities
@@ -461,6 +543,7 @@ def simulate_videos(
                 else not matched,
                 "seconds_to_first_decision": min(run.decided_at.values(), default=None),
                 "tailgating": any(o.tailgating for o in run.outcomes),
+                "focus": dict(focus.counts) if focus is not None else None,
             }
         )
     return rows
@@ -515,8 +598,15 @@ def encounter_summary(run: dict[str, object]) -> dict[str, object]:
         if people
         else None,
         "tailgating": {
-            **tail,
+            **{k: v for k, v in tail.items() if k != "delays"},
             "own_decision_share": tail["own_decision"] / tail["pairs"] if tail["pairs"] else None,
+            # frames of the second person before one got an encounter of their own (0: their first frame)
+            "own_encounter_after_frames": {
+                "mean": float(np.mean(tail["delays"])) if tail["delays"] else None,
+                "p95": float(np.percentile(tail["delays"], 95)) if tail["delays"] else None,
+                "max": int(max(tail["delays"])) if tail["delays"] else None,
+                "pairs": len(tail["delays"]),
+            },
         },
     }
 
@@ -538,6 +628,14 @@ def markdown(report: dict) -> str:
     lines = ["# Encounter decisions", "", f"`{report['command']}`", "", report["created_at"], ""]
     for pack, body in report["packs"].items():
         lines += [f"## {pack}", ""]
+        focus = body.get("focus")
+        if focus is not None:
+            lines += [
+                f"Camera focus on (service/focus.py): whole-frame scan every {focus['scan_ms']:g} ms, window margin "
+                f"{focus['margin']:g} face widths, decided faces re-embedded every {focus['recheck_frames']} "
+                f"frames or when their look correlates below {focus['recheck_below']:g}.",
+                "",
+            ]
         if "stills" in body:
             stills = body["stills"]
             rule = stills["rule"]
@@ -562,6 +660,7 @@ def markdown(report: dict) -> str:
                         if row["match_seconds_median"] is not None
                         else "-",
                         percent(row["tailgating"]["own_decision_share"]),
+                        _delay(row["tailgating"]["own_encounter_after_frames"]),
                         row["tailgating"]["mixed"],
                     ]
                 )
@@ -576,6 +675,7 @@ def markdown(report: dict) -> str:
                         "decisions / person",
                         "MATCH after (median)",
                         "tailgaters decided",
+                        "tailgater's own encounter after (frames: mean / p95 / max)",
                         "mixed encounters",
                     ],
                     rows,
@@ -585,7 +685,15 @@ def markdown(report: dict) -> str:
         if "videos" in body:
             lines += [
                 *table(
-                    ["video", "identity", "frames", "decisions", "correct", "first decision after"],
+                    [
+                        "video",
+                        "identity",
+                        "frames",
+                        "decisions",
+                        "correct",
+                        "first decision after",
+                        "frames: embedded / followed / window / scan",
+                    ],
                     [
                         [
                             v["video"],
@@ -596,6 +704,14 @@ def markdown(report: dict) -> str:
                             f"{v['seconds_to_first_decision']:.2f} s"
                             if v["seconds_to_first_decision"] is not None
                             else "-",
+                            "{embedded} / {followed} / {window} / {scan}".format_map(
+                                {
+                                    k: (v["focus"] or {}).get(k, 0)
+                                    for k in ("embedded", "followed", "window", "scan")
+                                }
+                            )
+                            if v["focus"] is not None
+                            else "every frame in full",
                         ]
                         for v in body["videos"]
                     ],
@@ -603,6 +719,12 @@ def markdown(report: dict) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def _delay(after: dict[str, object]) -> str:
+    if after["mean"] is None:
+        return "-"
+    return f"{after['mean']:.2f} / {after['p95']:g} / {after['max']}"
 
 
 def plot(report: dict, path: Path) -> None:

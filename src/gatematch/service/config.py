@@ -198,6 +198,27 @@ class EncounterConfig:
 
 
 @dataclass(frozen=True)
+class FocusConfig:
+    """Where a camera stream spends model time (service/focus.py); DESIGN.md gives the measurements."""
+
+    enabled: bool = True  # false: every frame gets a whole-frame detection and every face every stage
+    scan_ms: float = 1000.0  # the whole frame is searched for new faces at least this often
+    margin: float = 1.0  # a followed face is looked for in its box grown by this many widths on each side
+    max_window_share: float = 0.6  # a window over more of the frame than this: the whole frame instead
+    recheck_frames: int = 5  # a decided traveler's face is embedded again at least every this many frames ...
+    recheck_below: float = (
+        0.85  # ... and when its look correlates less than this with its last embedded frame
+    )
+
+    def __post_init__(self) -> None:
+        _positive("focus", scan_ms=self.scan_ms, recheck_frames=self.recheck_frames)
+        if self.margin < 0 or not 0 < self.max_window_share <= 1 or not -1 <= self.recheck_below <= 1:
+            raise ConfigError(
+                "[focus] margin must be >= 0, max_window_share in (0, 1] and recheck_below in [-1, 1]"
+            )
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     cert_file: str = ""  # server certificate chain (PEM); empty = plaintext
     key_file: str = ""
@@ -282,6 +303,7 @@ class ServiceConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     encounter: EncounterConfig = field(default_factory=EncounterConfig)
+    focus: FocusConfig = field(default_factory=FocusConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)

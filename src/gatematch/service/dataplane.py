@@ -34,7 +34,7 @@ from gatematch.errors import (
     TemplateKeyError,
     WrongPackError,
 )
-from gatematch.facepipeline import Analysis, Face, FacePipeline
+from gatematch.facepipeline import Analysis, Face, FacePipeline, Skip
 from gatematch.gallery import (
     DEPARTURE,
     Calibration,
@@ -51,7 +51,7 @@ from gatematch.gallery import (
 from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
 from gatematch.gallery_store import GalleryStore, refuse_expired
 from gatematch.images import ImageLimits, decode_image, megapixels, to_bgr
-from gatematch.quality import QualityThresholds
+from gatematch.quality import QualityReport, QualityThresholds
 from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
 
@@ -194,33 +194,49 @@ def is_live(face: Face) -> bool | None:
 
 def sightings(assessment: Assessment) -> list[Sighting]:
     """The frame's gate-sized faces as the encounter tracker sees them: a template only when the face passed
-    quality (a blurred face's template says too little about who it is to link or fuse)."""
+    quality (a blurred face's template says too little about who it is to link or fuse). A face whose
+    assessment was skipped (followed by position, service/focus.py) is a box; one whose embedding was skipped
+    although it passed is a surplus frame (encounter.Sighting)."""
     return [
         Sighting(
             tuple(float(v) for v in face.detection.box),
             sighting_quality(face),
-            face.embedding if face.quality is not None and face.quality.passed else None,
+            face.embedding if usable(face) else None,
             is_live(face),
+            surplus=face.skipped is Skip.EMBEDDING and usable(face) and is_live(face) is not False,
         )
         for face in assessment.gate_faces
     ]
 
 
+def usable(face: Face) -> bool:
+    return face.quality is not None and face.quality.passed
+
+
 def judge_frame(analysis: Analysis) -> Assessment:
     """The frame rules, in order: NO_FACE, MULTIPLE_FACES (a rival as strong as half the subject),
-    QUALITY_FAILED, LIVENESS_FAILED; None when the primary face can be searched. Pure: the benchmarks apply it
-    to analyses they cached, the service to every frame."""
+    QUALITY_FAILED, LIVENESS_FAILED; None when the primary face can be searched or feeds an encounter. Pure:
+    the benchmarks apply it to analyses they cached, the service to every frame."""
     face = analysis.primary()
     if face is None:
         return Assessment(analysis, Decision.NO_FACE, None, (), ())
     gate_faces = (face, *analysis.rivals(face))
-    reasons = face.quality.reasons if face.quality is not None else ("face has no landmarks to align",)
+    if face.skipped is Skip.ASSESSMENT:
+        reasons: tuple[str, ...] = ()
+    elif face.quality is not None:
+        reasons = face.quality.reasons
+    else:
+        reasons = ("face has no landmarks to align",)
     if len(gate_faces) > 1:
         decision: Decision | None = Decision.MULTIPLE_FACES
-    elif face.quality is None or face.embedding is None or not face.quality.passed:
+    elif face.skipped is Skip.ASSESSMENT:
+        decision = None  # an encounter already decided follows this face by position
+    elif not usable(face):
         decision = Decision.QUALITY_FAILED
     elif is_live(face) is False:
         decision = Decision.LIVENESS_FAILED
+    elif face.embedding is None and face.skipped is not Skip.EMBEDDING:
+        decision = Decision.QUALITY_FAILED  # no template to search (a detection-only pack)
     else:
         decision = None
     return Assessment(analysis, decision, face, gate_faces, tuple(reasons))
@@ -228,9 +244,10 @@ def judge_frame(analysis: Analysis) -> Assessment:
 
 def sighting_quality(face: Face) -> float:
     """Ranks a track's frames for fusion: large, confidently detected, sharp (LightQNet when present)."""
-    report = face.quality
-    if report is None:
-        return 0.0
+    return fusion_rank(face.quality) if face.quality is not None else 0.0
+
+
+def fusion_rank(report: QualityReport) -> float:
     size = min(report.inter_eye_px / 60.0, 1.0)
     return size * report.detector_score * (report.lightqnet if report.lightqnet is not None else 1.0)
 
@@ -493,10 +510,18 @@ class DataPlane:
         stage_s[stage] = seconds
         return value
 
-    def examine(self, probe: Probe, budget: Budget, stage_s: dict[str, float]) -> Examination:
+    def examine(
+        self,
+        probe: Probe,
+        budget: Budget,
+        stage_s: dict[str, float],
+        analyze: Callable[[np.ndarray], Analysis] | None = None,
+    ) -> Examination:
         """The one per-frame path, shared by unary Match and camera streams: resolve the flight's gallery
-        (before any inference, so an unknown flight costs nothing), decode, analyse, judge. Raises
-        BudgetExceededError when a stage cannot finish in what is left of the budget."""
+        (before any inference, so an unknown flight costs nothing), decode, analyse, judge. A camera stream
+        passes its own `analyze` (service/focus.py: detection where its faces are, only the work that can change
+        a decision); by default every face gets every stage. Raises BudgetExceededError when a stage cannot
+        finish in what is left of the budget."""
         stage_s["queue"] = budget.elapsed()
         gallery = probe.gallery
         if gallery is None:
@@ -505,7 +530,8 @@ class DataPlane:
         image = probe.image
         size = image.width * image.height / 1e6 if isinstance(image, RawPixels) else megapixels(image)
         decoded = self._timed("decode", budget, stage_s, self.decode, image, units=size)
-        analysis = self._timed("analyze", budget, stage_s, lambda: self.pipeline.analyze_batch([decoded])[0])
+        analyze = analyze or (lambda image: self.pipeline.analyze_batch([image])[0])
+        analysis = self._timed("analyze", budget, stage_s, analyze, decoded)
         stage_s.pop("analyze")
         stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
         return Examination(gallery, judge_frame(analysis))

@@ -16,6 +16,11 @@ search that crosses; NO_MATCH at the last checkpoint or the final search.
 
 Frames that fail liveness are never fused; an encounter whose failing frames are at least as many as its live
 ones ends LIVENESS_FAILED. Gallery- and protocol-free: the caller passes the clock and the search function.
+
+A caller that saves model time (service/focus.py) may send a face without a template: it then links by position
+only and is never fused. A `surplus` face passed quality and liveness but was not embedded because it ranks
+below every frame the track already fuses: it counts as a usable frame (the checkpoints come when they would
+have), and the fused template is what it would have been.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Sighting:
     quality: float  # higher is better; ranks frames for fusion
     template: np.ndarray | None  # L2-normalised; None when the face failed quality (no reliable identity)
     live: bool | None = None  # liveness verdict; None when liveness is not checked
+    surplus: bool = False  # usable, but too weak to enter the track's fused set, so it was not embedded
 
     @property
     def fusable(self) -> bool:
@@ -62,6 +68,17 @@ class EncounterOutcome:
     searches: int  # gallery searches the encounter made
     tailgating: bool  # another gate-sized face was in view together with this one
     false_match_probability: float | None  # MATCH only: how often a stranger's encounter would get this far
+
+
+@dataclass(frozen=True)
+class TrackView:
+    """What a caller may know of a live track to plan the next frame's work (service/focus.py)."""
+
+    id: int
+    box: tuple[float, float, float, float]
+    decided: bool
+    fused_full: bool  # the track already fuses `fuse_best` frames ...
+    weakest_fused: float  # ... and the weakest of them has this quality (no frame up to it can enter)
 
 
 @dataclass
@@ -105,6 +122,11 @@ def centre_shift(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.hypot(dx, dy)) / max(a[2] - a[0], 1e-6)
 
 
+def near(rule: EncounterConfig, track_box: Sequence[float], box: Sequence[float]) -> bool:
+    """The place rule: a face may continue a track when its box overlaps the track's or its centre is close."""
+    return iou(track_box, box) >= rule.min_iou or centre_shift(track_box, box) <= rule.max_centre_shift
+
+
 class EncounterTracker:
     """The encounters of one camera stream for one flight; not thread-safe (one frame at a time)."""
 
@@ -120,6 +142,20 @@ class EncounterTracker:
     def open_tracks(self) -> int:
         return len(self._tracks)
 
+    def tracks(self) -> list[TrackView]:
+        """The live tracks as they stand (a snapshot: the tracker goes on changing)."""
+        fuse = self.rule.fuse_best
+        return [
+            TrackView(
+                t.id,
+                t.box,
+                t.decided,
+                len(t.best) >= fuse,
+                t.best[-1][0] if t.best else 0.0,
+            )
+            for t in list(self._tracks)
+        ]
+
     # -- linking ---------------------------------------------------------------------------------------
 
     def _same_person(self, track: _Track, sighting: Sighting) -> bool:
@@ -128,19 +164,13 @@ class EncounterTracker:
             return True  # nothing reliable to compare: position alone decides, and nothing is fused
         return float(reference @ sighting.template) >= self.same_person_min
 
-    def _near(self, track: _Track, sighting: Sighting) -> bool:
-        rule = self.rule
-        return iou(track.box, sighting.box) >= rule.min_iou or (
-            centre_shift(track.box, sighting.box) <= rule.max_centre_shift
-        )
-
     def _assign(self, sightings: Sequence[Sighting], now: float, sequence: int) -> list[_Track]:
         pairs = sorted(
             (
                 (iou(t.box, s.box), ti, si)
                 for ti, t in enumerate(self._tracks)
                 for si, s in enumerate(sightings)
-                if self._near(t, s) and self._same_person(t, s)
+                if near(self.rule, t.box, s.box) and self._same_person(t, s)
             ),
             reverse=True,
         )
@@ -181,6 +211,10 @@ class EncounterTracker:
             tailgating=track.crowded,
             false_match_probability=fmp,
         )
+
+    def _cannot_enter(self, track: _Track, quality: float) -> bool:
+        """A frame of this quality would be dropped from the track's fused set at once (ties go to the older)."""
+        return len(track.best) >= self.rule.fuse_best and quality <= track.best[-1][0]
 
     def _attack(self, track: _Track) -> bool:
         return track.live_failed > 0 and track.live_failed >= track.live_passed
@@ -234,12 +268,13 @@ class EncounterTracker:
             if sighting.live is not None:
                 track.live_passed += sighting.live
                 track.live_failed += not sighting.live
-            if not sighting.fusable:
+            if sighting.fusable:
+                track.best.append((sighting.quality, sighting.template))
+                track.best.sort(key=lambda pair: pair[0], reverse=True)
+                del track.best[self.rule.fuse_best :]
+            elif not (sighting.surplus and self._cannot_enter(track, sighting.quality)):
                 continue
             track.usable += 1
-            track.best.append((sighting.quality, sighting.template))
-            track.best.sort(key=lambda pair: pair[0], reverse=True)
-            del track.best[self.rule.fuse_best :]
             outcome = self._checkpoint(track, now, search)
             if outcome is not None:
                 outcomes.append(outcome)

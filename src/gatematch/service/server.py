@@ -278,6 +278,7 @@ class GateMatchServer:
             self.audit,
             idle_s=config.server.stream_idle_s,
             max_s=config.server.stream_max_s,
+            focus=config.focus,
         )
         self.auth.follow_assignments(
             lambda gate: flights_in_force(store.gate_assignments(gate_id=gate), gate, datetime.now(UTC))

@@ -27,7 +27,7 @@ import grpc
 from gatematch.errors import BudgetExceededError, CapacityError, GatematchError, TimeLimitError
 from gatematch.gallery import Gallery, GalleryInfo, SearchResult
 from gatematch.service.audit import AuditLog, AuditRecord
-from gatematch.service.config import EncounterConfig, ServerConfig
+from gatematch.service.config import EncounterConfig, FocusConfig, ServerConfig
 from gatematch.service.dataplane import (
     Assessment,
     DataPlane,
@@ -38,6 +38,7 @@ from gatematch.service.dataplane import (
 )
 from gatematch.service.encounter import EncounterOutcome, EncounterTracker
 from gatematch.service.flow import Budget, LatestSlot
+from gatematch.service.focus import Focus, warm_up
 from gatematch.service.status import status_for
 from gatematch.service.telemetry import Telemetry
 
@@ -114,6 +115,7 @@ class _Flight:
     """Encounter state of one stream for one flight (a camera normally serves one flight at a time)."""
 
     tracker: EncounterTracker
+    focus: Focus | None = None  # where the stream spends model time (None: every stage on every frame)
     gallery: Gallery | None = None  # the snapshot the last frame was searched in (decisions at ticks use it)
     reference: Gallery | None = None  # a verification stream's: searched instead of a flight's
     camera_id: str = ""
@@ -154,8 +156,12 @@ class StreamScheduler:
         audit: AuditLog | None = None,
         idle_s: float = ServerConfig.stream_idle_s,
         max_s: float = ServerConfig.stream_max_s,
+        focus: FocusConfig | None = None,
     ):
         self.plane = plane
+        self.focus = focus or FocusConfig()
+        if self.focus.enabled:
+            warm_up()
         self.idle_s = idle_s
         self.max_s = max_s
         self.encounter = encounter
@@ -290,7 +296,8 @@ class StreamScheduler:
                 self.plane.same_person_min(self.encounter.same_person_fmr),
             )
             reference = verification.gallery if verification else None
-            state = flights[frame.flight] = _Flight(tracker, reference=reference)
+            focus = Focus(self.focus, self.encounter, tracker) if self.focus.enabled else None
+            state = flights[frame.flight] = _Flight(tracker, focus, reference=reference)
         state.camera_id, state.gate_id = frame.camera_id, frame.gate_id
         return state
 
@@ -342,11 +349,12 @@ class StreamScheduler:
         claim: _Claim,
     ) -> tuple[FrameEvent, list[EncounterOutcome]]:
         """On a worker: the per-frame path, then the frame's gate-sized faces to their encounters."""
-        plane = self.plane
+        plane, focus = self.plane, state.focus
         probe = Probe(
             frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction, state.reference
         )
-        examined = plane.examine(probe, budget, stage_s)
+        analyze = (lambda image: focus.analyze(plane.pipeline, image)) if focus is not None else None
+        examined = plane.examine(probe, budget, stage_s, analyze)
         assessment = examined.assessment
         faces = assessment.gate_faces
         budget.require("search", plane.costs.estimate("search") if faces else 0.0)
@@ -356,6 +364,8 @@ class StreamScheduler:
         seen = sightings(assessment)
         start = time.perf_counter()
         ids, outcomes = state.tracker.observe(time.monotonic(), frame.sequence, seen, state.search(plane))
+        if focus is not None:
+            focus.follow(faces, ids)
         if any(s.fusable for s in seen):
             stage_s["search"] = time.perf_counter() - start
             plane.costs.observe("search", stage_s["search"])
