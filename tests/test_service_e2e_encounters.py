@@ -98,6 +98,34 @@ def test_a_tailgater_right_after_a_match_gets_a_decision_of_their_own(stub, pipe
     assert first.last_sequence <= 5 < second.first_sequence
     boxes = [f.box for e in events if e.WhichOneof("event") == "observation" for f in e.observation.faces]
     assert max(abs(b.x1 - boxes[0].x1) for b in boxes) < 40, "both people stood on the same spot"
+    # Obama, matched on his first frame, was then followed by position (no embedding) until Biden stepped in
+    faces = {
+        e.observation.sequence: e.observation.faces for e in events if e.WhichOneof("event") == "observation"
+    }
+    assert any(f.assessment_skipped for seq in range(2, 6) for f in faces.get(seq, []))
+
+
+def test_a_face_entering_while_another_is_followed_is_found_within_the_bound(stub, pipeline, examples):
+    """Obama alone, matched and followed in a window around his face; Biden appears far from it at frame 4. The
+    whole frame is searched every scan_ms (1 s), so Biden is found less than scan_ms + one frame interval after
+    he appeared: by the 6th frame at 5 fps."""
+    obama = placed(
+        pipeline, load_image(examples / "obama" / "obama2.jpg"), spot=(160.0, 220.0), face_width=110
+    )
+    biden = placed(
+        pipeline, load_image(examples / "biden" / "biden2.jpg"), spot=(480.0, 220.0), face_width=110
+    )
+    left = np.arange(640)[None, :, None] < 320
+    alone = np.where(left, obama, np.full_like(obama, 90)).astype(np.uint8)
+    together = np.where(left, obama, biden).astype(np.uint8)
+    enters = 4
+    events = list(stub.StreamMatch(sent([alone] * (enters - 1) + [together] * 9), timeout=60))
+    decided = decisions(events)
+    assert decided[0].candidates[0].traveler_id == "obama" and decided[0].last_sequence == 1
+    newcomer = [d for d in decided if d.encounter_id != decided[0].encounter_id]
+    assert newcomer, "the face that entered got an encounter and a decision of its own"
+    delay_frames = newcomer[0].first_sequence - enters
+    assert 0 <= delay_frames <= 6, f"found {delay_frames} frames after it appeared"
 
 
 def test_two_gate_sized_faces_at_once_are_reported_as_tailgating(stub, pipeline, examples):

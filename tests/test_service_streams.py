@@ -13,7 +13,8 @@ import grpc
 import pytest
 
 from gatematch.errors import AuthorizationError, RequestError
-from gatematch.service.config import EncounterConfig
+from gatematch.facepipeline import Skip
+from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import Decision
 from gatematch.service.streams import EncounterEvent, FrameEvent, StreamFrame, StreamScheduler
 from gatematch.service.telemetry import Telemetry
@@ -22,8 +23,12 @@ from support.synthetic import at_cosine, strangers
 
 CENTRES = strangers(30, seed=5)
 SCENES = {
-    **{i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[4], 0.8, seed=i))] for i in range(1, 6)},  # T004
-    **{i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[9], 0.8, seed=i))] for i in range(6, 11)},  # T009
+    **{
+        i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[4], 0.8, seed=i), look=4)] for i in range(1, 6)
+    },  # T004
+    **{
+        i: [FakeFace(at(240 + 4 * i), at_cosine(CENTRES[9], 0.8, seed=i), look=9)] for i in range(6, 11)
+    },  # T009
     11: [FakeFace(at(240), strangers(1, seed=901)[0])],
 }
 
@@ -70,6 +75,23 @@ def test_a_tailgater_right_behind_a_match_gets_a_decision_of_their_own(scheduler
     events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 11)]))
     decided = [(d.outcome.encounter_id, d.decision, d.result.match.traveler_id) for d in decisions(events)]
     assert decided == [(1, Decision.MATCH, "T004"), (2, Decision.MATCH, "T009")]
+    # the first traveler, once matched, was followed by position (the stream's focus), not embedded again
+    observed = {
+        e.frame.sequence: e.assessment.analysis.faces[0].skipped for e in events if isinstance(e, FrameEvent)
+    }
+    assert observed[2] is Skip.ASSESSMENT and observed[6] is Skip.NOTHING
+
+
+def test_without_focus_every_frame_gets_every_stage(tmp_path) -> None:
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES)
+    scheduler = StreamScheduler(plane, EncounterConfig(), 2.0, Telemetry(), focus=FocusConfig(enabled=False))
+    try:
+        events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 11)]))
+    finally:
+        plane.pool.shutdown()
+    assert [d.result.match.traveler_id for d in decisions(events)] == ["T004", "T009"]
+    assert plane.pipeline.embedded == 10 and set(plane.pipeline.windows) == {None}
 
 
 def test_the_stream_ending_decides_the_open_encounter(scheduler) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatematch.errors import ManifestError, RequestError
+from gatematch.facepipeline import Skip
 from gatematch.gallery import ARRIVAL, DEPARTURE, Candidate, GalleryInfo, ModelRef, SearchResult
 from gatematch.gates import GateAssignment
 from gatematch.service.audit import MAX_TEXT
@@ -161,6 +162,7 @@ def faces_pb(
             quality_passed=bool(face.quality and face.quality.passed),
             quality_reasons=list(face.quality.reasons) if face.quality else [],
             encounter_id=encounter_ids.get(id(face), 0),
+            assessment_skipped=face.skipped is Skip.ASSESSMENT,
         )
         if face.liveness is not None:
             observation.liveness = face.liveness

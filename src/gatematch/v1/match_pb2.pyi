@@ -129,20 +129,22 @@ class Box(_message.Message):
     def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
 
 class FaceObservation(_message.Message):
-    __slots__ = ("box", "detection_score", "quality_passed", "quality_reasons", "liveness", "encounter_id")
+    __slots__ = ("box", "detection_score", "quality_passed", "quality_reasons", "liveness", "encounter_id", "assessment_skipped")
     BOX_FIELD_NUMBER: _ClassVar[int]
     DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_PASSED_FIELD_NUMBER: _ClassVar[int]
     QUALITY_REASONS_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_FIELD_NUMBER: _ClassVar[int]
     ENCOUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSESSMENT_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     box: Box
     detection_score: float
     quality_passed: bool
     quality_reasons: _containers.RepeatedScalarFieldContainer[str]
     liveness: float
     encounter_id: int
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., detection_score: _Optional[float] = ..., quality_passed: _Optional[bool] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., liveness: _Optional[float] = ..., encounter_id: _Optional[int] = ...) -> None: ...
+    assessment_skipped: bool
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., detection_score: _Optional[float] = ..., quality_passed: _Optional[bool] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., liveness: _Optional[float] = ..., encounter_id: _Optional[int] = ..., assessment_skipped: _Optional[bool] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("code", "message")

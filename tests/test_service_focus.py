@@ -1,0 +1,198 @@
+"""A camera stream's focus (service/focus.py) with a scripted pipeline on a simulated 5 fps clock (no models).
+
+The scripted pipeline honours detection windows (a face whose centre lies outside the window asked for is not
+found) and the per-face work the focus asks for, and counts what it embedded; the tracker, the search and the
+calibration are the real ones over synthetic templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gatematch.facepipeline import Skip
+from gatematch.gallery import OperatingPoint, SearchResult
+from gatematch.service.config import EncounterConfig, FocusConfig
+from gatematch.service.dataplane import judge_frame, sightings
+from gatematch.service.encounter import MATCH, NO_MATCH, EncounterOutcome, EncounterTracker
+from gatematch.service.focus import Focus, appearance
+from support.fakes import FakeFace, FakePipeline, crop_of
+from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
+
+FPS = 5.0
+CENTRES = strangers(30, seed=7)
+GALLERY = gallery(CENTRES)
+TABLE = calibration()
+SAME_PERSON = float(TABLE.threshold_for_fmr(0.01))
+WHOLE = (0, 0, 640, 480)
+FOCUS, RULE = FocusConfig(), EncounterConfig()
+
+
+def search(template: np.ndarray, target_fpir: float, frames: int) -> SearchResult:
+    return GALLERY.search(template, EMBEDDER, TABLE, k=3, point=OperatingPoint(target_fpir))
+
+
+def traveler(who: int, x: float = 280.0, *, look: int | None = None, seed: int = 0, **fields) -> FakeFace:
+    """Traveler T<who>'s face, 80 px wide, at `x`: clearly them (cosine 0.8 to their enrolled template)."""
+    return FakeFace(
+        (x, 200.0, x + 80.0, 280.0),
+        at_cosine(CENTRES[who], 0.8, seed=seed),
+        look=who if look is None else look,
+        **fields,
+    )
+
+
+class Camera:
+    """A focus, its tracker and a scripted pipeline: scenes in, encounters and decisions out."""
+
+    def __init__(
+        self,
+        scenes: dict[int, list[FakeFace]],
+        focus: FocusConfig | None = FOCUS,
+        rule: EncounterConfig = RULE,
+    ):
+        self.pipeline = FakePipeline(scenes)
+        self.tracker = EncounterTracker(rule, 0.003, 2.0, SAME_PERSON)
+        self.focus = Focus(focus, rule, self.tracker) if focus is not None else None
+        self.encounters: list[list[int]] = []  # per frame: the encounter of each gate-sized face
+        self.skipped: list[list[Skip]] = []  # per frame: what each detected face did not get
+        self.decided: list[EncounterOutcome] = []
+
+    def show(self, script: list[int]) -> Camera:
+        for index, scene in enumerate(script):
+            now = index / FPS
+            image = np.full((480, 640, 3), scene, np.uint8)
+            if self.focus is not None:
+                analysis = self.focus.analyze(self.pipeline, image, now)
+            else:
+                analysis = self.pipeline.analyze_batch([image])[0]
+            assessment = judge_frame(analysis)
+            ids, outcomes = self.tracker.observe(now, index + 1, sightings(assessment), search)
+            if self.focus is not None:
+                self.focus.follow(assessment.gate_faces, ids)
+            self.encounters.append(ids)
+            self.skipped.append([face.skipped for face in analysis.faces])
+            self.decided += outcomes
+        self.decided += self.tracker.close(len(script) / FPS, search)
+        return self
+
+    def decisions(self) -> list[tuple[str, str]]:
+        return [
+            (o.decision, o.result.match.traveler_id if o.result and o.result.match else "")
+            for o in self.decided
+        ]
+
+
+def test_with_no_face_followed_every_frame_is_searched_whole() -> None:
+    camera = Camera({0: []}).show([0] * 6)
+    assert camera.pipeline.windows == [WHOLE] * 6
+
+
+def test_a_followed_face_is_looked_for_in_a_window_and_the_whole_frame_is_scanned_every_second() -> None:
+    camera = Camera({1: [traveler(4)]}).show([1] * 12)
+    windows = camera.pipeline.windows
+    assert [i for i, w in enumerate(windows) if w == WHOLE] == [0, 5, 10]  # scan_ms 1000 at 5 fps
+    x1, y1, x2, y2 = windows[1]  # the face's box grown by one width on each side
+    assert (x1, y1, x2, y2) == (200, 120, 440, 360)
+    assert all(set(ids) == {1} for ids in camera.encounters), "one traveler, one encounter throughout"
+
+
+@pytest.mark.parametrize("enters", range(1, 10))
+def test_a_new_face_outside_the_window_is_found_within_the_bound(enters: int) -> None:
+    """Bound: found by the first frame processed scan_ms after the last whole-frame search, i.e. less than
+    scan_ms + one frame interval (1.2 s: 6 frames at 5 fps) after the face appeared."""
+    a, b = traveler(4), traveler(9, x=20.0)
+    script = [1] * enters + [2] * 12
+    camera = Camera({1: [a], 2: [a, b]}).show(script)
+    found = next(i for i, ids in enumerate(camera.encounters) if len(ids) == 2)
+    delay_ms = (found - enters) * 1000 / FPS
+    assert delay_ms < FocusConfig().scan_ms + 1000 / FPS
+    assert camera.pipeline.windows[found] == WHOLE
+    assert ("MATCH", "T009") in camera.decisions(), "the newcomer gets a decision of their own"
+
+
+def test_a_new_face_inside_the_window_is_found_at_once() -> None:
+    a, b = traveler(4), traveler(9, x=380.0)  # within one face width of the first: inside its window
+    camera = Camera({1: [a], 2: [a, b]}).show([1, 1, 2, 2])
+    assert camera.pipeline.windows[2] != WHOLE and len(camera.encounters[2]) == 2
+
+
+def test_when_the_window_loses_the_face_the_whole_frame_is_searched_in_the_same_frame() -> None:
+    camera = Camera({1: [traveler(4)], 2: [traveler(4, x=540.0)]}).show([1, 1, 2, 2])
+    assert camera.pipeline.windows[:4] == [WHOLE, (200, 120, 440, 360), (200, 120, 440, 360), WHOLE]
+    assert len(camera.encounters[2]) == 1, "found in the frame where the window lost it"
+
+
+def test_a_decided_face_is_followed_by_position_and_embedded_again_every_n_frames() -> None:
+    camera = Camera({1: [traveler(4)]}).show([1] * 12)
+    assert camera.decisions() == [(MATCH, "T004")]
+    assert camera.pipeline.embedded == 3  # frames 0, 5 and 10: recheck_frames = 5
+    assert [s[0] for s in camera.skipped][:6] == [Skip.NOTHING, *[Skip.ASSESSMENT] * 4, Skip.NOTHING]
+
+
+def test_a_decided_face_is_embedded_again_when_its_look_changes() -> None:
+    same, other_light = traveler(4), traveler(4, look=400)
+    camera = Camera({1: [same], 2: [other_light]}).show([1, 1, 1, 2, 2])
+    assert [s[0] for s in camera.skipped] == [
+        Skip.NOTHING,
+        Skip.ASSESSMENT,
+        Skip.ASSESSMENT,
+        Skip.NOTHING,  # looks different: embedded, and still the same person to the tracker
+        Skip.ASSESSMENT,  # its new look is the reference now
+    ]
+    assert all(set(ids) == {1} for ids in camera.encounters)
+
+
+@pytest.mark.parametrize("look", ["different", "identical"])
+def test_a_tailgater_in_the_same_place_gets_an_encounter_and_a_decision_of_their_own(look: str) -> None:
+    """A look that differs is caught on the newcomer's first frame; a newcomer the cheap check cannot tell apart
+    (same look: the worst case) is caught by the identity check of the next embedding, within recheck_frames."""
+    first = traveler(4)
+    second = traveler(9, x=283.0, look=4 if look == "identical" else 9)
+    camera = Camera({1: [first], 2: [second]}).show([1] * 3 + [2] * 8)
+    assert camera.decisions() == [(MATCH, "T004"), (MATCH, "T009")]
+    own = next(i for i, ids in enumerate(camera.encounters) if ids != [1])
+    assert own - 3 == (0 if look == "different" else 2)  # embedded 5 frames after frame 0: frame 5
+    assert own - 3 < FocusConfig().recheck_frames
+
+
+def test_faces_that_cannot_be_fused_or_decided_get_no_embedding() -> None:
+    blurred = traveler(4, quality_passed=False)
+    spoof = traveler(5, liveness=0.1)
+    background = FakeFace((10.0, 10.0, 30.0, 30.0), at_cosine(CENTRES[6], 0.8), look=6)  # too small to matter
+    camera = Camera({1: [traveler(7, x=300.0), background], 2: [blurred], 3: [spoof]}).show([1, 2, 3])
+    assert camera.skipped == [[Skip.NOTHING, Skip.ASSESSMENT], [Skip.EMBEDDING], [Skip.EMBEDDING]]
+    assert camera.pipeline.embedded == 1
+
+
+def test_surplus_frames_count_without_embedding_and_decide_as_the_full_path_does() -> None:
+    """A rule with a checkpoint beyond the fused set: frames that rank below all fused ones are not embedded,
+    yet the checkpoints come at the same frames and search the same fused template."""
+    rule = EncounterConfig(fuse_best=3, decision_frames=(3, 7), fpir_shares=(0.3, 0.7))
+    scores = [0.95, 0.9, 0.93, 0.7, 0.72, 0.97, 0.71, 0.75]  # ranks follow the detector score
+    unsure = at_cosine(CENTRES[11], 0.33, seed=1)  # a traveler the gallery's photo barely resembles
+    hard = {
+        i: [replace(traveler(11), template=at_cosine(unsure, 0.9, seed=i), score=s)]
+        for i, s in enumerate(scores)
+    }
+    focused = Camera(hard, rule=rule).show(list(range(8)))
+    full = Camera(hard, focus=None, rule=rule).show(list(range(8)))
+    assert focused.decisions() == full.decisions() and focused.decisions()[0][0] in (MATCH, NO_MATCH)
+    one, other = focused.decided[0], full.decided[0]
+    assert (one.frames_used, one.searches, one.last_sequence) == (
+        other.frames_used,
+        other.searches,
+        other.last_sequence,
+    )
+    assert one.result.candidates[0].score == pytest.approx(other.result.candidates[0].score)
+    assert focused.pipeline.embedded < full.pipeline.embedded
+    assert Skip.EMBEDDING in {s[0] for s in focused.skipped}
+
+
+def test_the_look_compares_faces_not_positions() -> None:
+    a, b = appearance(crop_of(1)), appearance(crop_of(2))
+    assert float(a @ appearance(crop_of(1))) == pytest.approx(1.0)
+    assert float(a @ b) < FocusConfig().recheck_below
+    assert a.shape == (432,) and a.dtype == np.float32
