@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -477,3 +478,34 @@ def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
         open_store(url)
     message = str(caught.value)
     assert "postgresql://gate@127.0.0.1" in message and "s3cret" not in message and "\n" not in message
+
+
+def test_frame_lookups_see_every_write_of_another_process_at_once(tmp_path: Path) -> None:
+    """The SQLite store answers a frame's lookup from what it read last while the database's change counter
+    stands still; a write through any other connection moves it, so the next lookup reads again."""
+    reader, writer = SQLiteGalleryStore(tmp_path), SQLiteGalleryStore(tmp_path)
+    first, _ = draft(seed=1)
+    gid = writer.write(first).info.gallery_id
+    assert [g.version for g in reader.galleries("GM101")] == [1] and reader.load(gid).info.version == 1
+    counter = reader._change_counter()
+    assert counter is not None and reader.load(gid) is reader.load(gid)  # answered from memory
+    second, _ = draft(seed=2)
+    writer.write(second)
+    assert reader._change_counter() != counter
+    assert [g.version for g in reader.galleries("GM101")] == [2] and reader.load(gid).info.version == 2
+    writer.purge(gid)
+    assert reader.galleries("GM101") == []
+    with pytest.raises(GalleryNotFoundError):
+        reader.load(gid)
+
+
+def test_a_database_in_wal_mode_is_read_every_time(tmp_path: Path) -> None:
+    store = SQLiteGalleryStore(tmp_path)
+    gid = store.write(draft(seed=1)[0]).info.gallery_id
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    con.execute("PRAGMA journal_mode = WAL").fetchone()
+    con.close()
+    assert store._change_counter() is None  # WAL leaves the counter alone: it cannot be trusted
+    assert store.load(gid).info.version == 1
+    store.write(draft(seed=2)[0])
+    assert store.load(gid).info.version == 2

@@ -11,6 +11,12 @@ Readers take one read transaction for the metadata and then load the file it nam
 sha256 recorded with it; if a writer removed or is zero-filling that file in between, they read again, so they
 only ever see a complete version (and a tampered or rotted file is quarantined, never searched).
 
+A camera frame asks for its flight's current gallery: while no connection (of this process or another) has
+committed a write since the last read, the answer is the one read then. SQLite's own file change counter (header
+bytes 24-27, bumped by every committed write in rollback-journal mode, read through a descriptor held open) says
+so for a few microseconds, where reading the rows again took two connections and six queries (0.84 ms p50;
+measured in DESIGN.md).
+
 Templates (the only biometric data) live only in the index file; with keys they are encrypted there (AES-GCM,
 associated data = gallery id and version) and the index is rebuilt in memory from the decrypted bytes.
 Deleted rows are overwritten (`secure_delete`) and purged files are zero-filled before unlinking. A damaged
@@ -153,6 +159,11 @@ class SQLiteGalleryStore:
         self.reachable = True  # a local file: there is no server to lose
         self._cache: dict[str, tuple[Stamp, Gallery]] = {}
         self._cache_lock = threading.Lock()
+        # what was read while the database file's change counter had this value (see `_change_counter`)
+        self._read_at: bytes | None = None
+        self._listed: dict[str | None, list[GalleryInfo]] = {}
+        self._current: set[str] = set()  # galleries whose cached snapshot is the current version at _read_at
+        self._header: int | None = None  # a read-only descriptor of the database file, for its change counter
         self.quarantine = Quarantine()
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -168,7 +179,37 @@ class SQLiteGalleryStore:
             ) from None
 
     def close(self) -> None:
-        """Nothing stays open between calls."""
+        """Only the descriptor the change counter is read through stays open between calls."""
+        with self._cache_lock:
+            header, self._header = self._header, None
+        if header is not None:
+            os.close(header)
+
+    def _change_counter(self) -> bytes | None:
+        """SQLite's file change counter: unchanged means no committed write since it was last read. None when it
+        cannot say (WAL mode leaves it alone; an unreadable header): then every read goes to the database."""
+        try:
+            with self._cache_lock:
+                if self._header is not None and os.fstat(self._header).st_nlink == 0:
+                    os.close(self._header)  # the file was deleted or replaced: read the one there now
+                    self._header = None
+                if self._header is None:
+                    self._header = os.open(self.root / DB_NAME, os.O_RDONLY | os.O_CLOEXEC)
+                header = os.pread(self._header, 28, 0)
+        except OSError:
+            return None
+        if len(header) < 28 or header[18] == 2:  # file format write version 2: WAL
+            return None
+        return header[24:28]
+
+    def _unchanged(self) -> bytes | None:
+        """The change counter now; what was read under another value is forgotten."""
+        counter = self._change_counter()
+        with self._cache_lock:
+            if counter is None or counter != self._read_at:
+                self._read_at = counter
+                self._listed, self._current = {}, set()
+        return counter
 
     @staticmethod
     def _create_schema(con: sqlite3.Connection) -> None:
@@ -425,6 +466,11 @@ class SQLiteGalleryStore:
 
     def galleries(self, flight_id: str | None = None) -> list[GalleryInfo]:
         """Every gallery, or only those of one flight (the service resolves a camera's flight per frame)."""
+        counter = self._unchanged()
+        with self._cache_lock:
+            listed = self._listed.get(flight_id) if counter is not None else None
+        if listed is not None:
+            return list(listed)
         where, args = ("WHERE flight_id = ? ", (flight_id,)) if flight_id is not None else ("", ())
         with self._transaction() as con:
             ids = [
@@ -433,7 +479,11 @@ class SQLiteGalleryStore:
                     f"SELECT gallery_id FROM galleries {where}ORDER BY departure, gallery_id", args
                 )
             ]
-            return [self._info(con, gid) for gid in ids]
+            infos = [self._info(con, gid) for gid in ids]
+        with self._cache_lock:
+            if counter is not None and counter == self._read_at:
+                self._listed[flight_id] = infos
+        return list(infos)
 
     def _readable_version(self, con: sqlite3.Connection, gallery_id: str) -> int:
         info = self._info(con, gallery_id)
@@ -474,10 +524,24 @@ class SQLiteGalleryStore:
     def load(self, gallery_id: str, now: datetime | None = None) -> Gallery:
         """An immutable snapshot of the current version (cached until a new version is written).
 
-        Called for every frame a camera sends, so a cache hit costs one indexed row read; the traveler rows
-        and the index file are only read when the version changed. A damaged version is quarantined: asked
-        again, it fails at once with the same error until a new version replaces it.
+        Called for every frame a camera sends: with no write since the last read a cache hit costs the change
+        counter's read, else one indexed row read; the traveler rows and the index file are only read when the
+        version changed. A damaged version is quarantined: asked again, it fails at once with the same error
+        until a new version replaces it.
         """
+        counter = self._unchanged()
+        with self._cache_lock:
+            cached = self._cache.get(gallery_id) if gallery_id in self._current else None
+        if cached is not None and counter is not None:
+            refuse_expired(cached[1].info, now)
+            return cached[1]
+        gallery = self._load(gallery_id, now)
+        with self._cache_lock:
+            if counter is not None and counter == self._read_at:
+                self._current.add(gallery_id)
+        return gallery
+
+    def _load(self, gallery_id: str, now: datetime | None) -> Gallery:
         for _attempt in range(3):
             with self._transaction() as con:
                 row = con.execute(
