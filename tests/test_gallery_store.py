@@ -509,3 +509,17 @@ def test_a_database_in_wal_mode_is_read_every_time(tmp_path: Path) -> None:
     assert store.load(gid).info.version == 1
     store.write(draft(seed=2)[0])
     assert store.load(gid).info.version == 2
+
+
+def test_a_database_file_replaced_under_a_running_store_is_read_anew(tmp_path: Path) -> None:
+    store, other_root = SQLiteGalleryStore(tmp_path / "a"), tmp_path / "b"
+    gid = store.write(draft(seed=1)[0]).info.gallery_id
+    assert store.load(gid).info.version == 1
+    other = SQLiteGalleryStore(other_root)
+    other.write(draft(seed=1)[0])
+    other.write(draft(seed=2)[0])
+    other.close()
+    for name in os.listdir(other_root):  # the other store's files, the database renamed over this one's
+        os.replace(other_root / name, tmp_path / "a" / name)
+    assert store.load(gid).info.version == 2
+    store.close()

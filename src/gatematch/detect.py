@@ -165,14 +165,18 @@ class Detector:
         self._resized = ThreadBuffers()
         self._planes = ThreadBuffers()
 
-    def _geometry(self, width: int, height: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
-        """(scale, resized (w, h), input (w, h)) for an original frame of width x height."""
+    def _geometry(
+        self, width: int, height: int, coarse: float = 1.0
+    ) -> tuple[float, tuple[int, int], tuple[int, int]]:
+        """(scale, resized (w, h), input (w, h)) for an original frame of width x height; `coarse` < 1 shrinks
+        the scale by that factor (a cheap look for faces, at the price of the smallest ones)."""
         spec = self.card.input
         if spec.size is not None:
             in_w, in_h = spec.size
             scale = min(in_w / width, in_h / height)
         else:
             scale = min(1.0, spec.max_side / max(width, height)) if spec.max_side else 1.0
+        scale *= coarse
         resized_w = max(1, round(width * scale))
         resized_h = max(1, round(height * scale))
         if spec.size is not None:
@@ -181,17 +185,17 @@ class Detector:
         return scale, (resized_w, resized_h), (-(-resized_w // step) * step, -(-resized_h // step) * step)
 
     def _window(
-        self, scaled: np.ndarray, window: Window, scale: float
-    ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-        """(the window's pixels in the scaled frame, its origin in original pixels, input (w, h)).
+        self, scaled: tuple[int, int], window: Window, scale: float
+    ) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """(the window in the scaled frame's pixels, input (w, h)).
 
         The window starts on the coarsest anchor grid of the scaled frame, so its anchors are the whole frame's
-        anchors and a face inside it meets the network exactly as in a whole-frame run (only what lies near
-        the window's edge can differ). It runs at its own size where the model allows, else letterboxed into
-        the card's input like a whole frame.
+        anchors and a face inside it meets the network as in a whole-frame run (only what lies near the
+        window's edge can differ). It runs at its own size where the model allows, else letterboxed into the
+        card's input like a whole frame.
         """
         spec, grid = self.card.input, int(max(self.card.params.get("strides", [32])))
-        height, width = scaled.shape[:2]
+        width, height = scaled
         x1 = min(max(math.floor(window[0] * scale / grid) * grid, 0), (width - 1) // grid * grid)
         y1 = min(max(math.floor(window[1] * scale / grid) * grid, 0), (height - 1) // grid * grid)
         x2 = min(max(math.ceil(window[2] * scale), x1 + 1), width)
@@ -201,15 +205,42 @@ class Detector:
         else:
             step = spec.size_multiple
             size = (-(-(x2 - x1) // step) * step, -(-(y2 - y1) // step) * step)
-        return scaled[y1:y2, x1:x2], (x1 / scale, y1 / scale), size
+        return (x1, y1, x2, y2), size
+
+    def _scaled_part(
+        self, image: np.ndarray, scaled: tuple[int, int], part: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """Pixels `part` of the image resized to `scaled`, without resizing the rest: the same sampling points
+        as cv2.resize (bilinear, pixel centres aligned), so a window sees what the whole scaled frame holds
+        (resizing the part alone where the factor is whole, as 1280x720 or 1920x1080 to 640 wide; else one warp)."""
+        x1, y1, x2, y2 = part
+        height, width = image.shape[:2]
+        if scaled == (width, height):
+            return image[y1:y2, x1:x2]
+        fx, fy = width / scaled[0], height / scaled[1]
+        out = self._resized.get((x2 - x1, y2 - y1), lambda: np.empty((y2 - y1, x2 - x1, 3), np.uint8))
+        if fx.is_integer() and fy.is_integer():
+            source = image[int(y1 * fy) : int(y2 * fy), int(x1 * fx) : int(x2 * fx)]
+            return cv2.resize(source, (x2 - x1, y2 - y1), dst=out, interpolation=cv2.INTER_LINEAR)
+        matrix = np.float32([[fx, 0, (x1 + 0.5) * fx - 0.5], [0, fy, (y1 + 0.5) * fy - 0.5]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(
+            image, matrix, (x2 - x1, y2 - y1), dst=out, flags=flags, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    @property
+    def any_size(self) -> bool:
+        """Whether a window or a coarse look runs at its own size (and so costs less than a whole frame)."""
+        return self.card.input.size is None or self.card.input.any_size
 
     def _new_tensor(self, in_w: int, in_h: int) -> np.ndarray:
         shape = (1, 3, in_h, in_w) if self._nchw else (1, in_h, in_w, 3)
         return np.empty(shape, np.float32)
 
-    def prepare(self, image: np.ndarray, window: Window | None = None) -> Prepared:
+    def prepare(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> Prepared:
         """BGR uint8 HxWx3 -> the card's input tensor: letterboxed top-left, zero pixels padding bottom/right.
-        With a `window`, only that region of the image (clipped to it) is prepared."""
+        With a `window`, only that region of the image (clipped to it) is prepared; `coarse` < 1 scales it down
+        further by that factor."""
         if (
             not isinstance(image, np.ndarray)
             or image.dtype != np.uint8
@@ -223,15 +254,17 @@ class Detector:
         height, width = image.shape[:2]
         if width == 0 or height == 0:
             raise BadImageError(f"image has no pixels ({width}x{height})")
-        scale, (res_w, res_h), (in_w, in_h) = self._geometry(width, height)
-        if (res_w, res_h) != (width, height):
+        scale, (res_w, res_h), (in_w, in_h) = self._geometry(width, height, coarse)
+        origin = (0.0, 0.0)
+        if window is not None:
+            (x1, y1, x2, y2), (in_w, in_h) = self._window((res_w, res_h), window, scale)
+            origin = (x1 / scale, y1 / scale)
+            image = self._scaled_part(image, (res_w, res_h), (x1, y1, x2, y2))
+            res_h, res_w = image.shape[:2]
+        elif (res_w, res_h) != (width, height):
             resized = self._resized.get((res_w, res_h), lambda: np.empty((res_h, res_w, 3), np.uint8))
             cv2.resize(image, (res_w, res_h), dst=resized, interpolation=cv2.INTER_LINEAR)
             image = resized
-        origin = (0.0, 0.0)
-        if window is not None:
-            image, origin, (in_w, in_h) = self._window(image, window, scale)
-            res_h, res_w = image.shape[:2]
         tensor = self._tensors.get((in_w, in_h), lambda: self._new_tensor(in_w, in_h))
         frame = tensor[0]
         if self._nchw:
@@ -288,9 +321,9 @@ class Detector:
             for n, i in enumerate(chosen)
         ]
 
-    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> list[Detection]:
         """Faces in a BGR uint8 frame (or in a window of it), best score first, in the frame's own pixels."""
-        prepared = self.prepare(image, window)
+        prepared = self.prepare(image, window, coarse)
         return self.decode(self.infer(prepared.tensor), prepared)
 
 

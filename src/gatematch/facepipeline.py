@@ -169,9 +169,10 @@ class FacePipeline:
         analysis.timings["decode"] = decode_s
         return analysis
 
-    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
-        """Faces of a decoded frame, or of a window of it (in the frame's pixels), best score first."""
-        return self.detector.detect(image, window)
+    def detect(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> list[Detection]:
+        """Faces of a decoded frame, or of a window of it (in the frame's pixels), best score first; `coarse`
+        < 1 looks at fewer pixels (detect.Detector.prepare)."""
+        return self.detector.detect(image, window, coarse)
 
     def analyze_detected(
         self, image: np.ndarray, detections: Sequence[Detection], work: FaceWork | None = None

@@ -161,6 +161,7 @@ class SQLiteGalleryStore:
         self._cache_lock = threading.Lock()
         # what was read while the database file's change counter had this value (see `_change_counter`)
         self._read_at: bytes | None = None
+        self._header: int | None = None  # a read-only descriptor of the database file, for its change counter
         self._listed: dict[str | None, list[GalleryInfo]] = {}
         self._current: set[str] = set()  # galleries whose cached snapshot is the current version at _read_at
         self._header: int | None = None  # a read-only descriptor of the database file, for its change counter

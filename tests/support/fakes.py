@@ -24,6 +24,7 @@ from gatematch.service.flow import WorkerPool
 from support.synthetic import DEPARTURE, DIM, EMBEDDER, calibration
 
 FRAME_SIZE = (640, 480)
+MIN_FACE_PX = 10  # the fake detector misses smaller faces (at the scale it looks at)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,12 @@ class FakePipeline:
     calls: int = 0
     windows: list[Window | None] = field(default_factory=list)  # every detection's window, in order
     embedded: int = 0  # faces embedded
+    any_size: bool = False  # windows and coarse looks cost less (as YuNet's); coarse ones miss small faces
     _fakes: dict[int, FakeFace] = field(default_factory=dict)
+
+    @property
+    def detector(self) -> SimpleNamespace:
+        return SimpleNamespace(any_size=self.any_size)
 
     pack = SimpleNamespace(
         name="synthetic",
@@ -69,14 +75,16 @@ class FakePipeline:
     def analyze_batch(self, images: list[np.ndarray]) -> list[Analysis]:
         return [self.analyze_detected(image, self.detect(image)) for image in images]
 
-    def detect(self, image: np.ndarray, window: Window | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> list[Detection]:
         self.calls += 1
-        self.windows.append(window)
+        self.windows.append(window if coarse == 1.0 else ("coarse", window))
         found = []
         for fake in self.scenes[int(image[0, 0, 0])]:
             box = np.asarray(fake.box, np.float32)
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
             if window is not None and not (window[0] <= cx < window[2] and window[1] <= cy < window[3]):
+                continue
+            if (box[2] - box[0]) * coarse < MIN_FACE_PX:
                 continue
             landmarks = np.zeros((5, 2), np.float32) if fake.template is not None else None
             detection = Detection(box, landmarks, fake.score)

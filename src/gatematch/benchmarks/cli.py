@@ -169,6 +169,7 @@ def _latency(args: argparse.Namespace) -> int:
         LoadSettings,
         capacity_counts,
         check_loopback,
+        compare_focus,
         find_capacity,
         in_process_server,
         load_gallery,
@@ -186,6 +187,11 @@ def _latency(args: argparse.Namespace) -> int:
         raise ConfigError("--no-stages and --no-load together leave nothing to measure")
     if args.find_capacity and args.no_load:
         raise ConfigError("--find-capacity steps up the end-to-end load: it cannot run with --no-load")
+    if args.compare_focus and (args.target or args.find_capacity or args.no_load or args.gallery is None):
+        raise ConfigError(
+            "--compare-focus starts its own servers and needs --gallery FOLDER; it cannot run with --target, "
+            "--find-capacity or --no-load"
+        )
     check_output_folder(args.out, "--out")
     for value, minimum, option in (
         (args.repeats, 1, "--repeats"),
@@ -254,7 +260,9 @@ def _latency(args: argparse.Namespace) -> int:
 
         target = args.target or "the in-process service"
         try:
-            if args.target:
+            if args.compare_focus:
+                report["focus"] = compare_focus(settings, args.pack, store, args.gallery, args.workers)
+            elif args.target:
                 if args.gallery:
                     report["gallery"] = load_gallery(args.target, args.flight, args.gallery)
                 measure_load(args.target, args.server_pid, False, None)
@@ -608,6 +616,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="capacity: a step holds only under this share of lost frames (default 0.01)",
+    )
+    latency.add_argument(
+        "--compare-focus",
+        action="store_true",
+        help="server CPU per frame with the camera focus off and on (a fresh server process each) against the "
+        "raw detector + embedder time on the same frames",
     )
     latency.add_argument("--no-stages", action="store_true", help="skip the per-stage microbenchmark")
     latency.add_argument("--no-load", action="store_true", help="skip the end-to-end load")

@@ -16,8 +16,11 @@ latest-frame-wins, answered BUDGET_EXCEEDED, bad, or never answered). The capaci
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +43,8 @@ MAX_CAMERAS = 32
 MAX_FPS = 60.0
 MAX_SECONDS = 600.0
 MAX_FRAMES = 20_000  # cameras x fps x seconds
+MAX_RAW_FACES = 8  # faces per frame whose raw embedding is timed (as the overhead microbenchmark)
+CHILD_READY_S = 300.0  # how long a benchmark's own server process may take to load models and report SERVING
 DRAIN_S = 30.0  # after the last frame, how long a stream may take to answer its open encounters
 GALLERY_LOAD_TIMEOUT_S = 600.0
 
@@ -245,11 +250,15 @@ def percentiles_ms(seconds: list[float], scale: float = 1000.0) -> dict[str, flo
 
 
 def run_load(
-    target: str, settings: LoadSettings, server_pid: int | None, in_process: bool
+    target: str,
+    settings: LoadSettings,
+    server_pid: int | None,
+    in_process: bool,
+    clips: list[list[bytes]] | None = None,
 ) -> dict[str, object]:
     """Stream from every camera at once and summarise; the server process is sampled before and after."""
     check_loopback(target)
-    clips = [encoded_clip(video, settings.fps, settings.seconds) for video in settings.videos]
+    clips = clips or [encoded_clip(video, settings.fps, settings.seconds) for video in settings.videos]
     warm_up(target, settings.flight, clips[0])
     logs = [CameraLog() for _ in range(settings.cameras)]
     threads = [
@@ -327,6 +336,13 @@ def run_load(
             stage: round(float(np.mean([v for log in logs for v in log.server_stage_ms.get(stage, [])])), 2)
             for stage in sorted({stage for log in logs for stage in log.server_stage_ms})
         },
+        # the same, spread over every frame processed (a stage a frame skipped counts 0 for it)
+        "server_stage_ms_per_frame": {
+            stage: round(
+                sum(v for log in logs for v in log.server_stage_ms.get(stage, [])) / max(processed, 1), 3
+            )
+            for stage in sorted({stage for log in logs for stage in log.server_stage_ms})
+        },
         "server": server,
     }
 
@@ -340,6 +356,154 @@ def warm_up(target: str, flight: str, clip: list[bytes], frames: int = 3) -> Non
         for i in range(frames):
             frame = make_frame("bench-warm-up", "BENCH-WARM", flight, i + 1, clip[i % len(clip)])
             stub.Match(match_pb2.MatchRequest(frame=frame), timeout=60)
+
+
+# ----------------------------------------------------------- what a frame costs the server, focus on or off
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def child_server(
+    pack: str, model_dir: Path, focus: bool, workers: int = 0, ready_s: float = CHILD_READY_S
+) -> Iterator[tuple[str, int]]:
+    """`gatematch serve` in a process of its own on 127.0.0.1 (its galleries and audit log in a temporary
+    folder), so that its CPU time is the server's alone; (target, pid) once it reports SERVING."""
+    with tempfile.TemporaryDirectory(prefix="gatematch-bench-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "serve.toml"
+        config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\nworkers = {workers}\n'
+            f"[store]\ngallery_dir = {json.dumps(str(Path(tmp) / 'galleries'))}\n"
+            f"model_dir = {json.dumps(str(model_dir))}\npack = {json.dumps(pack)}\n"
+            f"[audit]\npath = {json.dumps(str(Path(tmp) / 'audit.jsonl'))}\n"
+            f"[focus]\nenabled = {'true' if focus else 'false'}\n",
+            encoding="utf-8",
+        )
+        log = (Path(tmp) / "serve.log").open("wb")
+        command = [sys.executable, "-m", "gatematch.cli.main", "serve", "--config", str(config)]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        target = f"127.0.0.1:{port}"
+        try:
+            wait_serving(target, process, ready_s, Path(tmp) / "serve.log")
+            yield target, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def wait_serving(target: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with open_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                last = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+                raise ConfigError(f"the benchmark's server exited ({process.returncode}): {' '.join(last)}")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:  # not listening yet
+                pass
+            time.sleep(0.2)
+    raise ConfigError(f"the benchmark's server did not report SERVING within {timeout_s:g} s")
+
+
+def raw_model_ms(
+    pack: str, model_store: ModelStore, clips: list[list[bytes]], repeats: int = 2
+) -> list[list[float]]:
+    """Per clip frame: CPU milliseconds (this thread's) of the detector's `session.run` on the whole frame as the
+    card takes it (640x640 letterbox for the default pack) plus the embedder's on every face it found: the raw
+    model time the service's per-frame cost is held against. One intra-op thread, as the service runs them;
+    preparing tensors and decoding outputs is not counted."""
+    from gatematch.align import norm_crop
+    from gatematch.facepipeline import CROP_SIZE, FacePipeline, PipelineConfig
+    from gatematch.images import decode_image
+    from gatematch.runtime import RuntimeConfig
+
+    config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=1, allow_spinning=False))
+    pipeline = FacePipeline.from_pack(pack, model_store, config)
+    detector, embedder = pipeline.detector, pipeline.embedder
+    result = []
+    for clip in clips:
+        images = [decode_image(data) for data in clip]
+        detector.infer(detector.prepare(images[0]).tensor)  # warm-up: first runs allocate arenas
+        per_frame = []
+        for image in images:
+            prepared = detector.prepare(image)
+            spent = []
+            for _ in range(repeats):
+                start = time.thread_time()
+                outputs = detector.infer(prepared.tensor)
+                spent.append(time.thread_time() - start)
+            faces = [f for f in detector.decode(outputs, prepared) if f.landmarks is not None][:MAX_RAW_FACES]
+            if faces and embedder is not None:
+                crops = np.stack([norm_crop(image, f.landmarks, CROP_SIZE) for f in faces])
+                tensor = embedder.prepare(crops)
+                for i in range(repeats):
+                    start = time.thread_time()
+                    if embedder.batch_invariant:
+                        embedder.infer(tensor)
+                    else:
+                        for row in range(len(tensor)):
+                            embedder.infer(tensor[row : row + 1])
+                    spent[i] += time.thread_time() - start
+            per_frame.append(1000 * float(np.mean(spent)))
+        result.append(per_frame)
+    return result
+
+
+def sent_mean(per_clip: list[list[float]], settings: LoadSettings) -> float:
+    """The mean over the frames the cameras send (camera i streams clip i mod n, frame j is clip frame j mod
+    its length), of a per-clip-frame figure."""
+    values = [
+        per_clip[camera % len(per_clip)][j % len(per_clip[camera % len(per_clip)])]
+        for camera in range(settings.cameras)
+        for j in range(settings.frames_per_camera)
+    ]
+    return float(np.mean(values))
+
+
+def compare_focus(
+    settings: LoadSettings, pack: str, model_store: ModelStore, gallery: Path, workers: int = 0
+) -> dict[str, object]:
+    """Server CPU per frame with the camera focus off (every stage on every frame) and on, each a fresh server
+    process streamed the same frames, against the raw model time on those frames."""
+    clips = [encoded_clip(video, settings.fps, settings.seconds) for video in settings.videos]
+    raw = raw_model_ms(pack, model_store, clips)
+    raw_ms = sent_mean(raw, settings)
+    runs: dict[str, dict[str, object]] = {}
+    for name, focus in (("focus off", False), ("focus on", True)):
+        with child_server(pack, model_store.root, focus, workers) as (target, pid):
+            load_gallery(target, settings.flight, gallery)
+            load = run_load(target, settings, pid, in_process=False, clips=clips)
+        cpu_s = load["server"]["cpu_s"]
+        per_frame = 1000 * cpu_s / load["frames_processed"] if cpu_s and load["frames_processed"] else None
+        runs[name] = {
+            "server_cpu_ms_per_frame": round(per_frame, 2) if per_frame is not None else None,
+            "of_raw": round(per_frame / raw_ms, 3) if per_frame is not None else None,
+            "load": load,
+        }
+    return {
+        "pack": pack,
+        "raw_model_ms_per_frame": round(raw_ms, 2),
+        "raw_note": "detector session.run on the whole frame as the card takes it + embedder on every face, "
+        "one thread, CPU time",
+        "runs": runs,
+    }
 
 
 # -------------------------------------------------------------------------------------------- capacity

@@ -414,6 +414,9 @@ def latency_markdown(report: dict) -> str:
     capacity = report.get("capacity")
     if capacity:
         lines += capacity_markdown(capacity)
+    focus = report.get("focus")
+    if focus:
+        lines += focus_markdown(focus)
     stages = report.get("stages")
     if stages:
         lines += [
@@ -431,6 +434,57 @@ def latency_markdown(report: dict) -> str:
             f"(with JPEG decode {stages['overhead_ratio_with_decode']}x).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def focus_markdown(focus: dict) -> list[str]:
+    runs = focus["runs"]
+    load = next(iter(runs.values()))["load"]
+    lines = [
+        "",
+        f"## Server CPU per frame, camera focus off and on ({load['cameras']} cameras x {load['fps']:g} fps x "
+        f"{load['seconds']:g} s, a fresh server process each)",
+        "",
+        f"Raw model time on the same frames: {focus['raw_model_ms_per_frame']} ms per frame ({focus['raw_note']}).",
+        "",
+    ]
+    rows = []
+    for name, run in runs.items():
+        one = run["load"]
+        rows.append(
+            [
+                name,
+                run["server_cpu_ms_per_frame"],
+                f"{run['of_raw']}x" if run["of_raw"] is not None else "-",
+                one["frames_processed"],
+                one["frames_lost"],
+                one["frame_latency"]["p50_ms"],
+                one["frame_latency"]["p99_ms"],
+                ", ".join(f"{k} {v}" for k, v in sorted(one["decisions"].items())),
+            ]
+        )
+    lines += table(
+        [
+            "path",
+            "server CPU ms / frame",
+            "of raw",
+            "processed",
+            "lost",
+            "frame p50 ms",
+            "p99 ms",
+            "decisions",
+        ],
+        rows,
+    )
+    stages = sorted({stage for run in runs.values() for stage in run["load"]["server_stage_ms_per_frame"]})
+    lines += ["", "Server-reported stage time per processed frame (ms, wall clock inside the worker):", ""]
+    lines += table(
+        ["path", *stages],
+        [
+            [name, *(run["load"]["server_stage_ms_per_frame"].get(s, 0) for s in stages)]
+            for name, run in runs.items()
+        ],
+    )
+    return lines
 
 
 def capacity_markdown(capacity: dict) -> list[str]:

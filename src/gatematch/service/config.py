@@ -202,7 +202,8 @@ class FocusConfig:
     """Where a camera stream spends model time (service/focus.py); DESIGN.md gives the measurements."""
 
     enabled: bool = True  # false: every frame gets a whole-frame detection and every face every stage
-    scan_ms: float = 1000.0  # the whole frame is searched for new faces at least this often
+    scan_ms: float = 1000.0  # the whole frame is searched for new faces at least this often ...
+    scan_coarse: float = 0.5  # ... at this fraction of the detector's scale, what it finds again in a window
     margin: float = 1.0  # a followed face is looked for in its box grown by this many widths on each side
     max_window_share: float = 0.6  # a window over more of the frame than this: the whole frame instead
     recheck_frames: int = 5  # a decided traveler's face is embedded again at least every this many frames ...
@@ -212,6 +213,8 @@ class FocusConfig:
 
     def __post_init__(self) -> None:
         _positive("focus", scan_ms=self.scan_ms, recheck_frames=self.recheck_frames)
+        if not 0 < self.scan_coarse <= 1:
+            raise ConfigError(f"[focus] scan_coarse must be in (0, 1], got {self.scan_coarse}")
         if self.margin < 0 or not 0 < self.max_window_share <= 1 or not -1 <= self.recheck_below <= 1:
             raise ConfigError(
                 "[focus] margin must be >= 0, max_window_share in (0, 1] and recheck_below in [-1, 1]"

@@ -39,6 +39,7 @@ from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import LIVENESS_MIN_REAL, fusion_rank, usable
 from gatematch.service.encounter import EncounterTracker, Sighting, TrackView, iou, near
 
+Box = tuple[float, float, float, float]
 APPEARANCE_SIZE = (12, 12)  # thumbnail of the face region; DESIGN.md has the measurements behind it
 
 
@@ -94,17 +95,18 @@ class Focus:
         self.counts: Counter[str] = Counter()  # what the frames got: scans, windows, rechecks, skips
         self._scanned = -math.inf
         self._followed: dict[int, _Followed] = {}
+        self._last_seen: set[int] = set()  # tracks given a face in the previous frame
         self._looks: dict[int, np.ndarray] = {}  # id(detection) -> look, for the frame in hand
 
     # -- detection ---------------------------------------------------------------------------------------
 
-    def window(self, tracks: list[TrackView], width: int, height: int) -> Window | None:
-        """The region the followed faces are looked for in; None when the whole frame is as cheap."""
-        if not tracks:
+    def window(self, boxes: list[Box], width: int, height: int) -> Window | None:
+        """The region that holds these faces, each grown by `margin` widths; None when the whole frame is as
+        cheap."""
+        if not boxes:
             return None
         grown = []
-        for track in tracks:
-            x1, y1, x2, y2 = track.box
+        for x1, y1, x2, y2 in boxes:
             grow = self.config.margin * (x2 - x1)
             grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
         x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
@@ -116,20 +118,37 @@ class Focus:
     def detect(
         self, pipeline: FacePipeline, image: np.ndarray, now: float, tracks: list[TrackView]
     ) -> list[Detection]:
+        """Faces where they can be: in the followed faces' window, else (or when it is time, or when the window
+        lost one) in the whole frame. Only faces seen in the previous frame are looked for in a window: one
+        missing there already is searched for everywhere."""
         height, width = image.shape[:2]
-        whole = (0, 0, width, height)
-        window = self.window(tracks, width, height)
+        followed = [t for t in tracks if t.id in self._last_seen]
+        window = self.window([t.box for t in followed], width, height)
         if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
-            self._scanned = now
-            self.counts["scan"] += 1
-            return pipeline.detect(image, whole)
+            return self.scan(pipeline, image, now)
         found = pipeline.detect(image, window)
-        if all(any(near(self.rule, t.box, d.box) for d in found) for t in tracks):
+        if all(any(near(self.rule, t.box, d.box) for d in found) for t in followed):
             self.counts["window"] += 1
             return found
-        self._scanned = now  # the window lost a followed face: where did it go?
-        self.counts["lost"] += 1
-        return pipeline.detect(image, whole)
+        self.counts["lost"] += 1  # the window lost a followed face: where did it go?
+        return self.scan(pipeline, image, now)
+
+    def scan(self, pipeline: FacePipeline, image: np.ndarray, now: float) -> list[Detection]:
+        """The whole frame: looked at coarsely, then what was found again at full scale in a window (faces
+        big enough to matter at the gate are found either way; only a full-scale run places landmarks as the
+        embedder needs them)."""
+        self._scanned = now
+        self.counts["scan"] += 1
+        height, width = image.shape[:2]
+        whole = (0, 0, width, height)
+        coarse = self.config.scan_coarse
+        if coarse >= 1 or not pipeline.detector.any_size:
+            return pipeline.detect(image, whole)
+        found = pipeline.detect(image, whole, coarse)
+        if not found:
+            return []
+        window = self.window([tuple(float(v) for v in d.box) for d in found], width, height)
+        return pipeline.detect(image, window if window is not None else whole)
 
     # -- per-face work -----------------------------------------------------------------------------------
 
@@ -178,6 +197,7 @@ class Focus:
     ) -> None:
         """Remember what each track looked like when it was last embedded (and verified by the tracker's
         identity check), and how many frames ago that was."""
+        self._last_seen = set(encounter_ids)
         for track_id, look, verified in zip(encounter_ids, looks, embedded, strict=True):
             followed = self._followed.setdefault(track_id, _Followed(None))
             if verified:
