@@ -51,6 +51,8 @@ class ModelCard:
     input: InputSpec
     outputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)  # the task's own section ([detector], [embedder]...)
+    # [derived]: a model made here from another one (gatematch.quantize), not fetched: from, calibration...
+    derived: dict[str, Any] = field(default_factory=dict)
 
     @property
     def license_note(self) -> str:
@@ -154,6 +156,7 @@ def parse_card(data: dict[str, Any], source: str) -> ModelCard:
         input=spec,
         outputs=tuple(outputs),
         params=dict(data.get(task, {})),
+        derived=dict(data.get("derived", {})),
     )
 
 

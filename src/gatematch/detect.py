@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import onnxruntime
 
+from gatematch.batching import Batcher
 from gatematch.cards import ModelCard
 from gatematch.errors import BadImageError, CardError, ModelError
 from gatematch.preprocess import ThreadBuffers
@@ -164,6 +165,14 @@ class Detector:
         self._tensors = ThreadBuffers()
         self._resized = ThreadBuffers()
         self._planes = ThreadBuffers()
+        self._batcher: Batcher | None = None
+
+    def batch(self, max_batch: int, wait_s: float) -> None:
+        """Run concurrent callers' inputs of one size as one batch (gatematch.batching), where the card says
+        the graph takes a batch and keeps it in every output (`[detector] batchable`)."""
+        if max_batch > 1 and self.card.params.get("batchable", False):
+            run = lambda tensor: self.session.run(self._output_names, {self.card.input.name: tensor})  # noqa: E731
+            self._batcher = Batcher(run, max_batch, wait_s)
 
     def _geometry(
         self, width: int, height: int, coarse: float = 1.0
@@ -284,6 +293,8 @@ class Detector:
         return Prepared(tensor, scale, (width, height), origin)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        if self._batcher is not None:
+            return self._batcher(tensor)
         return self.session.run(self._output_names, {self.card.input.name: tensor})
 
     def _input_size(self, prepared: Prepared) -> tuple[int, int]:

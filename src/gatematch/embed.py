@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from gatematch.batching import Batcher
 from gatematch.cards import ModelCard
 from gatematch.errors import CardError, ModelError
 from gatematch.preprocess import CROP_SIZE, card_tensor, check_crops, model_output
@@ -32,12 +33,23 @@ class ArcFaceEmbedder:
         self.batch_invariant = bool(card.params.get("batch_invariant", True))
         self._input = card.input.name
         self._output = model_output(card, session)
+        self._batcher: Batcher | None = None
+
+    def batch(self, max_batch: int, wait_s: float) -> None:
+        """Run concurrent callers' crops as one batch (gatematch.batching); never for a batch-variant model."""
+        if max_batch > 1 and self.batch_invariant:
+            self._batcher = Batcher(
+                lambda t: self.session.run([self._output], {self._input: t}), max_batch, wait_s
+            )
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         return card_tensor(check_crops(crops, CROP_SIZE), self.card.input)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
-        raw = self.session.run([self._output], {self._input: tensor})[0]
+        if self._batcher is not None:
+            raw = self._batcher(tensor)[0]
+        else:
+            raw = self.session.run([self._output], {self._input: tensor})[0]
         if raw.shape != (len(tensor), self.dim):
             expected = (len(tensor), self.dim)
             raise ModelError(f"embedder '{self.card.name}': output shape {raw.shape}, expected {expected}")

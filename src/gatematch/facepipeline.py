@@ -136,6 +136,11 @@ class FacePipeline:
             if pack.embedder
             else None
         )
+        runtime = self.config.runtime
+        if runtime.batch_max > 1:  # frames of several cameras share a session run (a GPU's way)
+            self.detector.batch(runtime.batch_max, runtime.batch_wait_ms / 1000)
+            if self.embedder is not None:
+                self.embedder.batch(runtime.batch_max, runtime.batch_wait_ms / 1000)
         lightqnet = LightQNet(pack.quality, session(pack.quality)) if pack.quality else None
         self.quality = QualityAssessor(self.config.quality, lightqnet)
         self.liveness = (
@@ -222,7 +227,9 @@ class FacePipeline:
         reports = dict(
             zip(
                 assessed,
-                self.quality.assess([found[alignable[s]][1] for s in assessed], _rows(crops, assessed)),
+                self.quality.assess(
+                    [found[alignable[s]][1] for s in assessed], _rows(crops, assessed), work is not None
+                ),
                 strict=True,
             )
         )

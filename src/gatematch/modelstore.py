@@ -110,8 +110,18 @@ class ModelStore:
                 f"model '{card.name}': cannot install into {self.root}: {exc.strerror or exc}"
             ) from None
 
+    def install(self, card: ModelCard, source: Path) -> None:
+        """Install one file made elsewhere (gatematch.quantize), refusing any hash mismatch."""
+        actual = sha256_of(source)
+        if actual != card.sha256:
+            raise ModelError(
+                f"model '{card.name}': {source} has sha256 {actual}, the card pins {card.sha256}"
+            )
+        self._install(card, source)
+
     def fetch_from_dir(self, source_dir: Path, cards: Iterable[ModelCard]) -> list[str]:
-        """Install each card's file from `source_dir` (searched recursively); refuse any hash mismatch."""
+        """Install each card's file from `source_dir` (searched recursively); refuse any hash mismatch. Models
+        made here (`derived` cards) are left to `gatematch models quantize`."""
         source_dir = Path(source_dir)
         if not source_dir.is_dir():
             raise ModelError(f"model source folder {source_dir} does not exist")
@@ -120,7 +130,7 @@ class ModelStore:
             by_name.setdefault(path.name, []).append(path)
         installed = []
         for card in cards:
-            if self.status(card).verified:
+            if card.derived or self.status(card).verified:
                 continue
             candidates = by_name.get(card.file, [])
             if not candidates:
@@ -139,7 +149,7 @@ class ModelStore:
         """Download each missing card's file from its upstream address; refuse any hash mismatch."""
         installed = []
         for card in cards:
-            if self.status(card).verified:
+            if card.derived or self.status(card).verified:
                 continue
             if not card.url:
                 raise ModelError(

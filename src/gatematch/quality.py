@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -185,18 +185,28 @@ class QualityAssessor:
         self.thresholds = thresholds
         self.lightqnet = lightqnet
 
-    def assess(self, detections: Sequence[Detection], crops: np.ndarray) -> list[QualityReport]:
-        """One report per detection; `crops[i]` is detection i aligned by `norm_crop` (N,112,112,3)."""
+    def assess(
+        self, detections: Sequence[Detection], crops: np.ndarray, learned_if_passing: bool = False
+    ) -> list[QualityReport]:
+        """One report per detection; `crops[i]` is detection i aligned by `norm_crop` (N,112,112,3).
+
+        `learned_if_passing`: LightQNet scores only faces that pass every other check (a gate stream's frames,
+        where a refused face's reasons are information, not a decision); the others report `lightqnet` None.
+        """
         crops = check_crops(crops, CROP_SIZE)
         if len(detections) != len(crops):
             raise ValueError(f"{len(detections)} detections but {len(crops)} crops")
-        learned = self.lightqnet.score(crops) if self.lightqnet is not None and len(crops) else None
-        return [
-            self._report(det, crop, None if learned is None else float(learned[i]))
-            for i, (det, crop) in enumerate(zip(detections, crops, strict=True))
-        ]
+        reports = [self._report(det, crop) for det, crop in zip(detections, crops, strict=True)]
+        if self.lightqnet is None or not len(crops):
+            return reports
+        scored = [i for i, r in enumerate(reports) if r.passed or not learned_if_passing]
+        learned = self.lightqnet.score(crops[scored] if len(scored) < len(crops) else crops) if scored else []
+        for i, score in zip(scored, learned, strict=True):
+            reports[i] = self._learned(reports[i], float(score))
+        return reports
 
-    def _report(self, det: Detection, crop: np.ndarray, learned: float | None) -> QualityReport:
+    def _report(self, det: Detection, crop: np.ndarray) -> QualityReport:
+        """Every check but LightQNet's."""
         if det.landmarks is None:
             raise ValueError("quality needs landmarks: the detection was not alignable")
         t = self.thresholds
@@ -216,8 +226,6 @@ class QualityAssessor:
             reasons.append(f"head tilted: pitch {pitch:+.0f} deg, limit +-{t.max_abs_pitch_deg:g}")
         if t.max_brightness and brightness > t.max_brightness:
             reasons.append(f"overexposed: brightness {brightness:.1f} > {t.max_brightness:g}")
-        if learned is not None:
-            reasons.append(_below(learned, t.min_lightqnet, "low learned quality: LightQNet"))
         failed = tuple(r for r in reasons if r is not None)
         return QualityReport(
             passed=not failed,
@@ -229,5 +237,11 @@ class QualityAssessor:
             brightness=brightness,
             contrast=contrast,
             detector_score=float(det.score),
-            lightqnet=learned,
+            lightqnet=None,
         )
+
+    def _learned(self, report: QualityReport, learned: float) -> QualityReport:
+        """The report with LightQNet's score, and its reason when it is too low."""
+        reason = _below(learned, self.thresholds.min_lightqnet, "low learned quality: LightQNet")
+        reasons = (*report.reasons, reason) if reason else report.reasons
+        return replace(report, passed=not reasons, reasons=reasons, lightqnet=learned)

@@ -337,6 +337,7 @@ def simulate_stills(
     single_mated, single_ranks, single_nonmated = [], [], []
     single_mated_failed = single_nonmated_failed = 0
     tail: dict[str, Any] = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0, "delays": []}
+    blind: dict[str, Any] = {"pairs": 0, "own_decision": 0, "no_usable_face": 0, "mixed": 0, "delays": []}
     spacing = 1.0 / settings.fps
 
     same_person = float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr))
@@ -407,6 +408,11 @@ def simulate_stills(
             track = tracker()
             run = replay(track, feed(np.concatenate([first[2], second[2]]), frames, track), times, search)
             _score_tailgating(tail, run, frames, len(first[2]))
+            if settings.focus is not None:  # the worst case: the newcomer looks exactly like the first person
+                track = tracker()
+                looks_alike = np.concatenate([first[2], [first[2][0]] * len(second[2])])
+                run = replay(track, feed(looks_alike, frames, track), times, search)
+                _score_tailgating(blind, run, frames, len(first[2]))
         bar.update(1)
     bar.close()
     return {
@@ -420,6 +426,7 @@ def simulate_stills(
             "nonmated_failed": single_nonmated_failed,
         },
         "tailgating": tail,
+        "tailgating_look_alike": blind if settings.focus is not None else None,
     }
 
 
@@ -597,16 +604,26 @@ def encounter_summary(run: dict[str, object]) -> dict[str, object]:
         )
         if people
         else None,
-        "tailgating": {
-            **{k: v for k, v in tail.items() if k != "delays"},
-            "own_decision_share": tail["own_decision"] / tail["pairs"] if tail["pairs"] else None,
-            # frames of the second person before one got an encounter of their own (0: their first frame)
-            "own_encounter_after_frames": {
-                "mean": float(np.mean(tail["delays"])) if tail["delays"] else None,
-                "p95": float(np.percentile(tail["delays"], 95)) if tail["delays"] else None,
-                "max": int(max(tail["delays"])) if tail["delays"] else None,
-                "pairs": len(tail["delays"]),
-            },
+        "tailgating": _tailgating_summary(tail),
+        # the same pairs had every newcomer looked exactly like the person before (the focus's cheap look
+        # check blind): only the periodic re-embedding separates them
+        "tailgating_look_alike": _tailgating_summary(run["tailgating_look_alike"])
+        if run.get("tailgating_look_alike")
+        else None,
+    }
+
+
+def _tailgating_summary(tail: dict[str, Any]) -> dict[str, object]:
+    delays = tail["delays"]
+    return {
+        **{k: v for k, v in tail.items() if k != "delays"},
+        "own_decision_share": tail["own_decision"] / tail["pairs"] if tail["pairs"] else None,
+        # frames of the second person before one got an encounter of their own (0: their first frame)
+        "own_encounter_after_frames": {
+            "mean": float(np.mean(delays)) if delays else None,
+            "p95": float(np.percentile(delays, 95)) if delays else None,
+            "max": int(max(delays)) if delays else None,
+            "pairs": len(delays),
         },
     }
 
@@ -682,6 +699,19 @@ def markdown(report: dict) -> str:
                 ),
                 "",
             ]
+            alike = [row["tailgating_look_alike"] for row in stills["encounters"]]
+            if alike[0] is not None:
+                lines += [
+                    "Had every tailgater looked exactly like the person before them (the focus's look check "
+                    "blind), tailgaters decided on their own face: "
+                    + ", ".join(
+                        f"{percent(a['own_decision_share'])} at {row['target_fpir']:g}"
+                        for a, row in zip(alike, stills["encounters"], strict=True)
+                    )
+                    + f"; own encounter after {_delay(alike[0]['own_encounter_after_frames'])} frames "
+                    "(mean / p95 / max).",
+                    "",
+                ]
         if "videos" in body:
             lines += [
                 *table(

@@ -35,6 +35,7 @@ def _list(args: argparse.Namespace) -> int:
                 "verified": status.verified,
                 "problem": status.problem,
                 "packs": [p.name for p in packs.values() if card in p.models],
+                "derived": bool(card.derived),
             }
         )
     if args.json:
@@ -43,6 +44,8 @@ def _list(args: argparse.Namespace) -> int:
     print(f"model store: {store.root}")
     for row in rows:
         state = "verified" if row["verified"] else row["problem"]
+        if row["derived"] and not row["present"]:
+            state = "not made yet (gatematch models quantize)"
         license = (
             row["license"] if row["commercial_use"] else f"{row['license']}  ** NOT FOR COMMERCIAL USE **"
         )
@@ -59,9 +62,37 @@ def _fetch(args: argparse.Namespace) -> int:
     cards = _selected(args)
     installed = store.fetch_from_dir(Path(args.source), cards) if args.source else store.download(cards)
     for card in cards:
-        note = "installed" if card.name in installed else "already present"
         warn = "" if card.commercial_use else "  (NOT for commercial use)"
+        if card.derived:
+            print(
+                f"{card.name}: made here from {card.derived.get('from')}: `gatematch models quantize`{warn}"
+            )
+            continue
+        note = "installed" if card.name in installed else "already present"
         print(f"{card.name}: {note}, sha256 verified{warn}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from gatematch.errors import ModelError
+    from gatematch.quantize import derived_cards, quantize
+
+    store = ModelStore(args.model_dir)
+    cards = [card for card in _selected(args) if card.derived] if args.pack else derived_cards()
+    if args.model:
+        cards = [card for card in derived_cards() if card.name in args.model]
+        unknown = sorted(set(args.model) - {card.name for card in cards})
+        if unknown:
+            raise ModelError(f"no model made here is called {', '.join(unknown)}")
+    for card in cards:
+        if store.status(card).verified:
+            print(f"{card.name}: already made, sha256 verified")
+            continue
+        digest = quantize(card, store, args.faces)
+        folders = ", ".join(card.derived["calibration"])
+        print(
+            f"{card.name}: made from {card.derived['from']} (calibrated on {folders}), sha256 {digest} verified"
+        )
     return 0
 
 
@@ -70,6 +101,9 @@ def _verify(args: argparse.Namespace) -> int:
     problems = 0
     for card in _selected(args):
         status = store.status(card)
+        if card.derived and not status.present:
+            print(f"{card.name}: not made (optional: `gatematch models quantize`)")
+            continue
         if not status.verified:
             problems += 1
             print(f"{card.name}: {status.problem} ({status.path})")
@@ -101,3 +135,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "verify", parents=[common], help="exit non-zero if any model is missing or altered"
     )
     verify.set_defaults(handler=_verify)
+    make = actions.add_parser(
+        "quantize",
+        parents=[common],
+        help="make the int8 models (cards with [derived]) from their sources, calibrated on photos",
+    )
+    make.add_argument(
+        "--faces", type=Path, default=Path("../shared/faces"), help="the photo root the cards name folders of"
+    )
+    make.add_argument("--model", action="append", help="only this model (repeatable)")
+    make.set_defaults(handler=_quantize)

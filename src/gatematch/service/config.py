@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatematch.errors import ConfigError
 from gatematch.gallery_store import DATABASE_SCHEMES, DEFAULT_HORIZON, DEFAULT_RETENTION, RetentionPolicy
+from gatematch.runtime import RuntimeConfig
 from gatematch.tomlfile import read_toml
 
 ENV_PREFIX = "GATEMATCH_"
@@ -222,6 +223,30 @@ class FocusConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """Where the models run (gatematch.runtime): the CPU, or onnxruntime's CUDA provider with frames of several
+    cameras batched into one run. On a GPU, raise `[server] workers` so that several frames are in flight."""
+
+    provider: str = "cpu"  # cpu | cuda (refused at start without a CUDA provider) | auto (CUDA when present)
+    device_id: int = 0
+    batch_max: int = 1  # > 1: concurrent frames' inputs of one shape run together (1: off, the CPU default)
+    batch_wait_ms: float = 2.0  # how long the first of a batch waits for batch-mates
+
+    def __post_init__(self) -> None:
+        self.runtime(1)  # the runtime's own checks, at config time
+
+    def runtime(self, intra_op_threads: int) -> RuntimeConfig:
+        return RuntimeConfig(
+            intra_op_threads=intra_op_threads,
+            allow_spinning=False,
+            provider=self.provider,
+            device_id=self.device_id,
+            batch_max=self.batch_max,
+            batch_wait_ms=self.batch_wait_ms,
+        )
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     cert_file: str = ""  # server certificate chain (PEM); empty = plaintext
     key_file: str = ""
@@ -307,6 +332,7 @@ class ServiceConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     encounter: EncounterConfig = field(default_factory=EncounterConfig)
     focus: FocusConfig = field(default_factory=FocusConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)

@@ -29,7 +29,6 @@ from gatematch.images import ImageLimits
 from gatematch.keyfile import template_keys
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
-from gatematch.runtime import RuntimeConfig
 from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord, AuditSink, DatabaseAuditLog
 from gatematch.service.config import ServiceConfig
 from gatematch.service.dataplane import DataPlane
@@ -88,7 +87,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 def pipeline_config(config: ServiceConfig) -> PipelineConfig:
     """Gate-probe pipeline: one thread per session call, because the worker pool already fills the cores."""
     return PipelineConfig(
-        runtime=RuntimeConfig(intra_op_threads=1, allow_spinning=False),
+        runtime=config.inference.runtime(intra_op_threads=1),
         limits=ImageLimits(max_pixels=config.match.max_pixels, max_bytes=config.server.max_message_bytes),
         liveness=config.match.liveness,
     )
