@@ -113,6 +113,8 @@ def test_process_sampling_reads_this_process():
         (["--find-capacity", "--no-stages", "--cameras", "3", "--max-cameras", "2"], "--max-cameras"),
         (["--find-capacity", "--no-stages", "--max-lost", "1.5"], "lost-frame share"),
         (["--find-capacity", "--no-stages", "--p99-budget-ms", "0"], "p99 budget"),
+        (["--compare-focus", "--no-stages", "--target", "127.0.0.1:1"], "--compare-focus"),
+        (["--compare-focus", "--no-stages"], "--compare-focus"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(shared, model_dir, tmp_path, capsys, extra, message):
@@ -177,3 +179,28 @@ def test_find_capacity_reports_zero_when_the_first_count_fails(shared, faces_dir
     assert not step["passed"] and "frame p99" in step["reason"]
     assert capacity["capacity_cameras"] == 0 and capacity["first_failing_cameras"] == 1
     assert capacity["cameras_per_worker"] is None and capacity["criteria"]["frame_p99_ms"] == 0.001
+
+
+def test_compare_focus_measures_server_cpu_per_frame_both_ways_against_raw_model_time(
+    shared, faces_dir, model_dir, tmp_path
+):
+    """Two fresh server processes, focus off then on, streamed the same Obama frames; the raw detector +
+    embedder time measured on those frames in this process."""
+    video = need(shared / "video" / "hieubkvn123_obama.mp4", "the Obama clip")
+    argv = ["bench", "latency", "--video", str(video), "--gallery", str(faces_dir / "examples6")]
+    argv += ["--cameras", "1", "--fps", "2", "--seconds", "3", "--compare-focus", "--no-stages"]
+    argv += ["--model-dir", str(model_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "latency.json").read_text())
+    focus = report["focus"]
+    assert focus["raw_model_ms_per_frame"] > 0
+    assert set(focus["runs"]) == {"focus off", "focus on"}
+    for run in focus["runs"].values():
+        load = run["load"]
+        assert not load["in_process"] and load["frames_processed"] == 6
+        assert run["server_cpu_ms_per_frame"] > 0 and run["of_raw"] > 0
+        assert load["decisions"].get("MATCH", 0) >= 1, "Obama is in the examples6 gallery"
+    # off: every frame embedded; on: the matched traveler is followed, not embedded on every frame
+    off, on = (focus["runs"][name]["load"]["server_stage_ms_per_frame"] for name in ("focus off", "focus on"))
+    assert "plan" not in off and "plan" in on
+    assert "Server CPU per frame, camera focus off and on" in (tmp_path / "out" / "latency.md").read_text()

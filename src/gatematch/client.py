@@ -22,13 +22,20 @@ CHUNK_BYTES = 1024 * 1024  # photos per load message: far below the 16 MiB messa
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def open_channel(target: str, ca: str = "", cert: str = "", key: str = "") -> grpc.Channel:
+# gRPC shares one connection among channels to the same target unless told not to: a channel with this option
+# has a connection of its own, as a separate gate camera would (per-client limits count connections)
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+
+
+def open_channel(
+    target: str, ca: str = "", cert: str = "", key: str = "", options: tuple[tuple[str, object], ...] = ()
+) -> grpc.Channel:
     """Plaintext without a CA file, TLS with one, mutual TLS when a client certificate is given too."""
     if not ca:
-        return grpc.insecure_channel(target)
+        return grpc.insecure_channel(target, options=options)
     from gatematch.service.security import channel_credentials
 
-    return grpc.secure_channel(target, channel_credentials(ca, cert, key))
+    return grpc.secure_channel(target, channel_credentials(ca, cert, key), options=options)
 
 
 def call_metadata(token: str = "") -> tuple[tuple[str, str], ...]:

@@ -50,8 +50,10 @@ class Skip(StrEnum):
 
 
 class FaceWork(Protocol):
-    """Which stages each detected face of a frame gets. `assess` sees the aligned crop; `embed` sees what the
-    assessment found (it is only asked for faces that were assessed and aligned)."""
+    """Which stages each detected face of a frame gets. `aligns` sees only the detection; `assess` sees the
+    aligned crop; `embed` sees what the assessment found (each is asked only about faces the one before kept)."""
+
+    def aligns(self, index: int, detection: Detection) -> bool: ...
 
     def assess(self, index: int, detection: Detection, crop: np.ndarray) -> bool: ...
 
@@ -204,6 +206,10 @@ class FacePipeline:
     ) -> list[Analysis]:
         alignable = [k for k, (_, det) in enumerate(found) if det.landmarks is not None]
         stage: dict[str, float] = {}
+        skipped: dict[int, Skip] = {}
+        if work is not None:  # faces the caller has no use for are not even aligned
+            skipped = {k: Skip.ASSESSMENT for k in alignable if not work.aligns(k, found[k][1])}
+            alignable = [k for k in alignable if k not in skipped]
 
         start = time.perf_counter()
         crops = np.empty((len(alignable), CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
@@ -212,14 +218,13 @@ class FacePipeline:
             norm_crop(images[owner], det.landmarks, CROP_SIZE, out=crops[slot])
         stage["align"] = time.perf_counter() - start
 
-        skipped: dict[int, Skip] = {}
         if work is not None:
             start = time.perf_counter()
-            skipped = {
-                k: Skip.ASSESSMENT
+            skipped.update(
+                (k, Skip.ASSESSMENT)
                 for slot, k in enumerate(alignable)
                 if not work.assess(k, found[k][1], crops[slot])
-            }
+            )
             stage["plan"] = time.perf_counter() - start
         assessed = [slot for slot, k in enumerate(alignable) if k not in skipped]
 

@@ -24,7 +24,7 @@ from gatematch.errors import CardError, ModelError
 from gatematch.images import load_image
 from gatematch.modelstore import ModelStore, sha256_of
 from gatematch.preprocess import CROP_SIZE, card_tensor
-from gatematch.runtime import RuntimeConfig, create_session, dynamic_model
+from gatematch.runtime import RuntimeConfig, create_session
 
 QDQ_MIN_OPSET = 13  # per-channel DequantizeLinear (its `axis`) needs opset 13
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp")
@@ -67,8 +67,9 @@ def _inputs(card: ModelCard, source: ModelCard, path: Path, photos: list[Path]) 
         ]
         if not crops:
             raise ModelError(f"model '{card.name}': no 112x112 aligned crop among the calibration photos")
-        for start in range(0, len(crops), BATCH):
-            yield card_tensor(np.stack(crops[start : start + BATCH]), source.input).copy()
+        batch = 1 if source.input.batch == "fixed" else BATCH  # the file as it is: its own batch size
+        for start in range(0, len(crops), batch):
+            yield card_tensor(np.stack(crops[start : start + batch]), source.input).copy()
     elif source.task == "detector":  # whole photos letterboxed as the detector takes a frame
         from gatematch.detect import create_detector
 
@@ -82,6 +83,36 @@ def _inputs(card: ModelCard, source: ModelCard, path: Path, photos: list[Path]) 
 def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
     """Make the card's model from its source and calibration photos into the store; its sha256. Refuses a
     calibration set other than the one the card records, and a result other than the one it pins."""
+    source = source_of(card)
+    photos = calibration_photos(card, faces)
+    actual = calibration_sha256(photos, faces)
+    if actual != card.derived.get("calibration_sha256"):
+        raise ModelError(
+            f"model '{card.name}': the calibration photos under {faces} have sha256 {actual}, but the card was "
+            f"made from {card.derived.get('calibration_sha256')}; refusing to make a different model"
+        )
+    with tempfile.TemporaryDirectory(prefix="gatematch-quantize-") as tmp:
+        made = Path(tmp) / card.file
+        made.write_bytes(quantized(card, source, store.verified_path(source), photos))
+        digest = sha256_of(made)
+        if digest != card.sha256:
+            raise ModelError(
+                f"model '{card.name}': made a file with sha256 {digest}, but the card pins {card.sha256} "
+                "(another onnxruntime version quantises differently); nothing installed"
+            )
+        store.install(card, made)
+    return digest
+
+
+def source_of(card: ModelCard) -> ModelCard:
+    source = load_cards().get(card.derived.get("from", ""))
+    if source is None:
+        raise CardError(f"model card '{card.name}': [derived] from names no known model")
+    return source
+
+
+def quantized(card: ModelCard, source: ModelCard, path: Path, photos: list[Path]) -> bytes:
+    """The int8 model made from the source file at `path`, calibrated on `photos`."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -90,19 +121,6 @@ def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    sources = load_cards()
-    source = sources.get(card.derived.get("from", ""))
-    if source is None:
-        raise CardError(f"model card '{card.name}': [derived] from names no known model")
-    photos = calibration_photos(card, faces)
-    actual = calibration_sha256(photos, faces)
-    if actual != card.derived.get("calibration_sha256"):
-        raise ModelError(
-            f"model '{card.name}': the calibration photos under {faces} have sha256 {actual}, but the card was "
-            f"made from {card.derived.get('calibration_sha256')}; refusing to make a different model"
-        )
-    path = store.verified_path(source)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -113,16 +131,16 @@ def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
             return None if batch is None else {source.input.name: batch}
 
     with tempfile.TemporaryDirectory(prefix="gatematch-quantize-") as tmp:
-        model = (
-            onnx.load_from_string(dynamic_model(path)) if source.input.batch == "fixed" else onnx.load(path)
-        )
+        model = onnx.load(
+            path
+        )  # as it is: the runtime makes the made file dynamic at load as it does its source
         if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < QDQ_MIN_OPSET:
             model = onnx.version_converter.convert_version(model, QDQ_MIN_OPSET)
         onnx.save(model, f"{tmp}/source.onnx")
         quant_pre_process(f"{tmp}/source.onnx", f"{tmp}/prepared.onnx", skip_symbolic_shape=True)
         quantize_static(
             f"{tmp}/prepared.onnx",
-            f"{tmp}/{card.file}",
+            f"{tmp}/made.onnx",
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -130,12 +148,4 @@ def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-        made = Path(tmp) / card.file
-        digest = sha256_of(made)
-        if digest != card.sha256:
-            raise ModelError(
-                f"model '{card.name}': made a file with sha256 {digest}, but the card pins {card.sha256} "
-                "(another onnxruntime version quantises differently); nothing installed"
-            )
-        store.install(card, made)
-    return digest
+        return Path(f"{tmp}/made.onnx").read_bytes()

@@ -100,7 +100,9 @@ class FakePipeline:
             fake = self._fakes.pop(id(detection))
             if detection.landmarks is None:
                 out.append(Face(detection, None, None, fake.liveness))
-            elif work is not None and not work.assess(index, detection, crop_of(fake.look)):
+            elif work is not None and not (
+                work.aligns(index, detection) and work.assess(index, detection, crop_of(fake.look))
+            ):
                 out.append(Face(detection, None, None, None, Skip.ASSESSMENT))
             elif work is not None and not work.embed(index, detection, report(fake), fake.liveness):
                 out.append(Face(detection, report(fake), None, fake.liveness, Skip.EMBEDDING))

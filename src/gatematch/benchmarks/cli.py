@@ -268,7 +268,9 @@ def _latency(args: argparse.Namespace) -> int:
                 measure_load(args.target, args.server_pid, False, None)
             else:
                 calibration = CalibrationTable.load(args.calibration) if args.calibration else None
-                with in_process_server(args.pack, store, calibration, args.workers) as target:
+                with in_process_server(
+                    args.pack, store, calibration, args.workers, args.focus == "on"
+                ) as target:
                     report["gallery"] = load_gallery(target, args.flight, args.gallery)
                     measure_load(target, None, True, args.workers or os.cpu_count())
         except grpc.RpcError as exc:
@@ -616,6 +618,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="capacity: a step holds only under this share of lost frames (default 0.01)",
+    )
+    latency.add_argument(
+        "--focus",
+        choices=("on", "off"),
+        default="on",
+        help="the in-process server's camera focus (service default: on)",
     )
     latency.add_argument(
         "--compare-focus",

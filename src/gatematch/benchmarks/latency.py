@@ -33,7 +33,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from gatematch.client import camera_frames, folder_photos, load_requests, make_frame, open_channel
+from gatematch.client import (
+    OWN_CONNECTION,
+    camera_frames,
+    folder_photos,
+    load_requests,
+    make_frame,
+    open_channel,
+)
 from gatematch.errors import ConfigError
 from gatematch.gallery import Calibration
 from gatematch.modelstore import ModelStore
@@ -125,11 +132,18 @@ def sample_process(pid: int | None) -> ProcessSample | None:
 
 @contextmanager
 def in_process_server(
-    pack: str, model_store: ModelStore, calibration: Calibration | None, workers: int = 0
+    pack: str, model_store: ModelStore, calibration: Calibration | None, workers: int = 0, focus: bool = True
 ) -> Iterator[str]:
     """A real GateMatchServer on 127.0.0.1 (free port), its galleries, key file and audit log in a temporary
-    folder."""
-    from gatematch.service.config import AuditConfig, KeysConfig, ServerConfig, ServiceConfig, StoreConfig
+    folder; `focus` False: camera streams give every frame every stage (service/focus.py)."""
+    from gatematch.service.config import (
+        AuditConfig,
+        FocusConfig,
+        KeysConfig,
+        ServerConfig,
+        ServiceConfig,
+        StoreConfig,
+    )
     from gatematch.service.server import GateMatchServer
 
     with tempfile.TemporaryDirectory(prefix="gatematch-bench-") as tmp:
@@ -138,6 +152,7 @@ def in_process_server(
             store=StoreConfig(gallery_dir=str(Path(tmp) / "galleries"), pack=pack),
             audit=AuditConfig(path=str(Path(tmp) / "audit.jsonl")),
             keys=KeysConfig(file=str(Path(tmp) / "template-keys.json")),
+            focus=FocusConfig(enabled=focus),
         )
         server = GateMatchServer(config, calibration=calibration, model_store=model_store)
         server.start()
@@ -208,7 +223,7 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
             yield make_frame(camera_id, gate, settings.flight, i + 1, clip[i % len(clip)])
 
     try:
-        with open_channel(target) as channel:
+        with open_channel(target, options=OWN_CONNECTION) as channel:
             stub = match_pb2_grpc.MatchServiceStub(channel)
             for event in stub.StreamMatch(frames(), timeout=settings.seconds + DRAIN_S):
                 now = time.monotonic()
@@ -371,8 +386,8 @@ def free_port() -> int:
 def child_server(
     pack: str, model_dir: Path, focus: bool, workers: int = 0, ready_s: float = CHILD_READY_S
 ) -> Iterator[tuple[str, int]]:
-    """`gatematch serve` in a process of its own on 127.0.0.1 (its galleries and audit log in a temporary
-    folder), so that its CPU time is the server's alone; (target, pid) once it reports SERVING."""
+    """`gatematch serve` in a process of its own on 127.0.0.1 (its galleries, key file and audit log in a
+    temporary folder), so that its CPU time is the server's alone; (target, pid) once it reports SERVING."""
     with tempfile.TemporaryDirectory(prefix="gatematch-bench-") as tmp:
         port = free_port()
         config = Path(tmp) / "serve.toml"
@@ -381,6 +396,7 @@ def child_server(
             f"[store]\ngallery_dir = {json.dumps(str(Path(tmp) / 'galleries'))}\n"
             f"model_dir = {json.dumps(str(model_dir))}\npack = {json.dumps(pack)}\n"
             f"[audit]\npath = {json.dumps(str(Path(tmp) / 'audit.jsonl'))}\n"
+            f"[keys]\nfile = {json.dumps(str(Path(tmp) / 'template-keys.json'))}\n"
             f"[focus]\nenabled = {'true' if focus else 'false'}\n",
             encoding="utf-8",
         )

@@ -4,21 +4,23 @@ A gate camera's frames are redundant: a face moves little from one frame to the 
 encounter decide it. One `Focus` per stream and flight sits next to the flight's EncounterTracker and plans each
 frame (one frame at a time):
 
-- Detection. With no face followed, or when `scan_ms` have passed since the last one, the whole frame is searched,
-  at its own size where the model allows (a 640x480 frame is not padded to 640x640). Otherwise only a window over
-  the followed faces' boxes grown by `margin` box widths on each side: it starts on the whole frame's anchor grid,
-  so a face in it meets the network as in a whole-frame run (detect.py). When the window lost a followed face,
-  the whole frame is searched in the same frame. Bound: a new face outside every window is found by the first
-  frame processed `scan_ms` after the last whole-frame search, i.e. less than `scan_ms` plus one frame interval
-  after it appeared (1.2 s at the defaults and 5 fps); inside a window, at once.
+- Detection. The faces seen in the previous frame are looked for in one window over their boxes grown by
+  `margin` box widths on each side: it starts on the whole frame's anchor grid, so a face in it meets the network
+  as in a whole-frame run (detect.py). The whole frame is searched when no face was seen in the previous frame,
+  when the window lost one of them (in the same frame), and when `scan_ms` have passed since the last search:
+  coarsely (`scan_coarse` of the detector's scale), what that finds then detected again at full scale in a
+  window. Bound: a new face outside every window is found by the first frame processed `scan_ms` after the last
+  whole-frame search, i.e. less than `scan_ms` plus one frame interval after it appeared (1.2 s at the defaults
+  and 5 fps); inside the window, at once.
 - Assessment and embedding. Only the frame's subject and its rivals (the faces the frame rules and the tracker
-  look at) are assessed. A new or undecided face gets quality, liveness and an embedding, except the embedding
-  when it cannot be fused: failed quality or liveness, or ranked no higher than every frame its track already
-  fuses (a surplus frame: it still counts, encounter.py). A decided encounter's face is followed by position
-  only (no quality, no embedding) unless its look changed since its last embedded frame (a 12x12 Lab thumbnail
-  of the aligned crop correlating below `recheck_below`) or `recheck_frames` frames passed since: then it is
-  embedded and must pass the tracker's identity check again, so a different face in the same place starts an
-  encounter of its own (measured in DESIGN.md).
+  look at) are aligned and assessed. A new or undecided face gets quality, liveness and an embedding, except the
+  embedding when it cannot be fused: failed quality or liveness, or ranked no higher than every frame its track
+  already fuses (a surplus frame: it still counts, encounter.py); LightQNet only runs on faces the cheap quality
+  checks passed. A decided encounter's face is followed by position only (no quality, no embedding) unless its
+  look changed since its last embedded frame (a 12x12 Lab thumbnail of the aligned crop correlating below
+  `recheck_below`) or `recheck_frames` frames passed since: then it is embedded and must pass the tracker's
+  identity check again, so a different face in the same place starts an encounter of its own (DESIGN.md has the
+  measurements).
 """
 
 from __future__ import annotations
@@ -234,10 +236,13 @@ class _FrameWork:
         self.gate = gate
         self.owners = owners
 
-    def assess(self, index: int, detection: Detection, crop: np.ndarray) -> bool:
+    def aligns(self, index: int, detection: Detection) -> bool:
         if index not in self.gate:
             self.focus.counts["not_gate"] += 1
             return False  # not the frame's subject nor a rival: no rule and no encounter looks at it
+        return True
+
+    def assess(self, index: int, detection: Detection, crop: np.ndarray) -> bool:
         look = appearance(crop)
         self.focus._looks[id(detection)] = look
         return not self.focus.follows(self.owners.get(index), look)
