@@ -163,3 +163,17 @@ def test_lightqnet_batches_and_assess_checks_lengths(detector, assessor, lightqn
     assert lightqnet.score(crops[:0]).shape == (0,)
     with pytest.raises(ValueError, match="detections"):
         assessor.assess([], crops)
+
+
+def test_learned_quality_can_be_left_to_faces_the_cheap_checks_passed(assessor, detector, frontal):
+    """Gate streams skip LightQNet for a face already refused by a cheap check: the same verdicts, the same
+    report for the faces that passed, no learned score for the refused one."""
+    det = _largest(detector, frontal)
+    small = cv2.resize(frontal, None, fx=0.2, fy=0.2)  # too small: refused on inter-eye distance alone
+    small_det = _largest(detector, small)
+    crops = np.stack([norm_crop(frontal, det.landmarks), norm_crop(small, small_det.landmarks)])
+    full = assessor.assess([det, small_det], crops)
+    lazy = assessor.assess([det, small_det], crops, learned_if_passing=True)
+    assert full[0].passed and lazy[0] == full[0] and lazy[0].lightqnet is not None
+    assert not full[1].passed and not lazy[1].passed and lazy[1].lightqnet is None
+    assert set(lazy[1].reasons) <= set(full[1].reasons) and any("inter-eye" in r for r in lazy[1].reasons)

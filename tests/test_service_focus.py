@@ -196,3 +196,17 @@ def test_the_look_compares_faces_not_positions() -> None:
     assert float(a @ appearance(crop_of(1))) == pytest.approx(1.0)
     assert float(a @ b) < FocusConfig().recheck_below
     assert a.shape == (432,) and a.dtype == np.float32
+
+
+def test_a_scan_looks_coarsely_then_again_at_full_scale_where_it_found_faces() -> None:
+    """With a detector that runs any size (YuNet), the whole frame is searched at half scale and what it finds
+    is detected again at full scale in a window: the landmarks a template is made from are full-scale ones.
+    Only faces too small to be seen at half scale are given up (the fake detector misses faces under 10 px)."""
+    camera = Camera({1: [traveler(4), FakeFace((10.0, 10.0, 25.0, 25.0), None, look=6)]})
+    camera.pipeline.any_size = True
+    camera.show([1, 1])
+    assert camera.pipeline.windows[0] == ("coarse", WHOLE)
+    assert camera.pipeline.windows[1] == (200, 120, 440, 360), "the refinement: a full-scale window"
+    assert camera.pipeline.windows[2] == (200, 120, 440, 360), "then the followed face's window"
+    assert all(len(ids) == 1 for ids in camera.encounters), "the 15 px face was not seen at half scale"
+    assert camera.decisions() == [(MATCH, "T004")]
