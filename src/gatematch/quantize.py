@@ -1,8 +1,8 @@
 """int8 variants of pinned models, made on the user's machine from the fp32 files and calibrated on photos.
 
 Static quantisation (onnxruntime.quantization: QDQ, per-channel int8 weights, uint8 activations, MinMax ranges
-over the calibration photos): the activation scales are fixed when the file is made, so an embedding never
-depends on its batch-mates (unlike the dynamically quantised w600k_mbf_int8). A derived model's card names its
+over the calibration photos): the activation scales are fixed when the file is made, so an output never depends
+on its batch-mates (unlike the dynamically quantised w600k_mbf_int8). A derived model's card names its
 source, the photo folders it is calibrated on (under a faces root such as ../shared/faces, never the set its
 accuracy is measured on) and the sha256 of those photos; its `sha256` is that of the file this module makes from
 them, so the usual check applies (made twice, the bytes were identical: DESIGN.md). The files are never
@@ -23,12 +23,10 @@ from gatematch.cards import ModelCard, load_cards
 from gatematch.errors import CardError, ModelError
 from gatematch.images import load_image
 from gatematch.modelstore import ModelStore, sha256_of
-from gatematch.preprocess import CROP_SIZE, card_tensor
 from gatematch.runtime import RuntimeConfig, create_session
 
 QDQ_MIN_OPSET = 13  # per-channel DequantizeLinear (its `axis`) needs opset 13
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp")
-BATCH = 16  # calibration inputs per session run
 
 
 def derived_cards(cards: dict[str, ModelCard] | None = None) -> list[ModelCard]:
@@ -60,24 +58,15 @@ def calibration_sha256(photos: list[Path], faces: Path) -> str:
 
 
 def _inputs(card: ModelCard, source: ModelCard, path: Path, photos: list[Path]) -> Iterator[np.ndarray]:
-    """Batches of the source model's inputs made from the photos, as the pipeline would feed them."""
-    if source.task == "embedder":  # aligned crops (112x112 photos of an aligned set)
-        crops = [
-            image for image in (load_image(p) for p in photos) if image.shape[:2] == (CROP_SIZE, CROP_SIZE)
-        ]
-        if not crops:
-            raise ModelError(f"model '{card.name}': no 112x112 aligned crop among the calibration photos")
-        batch = 1 if source.input.batch == "fixed" else BATCH  # the file as it is: its own batch size
-        for start in range(0, len(crops), batch):
-            yield card_tensor(np.stack(crops[start : start + batch]), source.input).copy()
-    elif source.task == "detector":  # whole photos letterboxed as the detector takes a frame
-        from gatematch.detect import create_detector
+    """The source model's inputs made from the photos, as the pipeline feeds it: whole photos letterboxed as the
+    detector takes a frame, one at a time (the file as it is pins batch 1)."""
+    if source.task != "detector":  # an int8 MobileFaceNet was measured and not kept (DESIGN.md)
+        raise CardError(f"model card '{card.name}': only detectors are made here, not a {source.task}")
+    from gatematch.detect import create_detector
 
-        detector = create_detector(source, create_session(source, path, RuntimeConfig()))
-        for photo in photos:
-            yield detector.prepare(load_image(photo)).tensor.copy()
-    else:
-        raise CardError(f"model card '{card.name}': cannot quantise a {source.task}")
+    detector = create_detector(source, create_session(source, path, RuntimeConfig()))
+    for photo in photos:
+        yield detector.prepare(load_image(photo)).tensor.copy()
 
 
 def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
