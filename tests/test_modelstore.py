@@ -23,6 +23,9 @@ def test_default_dir_follows_environment(monkeypatch, tmp_path):
 def test_fetch_from_folder_installs_verified_files(model_store):
     for card in load_cards().values():
         status = model_store.status(card)
+        if card.derived:  # made by `gatematch models quantize`, never fetched
+            assert not status.present
+            continue
         assert status.verified, status.problem
         assert model_store.verified_path(card) == model_store.root / card.file
 
