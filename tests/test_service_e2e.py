@@ -383,7 +383,8 @@ def _rss_bytes() -> int:
 
 
 def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, match_stub, video_dir):
-    """Four cameras at full frame rate (30 fps each, far beyond two cores): latest frame wins."""
+    """Four cameras sending 60 frames a second each (far beyond two cores, even with the camera focus sparing
+    most of the work): latest frame wins."""
     source = list(
         camera_frames(video_dir / "hieubkvn123_obama.mp4", "cam-1", "A1", FLIGHT, seconds=2, realtime=False)
     )
@@ -392,7 +393,7 @@ def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, mat
         def paced():
             start = time.monotonic()
             for i, frame in enumerate(source):
-                time.sleep(max(start + i / 30 - time.monotonic(), 0))
+                time.sleep(max(start + i / 60 - time.monotonic(), 0))
                 frame.captured_at.GetCurrentTime()
                 yield frame
 
@@ -415,7 +416,7 @@ def test_overload_drops_frames_and_keeps_latency_and_memory_bounded(service, mat
         max(e.observation.dropped_frames for e in r if e.WhichOneof("event") == "observation")
         for r in results
     ]
-    assert sum(dropped) > 0, "30 fps x 4 cameras on two cores must drop frames"
+    assert sum(dropped) > 0, "60 fps x 4 cameras on two cores must drop frames"
     for events in results:
         processed = [e.observation for e in events if e.WhichOneof("event") == "observation"]
         assert len(processed) + max(o.dropped_frames for o in processed) == len(source)
