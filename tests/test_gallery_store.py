@@ -485,41 +485,47 @@ def test_frame_lookups_see_every_write_of_another_process_at_once(tmp_path: Path
     stands still; a write through any other connection moves it, so the next lookup reads again."""
     reader, writer = SQLiteGalleryStore(tmp_path), SQLiteGalleryStore(tmp_path)
     first, _ = draft(seed=1)
-    gid = writer.write(first).info.gallery_id
-    assert [g.version for g in reader.galleries("GM101")] == [1] and reader.load(gid).info.version == 1
+    gid = writer.write(first, now=BEFORE).info.gallery_id
+    assert [g.version for g in reader.galleries("GM101")] == [1] and reader.load(
+        gid, now=BEFORE
+    ).info.version == 1
     counter = reader._change_counter()
-    assert counter is not None and reader.load(gid) is reader.load(gid)  # answered from memory
+    assert counter is not None and reader.load(gid, now=BEFORE) is reader.load(
+        gid, now=BEFORE
+    )  # answered from memory
     second, _ = draft(seed=2)
-    writer.write(second)
+    writer.write(second, now=BEFORE)
     assert reader._change_counter() != counter
-    assert [g.version for g in reader.galleries("GM101")] == [2] and reader.load(gid).info.version == 2
+    assert [g.version for g in reader.galleries("GM101")] == [2] and reader.load(
+        gid, now=BEFORE
+    ).info.version == 2
     writer.purge(gid)
     assert reader.galleries("GM101") == []
     with pytest.raises(GalleryNotFoundError):
-        reader.load(gid)
+        reader.load(gid, now=BEFORE)
 
 
 def test_a_database_in_wal_mode_is_read_every_time(tmp_path: Path) -> None:
     store = SQLiteGalleryStore(tmp_path)
-    gid = store.write(draft(seed=1)[0]).info.gallery_id
+    gid = store.write(draft(seed=1)[0], now=BEFORE).info.gallery_id
     con = sqlite3.connect(tmp_path / DB_NAME)
     con.execute("PRAGMA journal_mode = WAL").fetchone()
     con.close()
     assert store._change_counter() is None  # WAL leaves the counter alone: it cannot be trusted
-    assert store.load(gid).info.version == 1
-    store.write(draft(seed=2)[0])
-    assert store.load(gid).info.version == 2
+    assert store.load(gid, now=BEFORE).info.version == 1
+    store.write(draft(seed=2)[0], now=BEFORE)
+    assert store.load(gid, now=BEFORE).info.version == 2
 
 
 def test_a_database_file_replaced_under_a_running_store_is_read_anew(tmp_path: Path) -> None:
     store, other_root = SQLiteGalleryStore(tmp_path / "a"), tmp_path / "b"
-    gid = store.write(draft(seed=1)[0]).info.gallery_id
-    assert store.load(gid).info.version == 1
+    gid = store.write(draft(seed=1)[0], now=BEFORE).info.gallery_id
+    assert store.load(gid, now=BEFORE).info.version == 1
     other = SQLiteGalleryStore(other_root)
-    other.write(draft(seed=1)[0])
-    other.write(draft(seed=2)[0])
+    other.write(draft(seed=1)[0], now=BEFORE)
+    other.write(draft(seed=2)[0], now=BEFORE)
     other.close()
     for name in os.listdir(other_root):  # the other store's files, the database renamed over this one's
         os.replace(other_root / name, tmp_path / "a" / name)
-    assert store.load(gid).info.version == 2
+    assert store.load(gid, now=BEFORE).info.version == 2
     store.close()
