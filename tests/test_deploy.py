@@ -5,26 +5,34 @@ commands are the CLI's, its model step really installs and verifies the models) 
 checkov. The kustomizations are rendered by `kubectl kustomize` (secret files replaced by placeholders in a
 copy) and checked as the cluster would see them: locked-down pods, native gRPC probes on the service's port
 (the health-only port where the service does mutual TLS), config and environment keys that `load_config`
-accepts, and checkov. `make deploy-check` installs the tools in .venv-deploy.
+accepts, the template key file mounted from its Secret and read as the pod's user, and checkov.
+`make deploy-check` installs the tools in .venv-deploy.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fnmatch import fnmatch
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from gatematch.cards import get_pack
 from gatematch.cli.main import build_parser, main
+from gatematch.keyfile import KeyFile, template_keys
 from gatematch.modelstore import ENV_MODEL_DIR, ModelStore
 from gatematch.service.config import ENV_CONFIG, ServerConfig, load_config
 from gatematch.service.security import Policy
@@ -36,11 +44,8 @@ KUSTOMIZATIONS = ("base", "overlays/production", "overlays/app-tls", "overlays/m
 DEPLOY_BIN = REPO / ".venv-deploy" / "bin"
 # What the service reads from its environment besides GATEMATCH_<SECTION>_<KEY> config overrides.
 SERVICE_ENV = {ENV_CONFIG, ENV_MODEL_DIR, ENV_TEMPLATE_KEY}
-# Stand-ins for secret values, by Secret key: shaped like the real thing, so the service's checks apply.
-SECRET_PLACEHOLDERS = {
-    "url": "postgresql://gatematch@db.invalid:5432/gatematch",
-    "template-key": base64.b64encode(bytes(32)).decode(),
-}
+STORE_URL = "postgresql://gatematch@db.invalid:5432/gatematch"  # stands in for the Secret's URL
+KEY_FILE = "template-keys.json"  # the key of the Secret gatematch-keys: the key file's name in the pod
 
 
 def missing_tool(what: str) -> None:
@@ -180,7 +185,15 @@ def test_dockerfile_passes_checkov():
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+def secret_placeholders(tmp_path_factory) -> dict[str, str]:
+    """Stand-ins for the secret files, by Secret key, shaped like the real thing so that the service's own
+    checks apply: the key file is a real one, made by the code behind `gatematch keys create`."""
+    key_file = KeyFile.create(tmp_path_factory.mktemp("keys") / KEY_FILE)
+    return {"url": STORE_URL, KEY_FILE: key_file.path.read_text()}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, secret_placeholders) -> dict[str, list[dict]]:
     """Each kustomization rendered from a copy whose secret files are placeholders."""
     binary = kubectl()
     copy = tmp_path_factory.mktemp("deploy") / "kubernetes"
@@ -191,7 +204,7 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
                 key, _, file = entry.rpartition("=")
                 path = kustomization.parent / file
                 if not path.exists():
-                    path.write_text(SECRET_PLACEHOLDERS.get(key, f"placeholder for {path.name}"))
+                    path.write_text(secret_placeholders.get(key, f"placeholder for {path.name}"))
     documents = {}
     for name in KUSTOMIZATIONS:
         result = subprocess.run([binary, "kustomize", str(copy / name)], capture_output=True, text=True)
@@ -252,12 +265,13 @@ def test_pods_run_locked_down(rendered, name):
 
 
 def service_env(container: dict) -> dict[str, str]:
-    """The container's GATEMATCH_* environment: Secret values as placeholders, the CPU limit as 2 cores."""
+    """The container's GATEMATCH_* environment: the store URL placeholder for the Secret's, 2 cores for the CPU
+    limit (no other Secret value may come through the environment)."""
     env = {}
     for item in container.get("env", []):
         source = item.get("valueFrom", {})
         if "secretKeyRef" in source:
-            env[item["name"]] = SECRET_PLACEHOLDERS[source["secretKeyRef"]["key"]]
+            env[item["name"]] = {"url": STORE_URL}[source["secretKeyRef"]["key"]]
         elif "resourceFieldRef" in source:
             env[item["name"]] = "2"
         else:
@@ -298,7 +312,9 @@ def test_config_and_environment_are_keys_the_service_accepts(rendered, name, tmp
         assert config.tls.client_ca_file and not config.server.allow_insecure_remote
 
 
-def test_store_url_and_template_key_come_from_generated_secrets(rendered):
+def test_the_store_url_comes_from_a_generated_secret_and_no_key_from_the_environment(
+    rendered, secret_placeholders
+):
     container = one(rendered["overlays/production"], "Deployment")["spec"]["template"]["spec"]["containers"][
         0
     ]
@@ -308,10 +324,171 @@ def test_store_url_and_template_key_come_from_generated_secrets(rendered):
         for item in container["env"]
         if "secretKeyRef" in item.get("valueFrom", {})
     }
-    assert set(references) == {"GATEMATCH_STORE_URL", ENV_TEMPLATE_KEY}
+    assert set(references) == {"GATEMATCH_STORE_URL"}
     for name, ref in references.items():
         value = base64.b64decode(generated[ref["name"]]["data"][ref["key"]]).decode()
-        assert value == SECRET_PLACEHOLDERS[ref["key"]], f"{name} follows the generated Secret's name"
+        assert value == secret_placeholders[ref["key"]], f"{name} follows the generated Secret's name"
+    # The environment key would override the key file, and `gatematch keys` refuses to run under it: a
+    # cluster that set it could never rotate its keys.
+    for name in KUSTOMIZATIONS:
+        for container in containers(one(rendered[name], "Deployment")):
+            assert ENV_TEMPLATE_KEY not in {item["name"] for item in container.get("env", [])}, name
+
+
+@dataclass
+class KeyVolume:
+    """The template key file of one kustomization's pod: where the service looks, and what holds it there."""
+
+    path: PurePosixPath  # [keys] file as the pod's config and environment make it
+    mount: dict
+    secret: dict  # the volume's `secret` source
+    generated: dict | None  # the Secret the kustomization generates for it (None in the base)
+    pod: dict
+
+
+def key_volume(rendered, name: str, tmp_path: Path) -> KeyVolume:
+    config, _, container = service_config(rendered, name, tmp_path)
+    path = PurePosixPath(config.keys.file)
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+    pod = one(rendered[name], "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    secrets = {s["metadata"]["name"]: s for s in objects(rendered[name], "Secret")}
+    return KeyVolume(path, mount, volume["secret"], secrets.get(volume["secret"]["secretName"]), pod)
+
+
+def pod_identity(pod: dict) -> tuple[int, int, int | None]:
+    """(uid, gid, fsGroup) the service container runs with: its own securityContext over the pod's."""
+    context = pod["securityContext"] | pod["containers"][0].get("securityContext", {})
+    return context["runAsUser"], context["runAsGroup"], pod["securityContext"].get("fsGroup")
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_template_keys_are_a_file_mounted_read_only_from_the_keys_secret(rendered, name, tmp_path):
+    keys = key_volume(rendered, name, tmp_path)
+    assert keys.mount["readOnly"], "the pod never writes its keys"
+    # A subPath mount is never updated: the keys added for a rotation would not reach the running service.
+    assert "subPath" not in keys.mount and "subPathExpr" not in keys.mount
+    # A stable name (no content hash) is what lets a changed key file reach the running pods through their
+    # volume; it is also the name sites with External Secrets create.
+    assert keys.secret["secretName"] == "gatematch-keys"
+    if name != "base":
+        assert keys.generated is not None, f"{name} generates the Secret the pods mount"
+        assert set(keys.generated["data"]) == {keys.path.name}, "the Secret's one key is the key file's name"
+        assert keys.secret.get("items") in (None, [{"key": keys.path.name, "path": keys.path.name}])
+    # The kubelet gives a Secret's files mode defaultMode (0644 when unset), | 0440 and group fsGroup when the
+    # pod has one; the service accepts group read only from its own group, and nothing for others.
+    uid, gid, fs_group = pod_identity(keys.pod)
+    mode = keys.secret.get("defaultMode", 0o644) | (0o440 if fs_group is not None else 0)
+    assert uid != 0 and fs_group == gid, "the key file's group (fsGroup) must be the service's own group"
+    assert mode & 0o037 == 0, f"mode {mode:04o}: nothing beyond read for the group, nothing for others"
+
+
+def project_secret(volume: Path, data: dict[str, bytes], mode: int, group: int) -> None:
+    """Write a Secret's data into `volume` as the kubelet does: the files in a new timestamped folder that the
+    link `..data` is switched to by one rename, each key a link through `..data` (a reader of the key's path
+    sees the old file or the new one, never half of one); group-owned by fsGroup. The pod's mount is
+    read-only, here a folder nobody may write."""
+    volume.chmod(0o2755)
+    stamp = volume / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    stamp.mkdir()
+    for key, content in data.items():
+        (stamp / key).write_bytes(content)
+        (stamp / key).chmod(mode)
+    for path in (stamp, *(stamp / key for key in data)):
+        os.chown(path, -1, group)
+    stamp.chmod(0o2555)
+    (volume / "..data_tmp").symlink_to(stamp.name)
+    os.replace(volume / "..data_tmp", volume / "..data")
+    for key in data:
+        if not (volume / key).is_symlink():
+            (volume / key).symlink_to(f"..data/{key}")
+    for old in volume.glob("..20*"):
+        if old != stamp:
+            old.chmod(0o755)
+            shutil.rmtree(old)
+    os.chown(volume, -1, group)
+    volume.chmod(0o2555)
+
+
+@contextlib.contextmanager
+def as_pod_user(uid: int, gid: int, groups: list[int]) -> Iterator[None]:
+    """The block runs with the pod's user, group and supplementary groups, as far as this process can: as
+    root, for real (effective ids, switched back after); otherwise as this user, whose own group stands for
+    the pod's (the callers give files that group). The CLI's modules are imported first: the interpreter's
+    own files may be where the pod's user cannot read them."""
+    build_parser()
+    if os.geteuid() != 0:
+        yield
+        return
+    saved = os.getegid(), os.getgroups()
+    os.setgroups(groups)
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(saved[0])
+        os.setgroups(saved[1])
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """A folder the pod's user can reach (pytest's own temporary folders are root's only)."""
+    folder = Path(tempfile.mkdtemp(prefix="gatematch-pod-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in (folder, *folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def keys_listed(capsys) -> list[tuple[str, bool]]:
+    """`gatematch keys list --json` as the pod runs it (its config names the key file): (id, current) rows."""
+    assert main(["keys", "list", "--json"]) == 0, capsys.readouterr().err
+    return [(row["id"], row["current"]) for row in json.loads(capsys.readouterr().out)["keys"]]
+
+
+def test_the_key_file_as_the_pod_reads_it_is_one_gatematch_keys_accepts_and_a_rotation_reaches_it(
+    rendered, tmp_path, world_readable_dir, monkeypatch, capsys
+):
+    """The rendered Secret laid out as the kubelet mounts it (root-owned, group fsGroup, defaultMode | 0440,
+    behind the ..data link) and read as the pod's user: `gatematch keys` accepts it, a key added to the Secret
+    reaches a key file the service holds open (no restart), and changing the keys in the pod is refused in
+    one line (they are changed where the Secret is made)."""
+    keys = key_volume(rendered, "overlays/production", tmp_path)
+    uid, gid, fs_group = pod_identity(keys.pod)
+    assert keys.generated is not None and fs_group is not None
+    group = fs_group if os.geteuid() == 0 else os.getegid()  # see as_pod_user
+    mode = keys.secret.get("defaultMode", 0o644) | 0o440
+    volume = world_readable_dir / "keys"
+    volume.mkdir()
+    source = tmp_path / KEY_FILE  # the site's copy of the key file, from which the Secret is made
+    source.write_bytes(base64.b64decode(keys.generated["data"][keys.path.name]))
+    source.chmod(0o600)
+    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, group)
+    mounted = volume / keys.path.name
+    # the pod's config names the key file; here GATEMATCH_KEYS_FILE moves it to where this test mounted it
+    monkeypatch.setenv("GATEMATCH_KEYS_FILE", str(mounted))
+    monkeypatch.setenv("XDG_DATA_HOME", str(world_readable_dir / "data"))  # no store there: keys only
+    first = KeyFile(source).current().key_id
+    with as_pod_user(uid, gid, [fs_group]):
+        assert keys_listed(capsys) == [(first, True)]
+        config = load_config()  # what a replica holds while it serves, made as `gatematch serve` makes it
+        serving = template_keys(config.keys.file, STORE_URL, create=True)
+
+    added = KeyFile(source).add()  # step 1 of a rotation: a key added to the file the Secret is made from
+    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, group)  # the kubelet's update
+    with as_pod_user(uid, gid, [fs_group]):
+        assert serving is not None and serving.has(added.key_id), "the replica learns it, no restart"
+        assert serving.current().key_id == added.key_id, "and seals with it"
+        assert keys_listed(capsys) == [(first, False), (added.key_id, True)]
+        for command in (["keys", "create"], ["keys", "rotate", "--new-key"]):
+            assert main(command) == 2
+            error = capsys.readouterr().err
+            assert error.count("\n") == 1 and "cannot be written" in error, error
+        assert [e.key_id for e in KeyFile(mounted).entries] == [first, added.key_id], "the mounted file as is"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)

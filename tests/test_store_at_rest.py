@@ -4,6 +4,7 @@ photo paths kept. Synthetic templates (milliseconds); the service-level tests ar
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -24,6 +25,7 @@ from gatematch.gallery_store import RetentionPolicy, is_database_url
 from gatematch.gallery_store_sqlite import DB_NAME, SQLiteGalleryStore
 from gatematch.keyfile import KeyFile, template_keys
 from gatematch.template_crypto import Keyring, TemplateKey, generate_key, sealed_key_id
+from support.data import under_ci
 from support.drafts import BEFORE, DEPARTURE, EMBEDDER, RAW, draft, probe_of
 from support.stores import StoreBackend
 
@@ -178,6 +180,37 @@ def test_key_file_is_owner_only_validated_and_never_replaced(tmp_path: Path) -> 
         bad.chmod(0o600)
         with pytest.raises(TemplateKeyError, match=message):
             KeyFile(bad)
+
+
+def another_group() -> int:
+    """A group id this process does not run as, that it may give a file (any, as root)."""
+    if os.geteuid() == 0:
+        return os.getegid() + 4242
+    others = [gid for gid in os.getgroups() if gid != os.getegid()]
+    if not others:
+        message = "a group other than the process's own is needed (run as root, or as a member of two groups)"
+        if under_ci():
+            pytest.fail(f"CI=true: {message}")
+        pytest.skip(message)
+    return others[0]
+
+
+def test_key_file_may_be_group_readable_only_by_the_process_own_group(tmp_path: Path) -> None:
+    """What a Kubernetes Secret volume gives a non-root pod (root-owned, group fsGroup, mode 0440) is accepted
+    when fsGroup is the process's group; anything that lets another group or other users in is refused."""
+    keys = KeyFile.create(tmp_path / "keys.json")
+    key_id = keys.current().key_id
+    for mode in (0o400, 0o440, 0o640):
+        keys.path.chmod(mode)
+        assert KeyFile(keys.path).current().key_id == key_id, f"{mode:04o}, the process's own group"
+    for mode, message in ((0o660, "beyond reading"), (0o444, "other users"), (0o604, "other users")):
+        keys.path.chmod(mode)
+        with pytest.raises(TemplateKeyError, match=message):
+            KeyFile(keys.path)
+    keys.path.chmod(0o440)
+    os.chown(keys.path, -1, another_group())
+    with pytest.raises(TemplateKeyError, match=rf"group {another_group()}.*fsGroup"):
+        KeyFile(keys.path)
 
 
 def test_the_embedded_store_creates_its_key_file_on_first_use_only(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Template keys in a key file: several keys with ids, the newest seals, every one held opens.
 
-The file is JSON, readable by its owner only (0600; a file others can read is refused), replaced atomically:
+The file is JSON, readable by its owner only (0600; a file others can read is refused, see `_exposure` for the
+one group it may be readable by), replaced atomically:
     {"format": "gatematch-template-keys/1",
      "keys": [{"id": "3f2a9c0e1b7d4a55", "created": "2030-05-01T18:30:00Z", "key": "<base64 of 32 bytes>"}]}
 `gatematch keys create` adds a key (the newest seals from then on), `gatematch keys rotate` re-encrypts every
@@ -19,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import stat
 import threading
 from dataclasses import dataclass
@@ -102,11 +104,9 @@ class KeyFile:
         with self._lock:
             if stamp == self._stamp:
                 return False
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise TemplateKeyError(
-                f"key file {self.path} can be read by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
-                f"`chmod 600 {self.path}`"
-            )
+        exposure = _exposure(self.path, info)
+        if exposure:
+            raise TemplateKeyError(exposure)
         try:
             data = self.path.read_bytes()
         except OSError as exc:
@@ -171,6 +171,29 @@ class KeyFile:
         self.refresh()
 
 
+def _exposure(path: Path, info: os.stat_result) -> str | None:
+    """How a key file's mode lets anyone but this process read it (or change it), or None when it does not.
+
+    Owner-only (0600, 0400) is what `gatematch keys create` writes. Group read is accepted only when the group
+    is the process's own (effective) group, because that is all a Kubernetes Secret volume can give a non-root
+    container: the kubelet makes the files root-owned with group fsGroup and mode defaultMode | 0440, and no
+    pod setting makes them owned by the container's user. Supplementary groups do not count (on a host they
+    are often shared), nor does anything beyond reading for the group, nor any access for others.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    fix = f"`chmod 600 {path}`"
+    if mode & stat.S_IRWXO:
+        return f"key file {path} can be read by other users (mode {mode:04o}); {fix}"
+    if mode & (stat.S_IWGRP | stat.S_IXGRP):
+        return f"key file {path} is open to its group beyond reading (mode {mode:04o}); {fix}"
+    if mode & stat.S_IRGRP and info.st_gid != os.getegid():
+        return (
+            f"key file {path} can be read by group {info.st_gid}, which is not this process's group "
+            f"{os.getegid()} (mode {mode:04o}); {fix} (on Kubernetes: set the pod's fsGroup to its runAsGroup)"
+        )
+    return None
+
+
 def _write(path: Path, entries: list[KeyEntry]) -> None:
     document = {
         "format": FORMAT,
@@ -179,7 +202,13 @@ def _write(path: Path, entries: list[KeyEntry]) -> None:
             for e in entries
         ],
     }
-    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
+    try:
+        write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
+    except OSError as exc:
+        raise TemplateKeyError(
+            f"key file {path} cannot be written ({exc.strerror or exc}); where it is mounted read-only (a "
+            "Kubernetes Secret), change the file the Secret is made from"
+        ) from None
 
 
 def template_keys(key_file: Path | str, location: str | Path, *, create: bool) -> KeyProvider | None:

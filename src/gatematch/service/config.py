@@ -393,7 +393,9 @@ def _apply(section_obj: Any, section: str, values: Mapping[str, Any], base: Path
             raise ConfigError(f"unknown setting [{section}] {key}; known: {', '.join(sorted(known))}")
         converted = _convert(section, key, hints[key], value)
         if base is not None and converted and key.endswith(_PATH_SUFFIXES):
-            converted = str((base / Path(converted).expanduser()).resolve())
+            # Absolute, but links kept: a Kubernetes volume swaps in an updated file by switching a link and
+            # deleting the old folder, so a path resolved at start would name a deleted file.
+            converted = os.path.abspath(base / Path(converted).expanduser())
         changes[key] = converted
     return replace(section_obj, **changes)
 
