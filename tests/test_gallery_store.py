@@ -505,6 +505,39 @@ def test_frame_lookups_see_every_write_of_another_process_at_once(tmp_path: Path
         reader.load(gid, now=BEFORE)
 
 
+def test_a_lookup_that_read_an_older_version_never_leaves_it_in_memory_as_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame's lookup that read version 1 and finished after another lookup had read version 2 (written in
+    between) must not make later lookups answer version 1 from memory while nothing else is written."""
+    import gatematch.gallery_store_sqlite as sqlite_store
+
+    reader, writer = SQLiteGalleryStore(tmp_path), SQLiteGalleryStore(tmp_path)
+    gid = writer.write(draft(seed=1)[0], now=BEFORE).info.gallery_id
+    opened, proceed = threading.Event(), threading.Event()
+    open_snapshot = sqlite_store.open_snapshot
+
+    def held_open_snapshot(*args, **kwargs):
+        if threading.current_thread().name == "slow-lookup":
+            opened.set()
+            assert proceed.wait(10)
+        return open_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "open_snapshot", held_open_snapshot)
+    versions: list[int] = []
+    slow = threading.Thread(
+        target=lambda: versions.append(reader.load(gid, now=BEFORE).info.version), name="slow-lookup"
+    )
+    slow.start()
+    assert opened.wait(10), "the slow lookup reads version 1"
+    writer.write(draft(seed=2)[0], now=BEFORE)
+    assert reader.load(gid, now=BEFORE).info.version == 2
+    proceed.set()
+    slow.join(10)
+    assert versions == [1]
+    assert [reader.load(gid, now=BEFORE).info.version for _ in range(3)] == [2, 2, 2]
+
+
 def test_a_database_in_wal_mode_is_read_every_time(tmp_path: Path) -> None:
     store = SQLiteGalleryStore(tmp_path)
     gid = store.write(draft(seed=1)[0], now=BEFORE).info.gallery_id

@@ -163,8 +163,10 @@ class SQLiteGalleryStore:
         self._read_at: bytes | None = None
         self._header: int | None = None  # a read-only descriptor of the database file, for its change counter
         self._listed: dict[str | None, list[GalleryInfo]] = {}
-        self._current: set[str] = set()  # galleries whose cached snapshot is the current version at _read_at
-        self._header: int | None = None  # a read-only descriptor of the database file, for its change counter
+        # each gallery's current version (stamp) as read while the change counter was _read_at: a cached
+        # snapshot answers a lookup from memory only if it is that version (a slower lookup may have cached
+        # an older one after a faster one read the newer)
+        self._current: dict[str, Stamp] = {}
         self.quarantine = Quarantine()
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -209,7 +211,7 @@ class SQLiteGalleryStore:
         with self._cache_lock:
             if counter is None or counter != self._read_at:
                 self._read_at = counter
-                self._listed, self._current = {}, set()
+                self._listed, self._current = {}, {}
         return counter
 
     @staticmethod
@@ -532,17 +534,19 @@ class SQLiteGalleryStore:
         """
         counter = self._unchanged()
         with self._cache_lock:
-            cached = self._cache.get(gallery_id) if gallery_id in self._current else None
-        if cached is not None and counter is not None:
+            cached = self._cache.get(gallery_id)
+            current = self._current.get(gallery_id)
+        if cached is not None and counter is not None and cached[0] == current:
             refuse_expired(cached[1].info, now)
             return cached[1]
-        gallery = self._load(gallery_id, now)
+        stamp, gallery = self._load(gallery_id, now)
         with self._cache_lock:
             if counter is not None and counter == self._read_at:
-                self._current.add(gallery_id)
+                self._current[gallery_id] = stamp
         return gallery
 
-    def _load(self, gallery_id: str, now: datetime | None) -> Gallery:
+    def _load(self, gallery_id: str, now: datetime | None) -> tuple[Stamp, Gallery]:
+        """The current version's stamp and snapshot, from the cache when it holds that version."""
         for _attempt in range(3):
             with self._transaction() as con:
                 row = con.execute(
@@ -561,7 +565,7 @@ class SQLiteGalleryStore:
                     owners = self._owners(con, gallery_id, info.version)
             refuse_expired(info, now)
             if owners is None:
-                return cached[1]
+                return stamp, cached[1]
             self.quarantine.check(gallery_id, stamp, self.keys)
             try:
                 data = (self.root / index_file).read_bytes()
@@ -577,7 +581,7 @@ class SQLiteGalleryStore:
             self.quarantine.release(gallery_id)
             with self._cache_lock:
                 self._cache[gallery_id] = (stamp, gallery)
-            return gallery
+            return stamp, gallery
         error = GalleryDamagedError(
             f"gallery {gallery_id}: its index file is missing or does not match its recorded sha256"
         )
