@@ -17,7 +17,7 @@ from gatematch.gallery import OperatingPoint, SearchResult
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, NO_MATCH, EncounterOutcome, EncounterTracker
-from gatematch.service.focus import Focus, appearance
+from gatematch.service.focus import Focus, FocusedFrame, appearance
 from support.fakes import FakeFace, FakePipeline, crop_of
 from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
 
@@ -60,18 +60,25 @@ class Camera:
         self.skipped: list[list[Skip]] = []  # per frame: what each detected face did not get
         self.decided: list[EncounterOutcome] = []
 
-    def show(self, script: list[int]) -> Camera:
+    def show(self, script: list[int], abandoned: set[int] = frozenset()) -> Camera:
+        """Each scene of `script` as a frame; frames in `abandoned` are analysed but given up at their budget
+        (as a stream does: the tracker never gets them)."""
         for index, scene in enumerate(script):
             now = index / FPS
             image = np.full((480, 640, 3), scene, np.uint8)
+            focused = FocusedFrame()
             if self.focus is not None:
-                analysis = self.focus.analyze(self.pipeline, image, now)
+                analysis = self.focus.analyze(self.pipeline, image, focused, now)
             else:
                 analysis = self.pipeline.analyze_batch([image])[0]
+            if index in abandoned:
+                self.encounters.append([])
+                self.skipped.append([face.skipped for face in analysis.faces])
+                continue
             assessment = judge_frame(analysis)
             ids, outcomes = self.tracker.observe(now, index + 1, sightings(assessment), search)
             if self.focus is not None:
-                self.focus.follow(assessment.gate_faces, ids)
+                self.focus.follow(focused, assessment.gate_faces, ids)
             self.encounters.append(ids)
             self.skipped.append([face.skipped for face in analysis.faces])
             self.decided += outcomes
@@ -111,6 +118,19 @@ def test_a_new_face_outside_the_window_is_found_within_the_bound(enters: int) ->
     assert delay_ms < FocusConfig().scan_ms + 1000 / FPS
     assert camera.pipeline.windows[found] == WHOLE
     assert ("MATCH", "T009") in camera.decisions(), "the newcomer gets a decision of their own"
+
+
+def test_a_whole_frame_search_of_an_abandoned_frame_does_not_count_and_the_next_frame_searches_again() -> (
+    None
+):
+    """A frame given up at its budget after its whole-frame search: what that search found never reached the
+    tracker, so the bound holds only if the next frame searches the whole frame again."""
+    a, b = traveler(4), traveler(9, x=20.0)
+    camera = Camera({1: [a], 2: [a, b]}).show([1] * 3 + [2] * 9, abandoned={5})
+    windows = camera.pipeline.windows
+    assert windows[5] == WHOLE, "the scan due at 1 s ran in the abandoned frame"
+    assert windows[6] == WHOLE, "and again in the next frame, which reaches the tracker"
+    assert len(camera.encounters[6]) == 2, "the newcomer is found there, within the bound"
 
 
 def test_a_new_face_inside_the_window_is_found_at_once() -> None:
@@ -189,6 +209,21 @@ def test_surplus_frames_count_without_embedding_and_decide_as_the_full_path_does
     assert one.result.candidates[0].score == pytest.approx(other.result.candidates[0].score)
     assert focused.pipeline.embedded < full.pipeline.embedded
     assert Skip.EMBEDDING in {s[0] for s in focused.skipped}
+
+
+def test_a_different_face_in_the_place_of_an_undecided_track_is_embedded_not_taken_as_surplus() -> None:
+    """With a rule whose checkpoint lies beyond the fused set, a frame ranked below every fused one is skipped
+    only if it still looks like the track: a different person in the same place is embedded and meets the
+    tracker's identity check (an encounter of their own), instead of being linked to the track by position."""
+    rule = EncounterConfig(fuse_best=3, decision_frames=(3, 7), fpir_shares=(0.3, 0.7))
+    unsure = at_cosine(CENTRES[11], 0.33, seed=1)
+    first = [replace(traveler(11), template=at_cosine(unsure, 0.9, seed=i), score=0.95) for i in range(3)]
+    newcomer = replace(traveler(12, x=283.0), score=0.7)  # ranks below the fused frames, looks different
+    scenes = {i: [face] for i, face in enumerate(first)} | {3: [newcomer], 4: [newcomer]}
+    camera = Camera(scenes, rule=rule).show([0, 1, 2, 3, 4])
+    assert camera.encounters[:3] == [[1], [1], [1]]
+    assert camera.encounters[3] != [1], "the newcomer is not the first traveler's track"
+    assert camera.skipped[3] == [Skip.NOTHING], "embedded, not skipped as surplus"
 
 
 def test_the_look_compares_faces_not_positions() -> None:

@@ -60,7 +60,7 @@ from gatematch.quality import QualityThresholds
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, EncounterOutcome, EncounterTracker, Sighting
-from gatematch.service.focus import APPEARANCE_SIZE, Focus, appearance
+from gatematch.service.focus import APPEARANCE_SIZE, Focus, FocusedFrame, appearance
 from gatematch.video import read_frames
 
 FORMAT = "gatematch-encounters-report/1"
@@ -145,20 +145,22 @@ class VideoFeed(Feed):
         super().__init__([[] for _ in images], focus=focus)
         self.images, self.pipeline = images, pipeline
         self._faces: tuple = ()
+        self._focused = FocusedFrame()
 
     def sightings(self, index: int, now: float) -> list[Sighting]:
         image = self.images[index]
         if self.focus is None:
             analysis = self.pipeline.analyze_batch([image])[0]
         else:
-            analysis = self.focus.analyze(self.pipeline, image, now)
+            self._focused = FocusedFrame()
+            analysis = self.focus.analyze(self.pipeline, image, self._focused, now)
         assessment = judge_frame(analysis)
         self._faces = assessment.gate_faces
         return sightings(assessment)
 
     def observed(self, encounter_ids: list[int]) -> None:
         if self.focus is not None:
-            self.focus.follow(self._faces, encounter_ids)
+            self.focus.follow(self._focused, self._faces, encounter_ids)
 
 
 def replay(tracker: EncounterTracker, feed: Feed, times: Sequence[float], search: Callable) -> Replayed:

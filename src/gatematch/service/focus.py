@@ -29,7 +29,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -82,6 +82,18 @@ def assign(rule: EncounterConfig, tracks: list[TrackView], boxes: list[np.ndarra
 
 
 @dataclass
+class FocusedFrame:
+    """One frame's share of its stream's focus: what the frame's plan did, applied to the Focus by `follow`
+    only once the frame reached the tracker. A frame abandoned at its budget thus leaves the focus as it was
+    (its whole-frame search found faces the tracker never got: the next frame searches again), and the
+    abandoned worker and the next frame's never write the same state."""
+
+    scanned_at: float | None = None  # when this frame's whole-frame search ran
+    looks: dict[int, np.ndarray] = field(default_factory=dict)  # id(detection) -> look
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class _Followed:
     reference: np.ndarray | None  # the look of the track's last embedded frame
     since: int = 0  # frames since then
@@ -98,7 +110,6 @@ class Focus:
         self._scanned = -math.inf
         self._followed: dict[int, _Followed] = {}
         self._last_seen: set[int] = set()  # tracks given a face in the previous frame
-        self._looks: dict[int, np.ndarray] = {}  # id(detection) -> look, for the frame in hand
 
     # -- detection ---------------------------------------------------------------------------------------
 
@@ -118,7 +129,12 @@ class Focus:
         return (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
 
     def detect(
-        self, pipeline: FacePipeline, image: np.ndarray, now: float, tracks: list[TrackView]
+        self,
+        pipeline: FacePipeline,
+        image: np.ndarray,
+        now: float,
+        tracks: list[TrackView],
+        frame: FocusedFrame,
     ) -> list[Detection]:
         """Faces where they can be: in the followed faces' window, else (or when it is time, or when the window
         lost one) in the whole frame. Only faces seen in the previous frame are looked for in a window: one
@@ -127,20 +143,22 @@ class Focus:
         followed = [t for t in tracks if t.id in self._last_seen]
         window = self.window([t.box for t in followed], width, height)
         if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
-            return self.scan(pipeline, image, now)
+            return self.scan(pipeline, image, now, frame)
         found = pipeline.detect(image, window)
         if all(any(near(self.rule, t.box, d.box) for d in found) for t in followed):
-            self.counts["window"] += 1
+            frame.counts["window"] += 1
             return found
-        self.counts["lost"] += 1  # the window lost a followed face: where did it go?
-        return self.scan(pipeline, image, now)
+        frame.counts["lost"] += 1  # the window lost a followed face: where did it go?
+        return self.scan(pipeline, image, now, frame)
 
-    def scan(self, pipeline: FacePipeline, image: np.ndarray, now: float) -> list[Detection]:
+    def scan(
+        self, pipeline: FacePipeline, image: np.ndarray, now: float, frame: FocusedFrame
+    ) -> list[Detection]:
         """The whole frame: looked at coarsely, then what was found again at full scale in a window (faces
         big enough to matter at the gate are found either way; only a full-scale run places landmarks as the
         embedder needs them)."""
-        self._scanned = now
-        self.counts["scan"] += 1
+        frame.scanned_at = now
+        frame.counts["scan"] += 1
         height, width = image.shape[:2]
         whole = (0, 0, width, height)
         coarse = self.config.scan_coarse
@@ -154,44 +172,67 @@ class Focus:
 
     # -- per-face work -----------------------------------------------------------------------------------
 
-    def follows(self, track: TrackView | None, look: np.ndarray) -> bool:
+    def follows(self, track: TrackView | None, look: np.ndarray, counts: Counter[str]) -> bool:
         """True when the face may be followed by position only: its encounter is decided, it was embedded
         less than `recheck_frames` frames ago and it still looks like it did then."""
         if track is None or not track.decided:
             return False
         followed = self._followed.get(track.id)
         if followed is None or followed.reference is None or followed.since + 1 >= self.config.recheck_frames:
-            self.counts["recheck_due"] += 1
+            counts["recheck_due"] += 1
             return False
-        if float(look @ followed.reference) < self.config.recheck_below:
-            self.counts["recheck_look"] += 1
+        if not self._looks_alike(track, look):
+            counts["recheck_look"] += 1
             return False
-        self.counts["followed"] += 1
+        counts["followed"] += 1
         return True
 
-    def surplus(self, track: TrackView | None, rank: float) -> bool:
-        """True when a usable face of an undecided track ranks no higher than every frame it fuses already."""
-        return track is not None and not track.decided and track.fused_full and rank <= track.weakest_fused
+    def surplus(self, track: TrackView | None, rank: float, look: np.ndarray | None) -> bool:
+        """True when a usable face of an undecided track ranks no higher than every frame it fuses already
+        and still looks like the track's last embedded frame. A surplus face reaches the tracker without a
+        template, so the tracker links it by position only: a different person in the same place must be
+        embedded instead, to meet the tracker's identity check."""
+        return (
+            track is not None
+            and not track.decided
+            and track.fused_full
+            and rank <= track.weakest_fused
+            and look is not None
+            and self._looks_alike(track, look)
+        )
 
-    def analyze(self, pipeline: FacePipeline, image: np.ndarray, now: float | None = None) -> Analysis:
-        """The frame through the plan: detect where needed, then only the work that can change a decision."""
+    def _looks_alike(self, track: TrackView, look: np.ndarray) -> bool:
+        followed = self._followed.get(track.id)
+        return (
+            followed is not None
+            and followed.reference is not None
+            and float(look @ followed.reference) >= self.config.recheck_below
+        )
+
+    def analyze(
+        self, pipeline: FacePipeline, image: np.ndarray, frame: FocusedFrame, now: float | None = None
+    ) -> Analysis:
+        """The frame through the plan: detect where needed, then only the work that can change a decision.
+        Reads the focus, writes only `frame` (see FocusedFrame)."""
         now = time.monotonic() if now is None else now
         tracks = self.tracker.tracks()
         start = time.perf_counter()
-        detections = self.detect(pipeline, image, now, tracks)
+        detections = self.detect(pipeline, image, now, tracks, frame)
         detect_s = time.perf_counter() - start
         height, width = image.shape[:2]
         gate = set(subject_and_rivals(detections, (width, height)))
         owners = assign(self.rule, tracks, [d.box for d in detections])
-        self._looks = {}
-        analysis = pipeline.analyze_detected(image, detections, _FrameWork(self, gate, owners))
+        analysis = pipeline.analyze_detected(image, detections, _FrameWork(self, frame, gate, owners))
         analysis.timings["detect"] = detect_s
         return analysis
 
-    def follow(self, faces: tuple[Face, ...], encounter_ids: list[int]) -> None:
-        """After the tracker took the frame's gate-sized faces (`dataplane.sightings`)."""
-        looks = [self._looks.get(id(face.detection)) for face in faces]
-        self._looks = {}
+    def follow(self, frame: FocusedFrame, faces: tuple[Face, ...], encounter_ids: list[int]) -> None:
+        """After the tracker took the frame's gate-sized faces (`dataplane.sightings`): the frame's plan
+        becomes the focus's."""
+        if frame.scanned_at is not None:
+            self._scanned = max(self._scanned, frame.scanned_at)
+        self.counts.update(frame.counts)
+        looks = [frame.looks.get(id(face.detection)) for face in faces]
         self.followed(encounter_ids, looks, [face.embedding is not None and usable(face) for face in faces])
 
     def followed(
@@ -217,11 +258,11 @@ class Focus:
         planned = []
         for index, (sighting, look) in enumerate(zip(seen, looks, strict=True)):
             owner = owners.get(index)
-            if look is not None and self.follows(owner, look):
+            if look is not None and self.follows(owner, look, self.counts):
                 planned.append(Sighting(sighting.box, 0.0, None, None))
             elif sighting.template is not None and sighting.live is False:
                 planned.append(replace(sighting, template=None))
-            elif sighting.template is not None and self.surplus(owner, sighting.quality):
+            elif sighting.template is not None and self.surplus(owner, sighting.quality, look):
                 planned.append(replace(sighting, template=None, surplus=True))
             else:
                 planned.append(sighting)
@@ -231,28 +272,30 @@ class Focus:
 class _FrameWork:
     """`FaceWork` for one frame (facepipeline): which faces are assessed and which are embedded."""
 
-    def __init__(self, focus: Focus, gate: set[int], owners: dict[int, TrackView]):
+    def __init__(self, focus: Focus, frame: FocusedFrame, gate: set[int], owners: dict[int, TrackView]):
         self.focus = focus
+        self.frame = frame
         self.gate = gate
         self.owners = owners
 
     def aligns(self, index: int, detection: Detection) -> bool:
         if index not in self.gate:
-            self.focus.counts["not_gate"] += 1
+            self.frame.counts["not_gate"] += 1
             return False  # not the frame's subject nor a rival: no rule and no encounter looks at it
         return True
 
     def assess(self, index: int, detection: Detection, crop: np.ndarray) -> bool:
         look = appearance(crop)
-        self.focus._looks[id(detection)] = look
-        return not self.focus.follows(self.owners.get(index), look)
+        self.frame.looks[id(detection)] = look
+        return not self.focus.follows(self.owners.get(index), look, self.frame.counts)
 
     def embed(self, index: int, detection: Detection, quality: QualityReport, liveness: float | None) -> bool:
         if not quality.passed or (liveness is not None and liveness < LIVENESS_MIN_REAL):
-            self.focus.counts["unfusable"] += 1
+            self.frame.counts["unfusable"] += 1
             return False
-        if self.focus.surplus(self.owners.get(index), fusion_rank(quality)):
-            self.focus.counts["surplus"] += 1
+        look = self.frame.looks.get(id(detection))
+        if self.focus.surplus(self.owners.get(index), fusion_rank(quality), look):
+            self.frame.counts["surplus"] += 1
             return False
-        self.focus.counts["embedded"] += 1
+        self.frame.counts["embedded"] += 1
         return True

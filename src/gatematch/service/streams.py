@@ -38,7 +38,7 @@ from gatematch.service.dataplane import (
 )
 from gatematch.service.encounter import EncounterOutcome, EncounterTracker
 from gatematch.service.flow import Budget, LatestSlot
-from gatematch.service.focus import Focus, warm_up
+from gatematch.service.focus import Focus, FocusedFrame, warm_up
 from gatematch.service.status import status_for
 from gatematch.service.telemetry import Telemetry
 
@@ -353,7 +353,8 @@ class StreamScheduler:
         probe = Probe(
             frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction, state.reference
         )
-        analyze = (lambda image: focus.analyze(plane.pipeline, image)) if focus is not None else None
+        focused = FocusedFrame()
+        analyze = (lambda image: focus.analyze(plane.pipeline, image, focused)) if focus is not None else None
         examined = plane.examine(probe, budget, stage_s, analyze)
         assessment = examined.assessment
         faces = assessment.gate_faces
@@ -365,7 +366,7 @@ class StreamScheduler:
         start = time.perf_counter()
         ids, outcomes = state.tracker.observe(time.monotonic(), frame.sequence, seen, state.search(plane))
         if focus is not None:
-            focus.follow(faces, ids)
+            focus.follow(focused, faces, ids)
         if any(s.fusable for s in seen):
             stage_s["search"] = time.perf_counter() - start
             plane.costs.observe("search", stage_s["search"])
