@@ -538,6 +538,23 @@ def test_a_lookup_that_read_an_older_version_never_leaves_it_in_memory_as_curren
     assert [reader.load(gid, now=BEFORE).info.version for _ in range(3)] == [2, 2, 2]
 
 
+def test_a_store_dropped_without_close_closes_its_change_counter_descriptor(tmp_path: Path) -> None:
+    """Stores opened for one question (the server's start-up check of the key file, a benchmark's fresh
+    reader) are dropped without `close()`: their descriptor of the database file must not outlive them."""
+    import gc
+
+    store = SQLiteGalleryStore(tmp_path)
+    gid = store.write(draft(seed=1)[0], now=BEFORE).info.gallery_id
+    store.load(gid, now=BEFORE)
+    descriptor = store._header
+    assert descriptor is not None
+    os.fstat(descriptor)  # open while the store lives
+    del store
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(descriptor)
+
+
 def test_a_database_in_wal_mode_is_read_every_time(tmp_path: Path) -> None:
     store = SQLiteGalleryStore(tmp_path)
     gid = store.write(draft(seed=1)[0], now=BEFORE).info.gallery_id

@@ -3,7 +3,8 @@
 On a GPU a session run costs about the same for one input as for several, so frames that the service's
 workers hold at the same moment (several cameras) should go through together. The first caller of a batch
 waits up to `wait_s` for batch-mates (or until `max_batch` rows), runs them as one, and hands every caller its
-own rows; inputs of different shapes never share a batch. No thread of its own: whoever arrives first leads.
+own rows; inputs of different shapes never share a batch. Whoever arrives first leads; a thread is started
+only when more than one batch's worth is waiting, to lead the rest.
 On a CPU batching gains nothing (the cores are already busy), so it is off unless configured.
 """
 

@@ -101,6 +101,7 @@ class Analysis:
     timings: dict[str, float]  # seconds per stage
 
     def weight(self, face: Face) -> float:
+        """How much the photo is of this face (size and centrality: `subject_weight`)."""
         return subject_weight(face.detection, self.image_size)
 
     def primary(self) -> Face | None:

@@ -33,6 +33,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,6 +163,7 @@ class SQLiteGalleryStore:
         # what was read while the database file's change counter had this value (see `_change_counter`)
         self._read_at: bytes | None = None
         self._header: int | None = None  # a read-only descriptor of the database file, for its change counter
+        self._header_closer: weakref.finalize | None = None  # closes it when the store is dropped unclosed
         self._listed: dict[str | None, list[GalleryInfo]] = {}
         # each gallery's current version (stamp) as read while the change counter was _read_at: a cached
         # snapshot answers a lookup from memory only if it is that version (a slower lookup may have cached
@@ -184,9 +186,13 @@ class SQLiteGalleryStore:
     def close(self) -> None:
         """Only the descriptor the change counter is read through stays open between calls."""
         with self._cache_lock:
-            header, self._header = self._header, None
-        if header is not None:
-            os.close(header)
+            self._drop_header()
+
+    def _drop_header(self) -> None:
+        """Close the change counter's descriptor (under the cache lock)."""
+        if self._header_closer is not None:
+            self._header_closer()
+        self._header, self._header_closer = None, None
 
     def _change_counter(self) -> bytes | None:
         """SQLite's file change counter: unchanged means no committed write since it was last read. None when it
@@ -194,10 +200,10 @@ class SQLiteGalleryStore:
         try:
             with self._cache_lock:
                 if self._header is not None and os.fstat(self._header).st_nlink == 0:
-                    os.close(self._header)  # the file was deleted or replaced: read the one there now
-                    self._header = None
+                    self._drop_header()  # the file was deleted or replaced: read the one there now
                 if self._header is None:
                     self._header = os.open(self.root / DB_NAME, os.O_RDONLY | os.O_CLOEXEC)
+                    self._header_closer = weakref.finalize(self, os.close, self._header)
                 header = os.pread(self._header, 28, 0)
         except OSError:
             return None

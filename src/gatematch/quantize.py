@@ -94,6 +94,7 @@ def quantize(card: ModelCard, store: ModelStore, faces: Path) -> str:
 
 
 def source_of(card: ModelCard) -> ModelCard:
+    """The card of the fp32 model a made model is made from (its `[derived] from`)."""
     source = load_cards().get(card.derived.get("from", ""))
     if source is None:
         raise CardError(f"model card '{card.name}': [derived] from names no known model")
@@ -120,9 +121,8 @@ def quantized(card: ModelCard, source: ModelCard, path: Path, photos: list[Path]
             return None if batch is None else {source.input.name: batch}
 
     with tempfile.TemporaryDirectory(prefix="gatematch-quantize-") as tmp:
-        model = onnx.load(
-            path
-        )  # as it is: the runtime makes the made file dynamic at load as it does its source
+        # as it is: the runtime makes the made file dynamic at load as it does its source
+        model = onnx.load(path)
         if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < QDQ_MIN_OPSET:
             model = onnx.version_converter.convert_version(model, QDQ_MIN_OPSET)
         onnx.save(model, f"{tmp}/source.onnx")

@@ -377,6 +377,7 @@ def warm_up(target: str, flight: str, clip: list[bytes], frames: int = 3) -> Non
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on now, for a server process this benchmark starts."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -400,9 +401,9 @@ def child_server(
             f"[focus]\nenabled = {'true' if focus else 'false'}\n",
             encoding="utf-8",
         )
-        log = (Path(tmp) / "serve.log").open("wb")
         command = [sys.executable, "-m", "gatematch.cli.main", "serve", "--config", str(config)]
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        with (Path(tmp) / "serve.log").open("wb") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         target = f"127.0.0.1:{port}"
         try:
             wait_serving(target, process, ready_s, Path(tmp) / "serve.log")
@@ -414,10 +415,10 @@ def child_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            log.close()
 
 
 def wait_serving(target: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    """Until the started server answers SERVING; its exit (with the last line of its log) is a ConfigError."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -233,7 +233,10 @@ class InferenceConfig:
     batch_wait_ms: float = 2.0  # how long the first of a batch waits for batch-mates
 
     def __post_init__(self) -> None:
-        self.runtime(1)  # the runtime's own checks, at config time
+        try:
+            self.runtime(1)  # the runtime's own checks, at config time
+        except ConfigError as exc:
+            raise ConfigError(f"[inference] {exc}") from None
 
     def runtime(self, intra_op_threads: int) -> RuntimeConfig:
         return RuntimeConfig(

@@ -210,6 +210,7 @@ def sightings(assessment: Assessment) -> list[Sighting]:
 
 
 def usable(face: Face) -> bool:
+    """A face whose quality was assessed and passed: only such faces' templates enter an encounter."""
     return face.quality is not None and face.quality.passed
 
 
