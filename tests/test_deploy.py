@@ -37,7 +37,7 @@ from gatematch.modelstore import ENV_MODEL_DIR, ModelStore
 from gatematch.service.config import ENV_CONFIG, ServerConfig, load_config
 from gatematch.service.security import Policy
 from gatematch.template_crypto import ENV_TEMPLATE_KEY
-from support.data import REPO, need, under_ci
+from support.data import REPO, need, need_root, under_ci
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ("base", "overlays/production", "overlays/app-tls", "overlays/models-volume")
@@ -412,14 +412,10 @@ def project_secret(volume: Path, data: dict[str, bytes], mode: int, group: int) 
 
 @contextlib.contextmanager
 def as_pod_user(uid: int, gid: int, groups: list[int]) -> Iterator[None]:
-    """The block runs with the pod's user, group and supplementary groups, as far as this process can: as
-    root, for real (effective ids, switched back after); otherwise as this user, whose own group stands for
-    the pod's (the callers give files that group). The CLI's modules are imported first: the interpreter's
-    own files may be where the pod's user cannot read them."""
+    """The block runs with the pod's user, group and supplementary groups (effective ids, switched back after;
+    the process is root). The CLI's modules are imported first: the interpreter's own files may be where the
+    pod's user cannot read them."""
     build_parser()
-    if os.geteuid() != 0:
-        yield
-        return
     saved = os.getegid(), os.getgroups()
     os.setgroups(groups)
     os.setegid(gid)
@@ -457,17 +453,17 @@ def test_the_key_file_as_the_pod_reads_it_is_one_gatematch_keys_accepts_and_a_ro
     behind the ..data link) and read as the pod's user: `gatematch keys` accepts it, a key added to the Secret
     reaches a key file the service holds open (no restart), and changing the keys in the pod is refused in
     one line (they are changed where the Secret is made)."""
+    need_root("to lay the Secret out as the kubelet does (root-owned files) and read it as the pod's user")
     keys = key_volume(rendered, "overlays/production", tmp_path)
     uid, gid, fs_group = pod_identity(keys.pod)
     assert keys.generated is not None and fs_group is not None
-    group = fs_group if os.geteuid() == 0 else os.getegid()  # see as_pod_user
     mode = keys.secret.get("defaultMode", 0o644) | 0o440
     volume = world_readable_dir / "keys"
     volume.mkdir()
     source = tmp_path / KEY_FILE  # the site's copy of the key file, from which the Secret is made
     source.write_bytes(base64.b64decode(keys.generated["data"][keys.path.name]))
     source.chmod(0o600)
-    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, group)
+    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, fs_group)
     mounted = volume / keys.path.name
     # the pod's config names the key file; here GATEMATCH_KEYS_FILE moves it to where this test mounted it
     monkeypatch.setenv("GATEMATCH_KEYS_FILE", str(mounted))
@@ -479,7 +475,7 @@ def test_the_key_file_as_the_pod_reads_it_is_one_gatematch_keys_accepts_and_a_ro
         serving = template_keys(config.keys.file, STORE_URL, create=True)
 
     added = KeyFile(source).add()  # step 1 of a rotation: a key added to the file the Secret is made from
-    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, group)  # the kubelet's update
+    project_secret(volume, {keys.path.name: source.read_bytes()}, mode, fs_group)  # the kubelet's update
     with as_pod_user(uid, gid, [fs_group]):
         assert serving is not None and serving.has(added.key_id), "the replica learns it, no restart"
         assert serving.current().key_id == added.key_id, "and seals with it"

@@ -38,20 +38,26 @@ def test_file_then_environment(tmp_path: Path) -> None:
     assert config.tls.cert_file == str(tmp_path / "certs" / "server.pem")  # relative to the file
 
 
-def test_paths_are_made_absolute_without_following_links(tmp_path: Path) -> None:
+def test_paths_are_made_absolute_without_following_the_file_own_link(tmp_path: Path) -> None:
     """A Kubernetes Secret or ConfigMap volume updates a file by switching the link `..data` to a new folder
-    and deleting the old one: a path resolved through the links at start would name a deleted file after the
-    first update (keys added for a rotation, a policy to reload on SIGHUP)."""
-    (tmp_path / "..2030_01_01").mkdir()
-    (tmp_path / "..data").symlink_to("..2030_01_01")
-    (tmp_path / "template-keys.json").symlink_to("..data/template-keys.json")
-    path = tmp_path / "gatematch.toml"
-    path.write_text('[keys]\nfile = "template-keys.json"\n[auth]\npolicy_file = "../x/../policy.toml"\n')
+    and deleting the old one: a path resolved through the file's link at start would name a deleted file after
+    the first update (keys added for a rotation, a policy to reload on SIGHUP). The folders are resolved, so
+    `..` means what it meant under a linked config folder (a release link)."""
+    volume = tmp_path / "volume"
+    (volume / "..2030_01_01").mkdir(parents=True)
+    (volume / "..data").symlink_to("..2030_01_01")
+    (volume / "template-keys.json").symlink_to("..data/template-keys.json")
+    (tmp_path / "releases" / "v3").mkdir(parents=True)
+    (tmp_path / "current").symlink_to("releases/v3")  # the config folder is a link
+    path = tmp_path / "current" / "gatematch.toml"
+    path.write_text(
+        f'[keys]\nfile = "{volume / "template-keys.json"}"\n[auth]\npolicy_file = "../x/../policy.toml"\n'
+    )
     config = load_config(path, env={})
-    assert config.keys.file == str(tmp_path / "template-keys.json")
-    assert config.auth.policy_file == str(tmp_path.parent / "policy.toml")
-    elsewhere = load_config(env={"GATEMATCH_KEYS_FILE": str(tmp_path / "template-keys.json")})
-    assert elsewhere.keys.file == str(tmp_path / "template-keys.json")
+    assert config.keys.file == str(volume.resolve() / "template-keys.json")
+    assert config.auth.policy_file == str((tmp_path / "releases").resolve() / "policy.toml")
+    elsewhere = load_config(env={"GATEMATCH_KEYS_FILE": str(volume / "template-keys.json")})
+    assert elsewhere.keys.file == str(volume / "template-keys.json"), "the environment's path as given"
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from gatematch.gallery_store import RetentionPolicy, is_database_url
 from gatematch.gallery_store_sqlite import DB_NAME, SQLiteGalleryStore
 from gatematch.keyfile import KeyFile, template_keys
 from gatematch.template_crypto import Keyring, TemplateKey, generate_key, sealed_key_id
-from support.data import under_ci
+from support.data import need_root
 from support.drafts import BEFORE, DEPARTURE, EMBEDDER, RAW, draft, probe_of
 from support.stores import StoreBackend
 
@@ -182,34 +182,27 @@ def test_key_file_is_owner_only_validated_and_never_replaced(tmp_path: Path) -> 
             KeyFile(bad)
 
 
-def another_group() -> int:
-    """A group id this process does not run as, that it may give a file (any, as root)."""
-    if os.geteuid() == 0:
-        return os.getegid() + 4242
-    others = [gid for gid in os.getgroups() if gid != os.getegid()]
-    if not others:
-        message = "a group other than the process's own is needed (run as root, or as a member of two groups)"
-        if under_ci():
-            pytest.fail(f"CI=true: {message}")
-        pytest.skip(message)
-    return others[0]
-
-
-def test_key_file_may_be_group_readable_only_by_the_process_own_group(tmp_path: Path) -> None:
+def test_key_file_may_be_group_readable_only_as_a_secret_volume_gives_it(tmp_path: Path) -> None:
     """What a Kubernetes Secret volume gives a non-root pod (root-owned, group fsGroup, mode 0440) is accepted
-    when fsGroup is the process's group; anything that lets another group or other users in is refused."""
-    keys = KeyFile.create(tmp_path / "keys.json")
+    when fsGroup is the process's group; a group-readable file another user owns, another group, anything
+    beyond reading for the group and any access for others are refused."""
+    need_root("to give a key file root, another user or another group as owner")
+    keys = KeyFile.create(tmp_path / "keys.json")  # root-owned, group: this process's
     key_id = keys.current().key_id
     for mode in (0o400, 0o440, 0o640):
         keys.path.chmod(mode)
-        assert KeyFile(keys.path).current().key_id == key_id, f"{mode:04o}, the process's own group"
+        assert KeyFile(keys.path).current().key_id == key_id, f"{mode:04o}, root-owned, the process's group"
     for mode, message in ((0o660, "beyond reading"), (0o444, "other users"), (0o604, "other users")):
         keys.path.chmod(mode)
         with pytest.raises(TemplateKeyError, match=message):
             KeyFile(keys.path)
+    keys.path.chmod(0o640)
+    os.chown(keys.path, 4242, -1)  # another user's file, readable by our group: its owner holds the keys too
+    with pytest.raises(TemplateKeyError, match="owner 4242"):
+        KeyFile(keys.path)
     keys.path.chmod(0o440)
-    os.chown(keys.path, -1, another_group())
-    with pytest.raises(TemplateKeyError, match=rf"group {another_group()}.*fsGroup"):
+    os.chown(keys.path, 0, os.getegid() + 4242)
+    with pytest.raises(TemplateKeyError, match=rf"group {os.getegid() + 4242}.*fsGroup"):
         KeyFile(keys.path)
 
 

@@ -174,11 +174,13 @@ class KeyFile:
 def _exposure(path: Path, info: os.stat_result) -> str | None:
     """How a key file's mode lets anyone but this process read it (or change it), or None when it does not.
 
-    Owner-only (0600, 0400) is what `gatematch keys create` writes. Group read is accepted only when the group
-    is the process's own (effective) group, because that is all a Kubernetes Secret volume can give a non-root
-    container: the kubelet makes the files root-owned with group fsGroup and mode defaultMode | 0440, and no
-    pod setting makes them owned by the container's user. Supplementary groups do not count (on a host they
-    are often shared), nor does anything beyond reading for the group, nor any access for others.
+    Owner-only (0600, 0400) is what `gatematch keys create` writes. Group read is accepted only for a file
+    root owns whose group is the process's own (effective) group, because that is all a Kubernetes Secret
+    volume can give a non-root container: the kubelet makes the files root-owned with group fsGroup and mode
+    defaultMode | 0440, and no pod setting makes them owned by the container's user. A group-readable file
+    another user owns is refused (its owner could read it, or with 0640 slip in a key of their own), as is a
+    group the process is only a supplementary member of, anything beyond reading for the group, and any
+    access for others.
     """
     mode = stat.S_IMODE(info.st_mode)
     fix = f"`chmod 600 {path}`"
@@ -190,6 +192,11 @@ def _exposure(path: Path, info: os.stat_result) -> str | None:
         return (
             f"key file {path} can be read by group {info.st_gid}, which is not this process's group "
             f"{os.getegid()} (mode {mode:04o}); {fix} (on Kubernetes: set the pod's fsGroup to its runAsGroup)"
+        )
+    if mode & stat.S_IRGRP and info.st_uid != 0:
+        return (
+            f"key file {path} can be read by its group (mode {mode:04o}, owner {info.st_uid}): only a root-owned "
+            f"file, as a Kubernetes Secret volume has, may be; {fix}"
         )
     return None
 

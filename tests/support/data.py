@@ -23,3 +23,13 @@ def need(path: Path, what: str) -> Path:
     if under_ci():
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)
+
+
+def need_root(why: str) -> None:
+    """Skip (or fail under CI=true, which runs as root) unless this process is root: `why` says what for."""
+    if os.geteuid() == 0:
+        return
+    message = f"root is needed {why}"
+    if under_ci():
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)

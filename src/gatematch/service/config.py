@@ -396,9 +396,10 @@ def _apply(section_obj: Any, section: str, values: Mapping[str, Any], base: Path
             raise ConfigError(f"unknown setting [{section}] {key}; known: {', '.join(sorted(known))}")
         converted = _convert(section, key, hints[key], value)
         if base is not None and converted and key.endswith(_PATH_SUFFIXES):
-            # Absolute, but links kept: a Kubernetes volume swaps in an updated file by switching a link and
-            # deleting the old folder, so a path resolved at start would name a deleted file.
-            converted = os.path.abspath(base / Path(converted).expanduser())
+            # The folder resolved, the file's own link kept: a Kubernetes volume swaps in an updated file by
+            # switching a link and deleting the old folder, so a file resolved at start would name a deleted one.
+            path = base / Path(converted).expanduser()
+            converted = str(path.parent.resolve() / path.name)
         changes[key] = converted
     return replace(section_obj, **changes)
 
