@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -24,21 +25,25 @@ from gatematch.service.config import ServiceConfig, load_config
 from gatematch.template_crypto import ENV_TEMPLATE_KEY, KeyProvider
 
 
-def add_admin_options(parser: argparse.ArgumentParser, store: bool = True) -> None:
-    parser.add_argument(
+def admin_options() -> argparse.ArgumentParser:
+    """The options every administration command takes (`parents=[admin_options()]`): config, key file, store
+    and --json."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--config", type=Path, default=None, help="service config (default: $GATEMATCH_CONFIG or built-in)"
     )
-    parser.add_argument(
+    common.add_argument(
         "--keys", type=Path, default=None, help="template key file (default: the config's [keys] file)"
     )
-    if store:
-        parser.add_argument(
-            "--store",
-            "--out",
-            dest="store",
-            default=None,
-            help="gallery store: a folder (embedded SQLite store) or a postgresql:// URL (default: the config's)",
-        )
+    common.add_argument(
+        "--store",
+        "--out",
+        dest="store",
+        default=None,
+        help="gallery store: a folder (embedded SQLite store) or a postgresql:// URL (default: the config's)",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
 
 
 def operator() -> str:
@@ -107,3 +112,19 @@ class Admin:
     def close(self) -> None:
         if "audit" in self.__dict__:
             self.audit.close()
+
+
+Handler = Callable[[argparse.Namespace, Admin], int]
+
+
+def with_admin(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """The command's handler, run with the Admin of its arguments (store, keys, audit trail), closed after."""
+
+    def run(args: argparse.Namespace) -> int:
+        admin = Admin(args)
+        try:
+            return handler(args, admin)
+        finally:
+            admin.close()
+
+    return run

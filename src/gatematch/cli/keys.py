@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from gatematch.cli.admin import Admin, add_admin_options
+from gatematch.cli.admin import Admin, admin_options, with_admin
 from gatematch.cli.options import print_json
 from gatematch.errors import GalleryStoreError, TemplateKeyError
 from gatematch.gallery_store import GalleryStore
@@ -122,38 +122,25 @@ def _retire(args: argparse.Namespace, admin: Admin) -> int:
     return 0
 
 
-def _with_admin(handler):
-    def run(args: argparse.Namespace) -> int:
-        admin = Admin(args)
-        try:
-            return handler(args, admin)
-        finally:
-            admin.close()
-
-    return run
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     keys = commands.add_parser("keys", help="create, list, rotate and retire the template keys")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_options(common)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common = admin_options()
 
     create = actions.add_parser(
         "create", parents=[common], help="create the key file, or add a new key to it"
     )
-    create.set_defaults(handler=_with_admin(_create))
+    create.set_defaults(handler=with_admin(_create))
 
     listing = actions.add_parser("list", parents=[common], help="the keys, and how many galleries each seals")
-    listing.set_defaults(handler=_with_admin(_list))
+    listing.set_defaults(handler=with_admin(_list))
 
     rotate = actions.add_parser(
         "rotate", parents=[common], help="re-encrypt every gallery under the newest key (while serving)"
     )
     rotate.add_argument("--new-key", action="store_true", help="add a new key first (create + rotate)")
-    rotate.set_defaults(handler=_with_admin(_rotate))
+    rotate.set_defaults(handler=with_admin(_rotate))
 
     retire = actions.add_parser("retire", parents=[common], help="remove a key no gallery is sealed under")
     retire.add_argument("key_id", help="the key's id (see `gatematch keys list`)")
-    retire.set_defaults(handler=_with_admin(_retire))
+    retire.set_defaults(handler=with_admin(_retire))

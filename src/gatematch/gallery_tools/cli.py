@@ -19,7 +19,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from gatematch.cli.admin import Admin, add_admin_options
+from gatematch.cli.admin import Admin, admin_options, with_admin
 from gatematch.cli.options import print_json
 from gatematch.errors import GalleryExportError
 from gatematch.gallery import GalleryInfo, iso
@@ -218,23 +218,10 @@ def _export(args: argparse.Namespace, admin: Admin) -> int:
     return 0
 
 
-def _with_admin(handler):
-    def run(args: argparse.Namespace) -> int:
-        admin = Admin(args)
-        try:
-            return handler(args, admin)
-        finally:
-            admin.close()
-
-    return run
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     gallery = commands.add_parser("gallery", help="build, list, inspect, purge and export flight galleries")
     actions = gallery.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
-    common = argparse.ArgumentParser(add_help=False)
-    add_admin_options(common)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common = admin_options()
 
     build = actions.add_parser("build", parents=[common], help="enroll a flight manifest into a gallery")
     build.add_argument("manifest", type=Path, help="flight manifest (.csv or .json)")
@@ -262,19 +249,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--batch-size", type=_positive(int), default=16)
     build.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    build.set_defaults(handler=_with_admin(_build))
+    build.set_defaults(handler=with_admin(_build))
 
     listing = actions.add_parser("list", parents=[common], help="every gallery in the store")
-    listing.set_defaults(handler=_with_admin(_list))
+    listing.set_defaults(handler=with_admin(_list))
 
     inspect = actions.add_parser("inspect", parents=[common], help="one gallery: pack, counts, failures")
     inspect.add_argument("gallery", help="gallery id (FLIGHT_YYYYMMDDTHHMMZ)")
-    inspect.set_defaults(handler=_with_admin(_inspect))
+    inspect.set_defaults(handler=with_admin(_inspect))
 
     purge = actions.add_parser("purge", parents=[common], help="delete expired galleries (or the ones named)")
     purge.add_argument("gallery", nargs="*", help="purge these now, expired or not")
     purge.add_argument("--now", help="purge what is expired at this UTC time (default: now)")
-    purge.set_defaults(handler=_with_admin(_purge))
+    purge.set_defaults(handler=with_admin(_purge))
 
     export = actions.add_parser(
         "export", parents=[common], help="gallery metadata (templates only sealed for a recipient)"
@@ -289,6 +276,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--recipient", type=Path, default=None, help="the recipient's X25519 public key (PEM)"
     )
-    export.set_defaults(handler=_with_admin(_export))
+    export.set_defaults(handler=with_admin(_export))
 
-    delta_cli.register(actions, common, _with_admin)
+    delta_cli.register(actions, common)

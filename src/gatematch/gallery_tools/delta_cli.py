@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gatematch.cli.admin import Admin
+from gatematch.cli.admin import Admin, with_admin
 from gatematch.cli.options import add_model_dir_option, print_json
 from gatematch.errors import ManifestError
 from gatematch.gallery_store import TravelerRecord
@@ -105,16 +104,9 @@ def _remove(args: argparse.Namespace, admin: Admin) -> int:
     return 0
 
 
-Handler = Callable[[argparse.Namespace, Admin], int]
-
-
-def register(
-    actions: argparse._SubParsersAction,
-    common: argparse.ArgumentParser,
-    with_admin: Callable[[Handler], Callable[[argparse.Namespace], int]],
-) -> None:
-    """`add` and `remove` under `gatematch gallery`; `with_admin` runs a handler with the command's Admin
-    (store, keys and audit trail of the --config given)."""
+def register(actions: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`add` and `remove` under `gatematch gallery`, each run with the command's Admin (store, keys and audit
+    trail of the --config given)."""
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--reason", default="", help="recorded in the audit trail")
 
