@@ -60,6 +60,15 @@ def test_paths_are_made_absolute_without_following_the_file_own_link(tmp_path: P
     assert elsewhere.keys.file == str(volume / "template-keys.json"), "the environment's path as given"
 
 
+def test_a_path_through_a_link_loop_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    path = tmp_path / "gatematch.toml"
+    path.write_text('[keys]\nfile = "a/template-keys.json"\n')
+    with pytest.raises(ConfigError, match=r"^\[keys\] file: .* cannot be resolved"):
+        load_config(path, env={})
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[encounter]\ndecision_frames = [2, 4]\nfpir_shares = [0.25, 0.75]\n")

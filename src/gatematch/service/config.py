@@ -399,7 +399,10 @@ def _apply(section_obj: Any, section: str, values: Mapping[str, Any], base: Path
             # The folder resolved, the file's own link kept: a Kubernetes volume swaps in an updated file by
             # switching a link and deleting the old folder, so a file resolved at start would name a deleted one.
             path = base / Path(converted).expanduser()
-            converted = str(path.parent.resolve() / path.name)
+            try:
+                converted = str(path.parent.resolve() / path.name)
+            except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13)
+                raise ConfigError(f"[{section}] {key}: {path} cannot be resolved: {exc}") from None
         changes[key] = converted
     return replace(section_obj, **changes)
 
