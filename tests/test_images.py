@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -11,6 +13,7 @@ import pytest
 from gatematch.errors import BadImageError, ImageTooLargeError
 from gatematch.images import (
     MAX_JPEG_SCANS,
+    MAX_PNG_CHUNKS,
     ImageLimits,
     decode_image,
     encoded_size,
@@ -190,3 +193,53 @@ def test_strict_decoding_gives_opencvs_pixels(faces_dir, video_dir):
     for name, data in _real_jpegs(faces_dir, video_dir):
         expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert np.array_equal(decode_image(data), expected), name
+
+
+# -- hostile PNGs --------------------------------------------------------------------------------------------
+
+_PEAK_RSS_AFTER_DECODING = """
+import resource, sys
+from gatematch.errors import BadImageError
+from gatematch.images import decode_image
+try:
+    decode_image(sys.stdin.buffer.read())
+except BadImageError as exc:
+    print(exc, file=sys.stderr)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def _peak_rss_mb_decoding(data: bytes) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_AFTER_DECODING], input=data, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout), done.stderr.decode(errors="replace")
+
+
+def _with_chunk_length(png: bytes, chunk: bytes, length: int) -> bytes:
+    at = png.index(chunk) - 4
+    return png[:at] + length.to_bytes(4, "big") + png[at + 4 :]
+
+
+def test_a_png_chunk_that_claims_gigabytes_is_refused_without_allocating_them(photo):
+    """Found by the CI fuzz run: OpenCV 5's PNG reader allocates what a chunk's length field says before reading
+    it, so a 45-byte PNG made the process take 0.8-4 GB (a camera could take the server down with a few)."""
+    small = _encode(cv2.resize(photo, (32, 24)), ".png")
+    baseline_mb, _ = _peak_rss_mb_decoding(small)
+    for chunk in (b"IDAT", b"IEND"):
+        hostile = _with_chunk_length(small, chunk, 0xFFFF_FF00)
+        with pytest.raises(BadImageError, match=f"truncated PNG: chunk {chunk.decode()}"):
+            decode_image(hostile)
+        peak_mb, message = _peak_rss_mb_decoding(hostile)
+        assert peak_mb < baseline_mb + 100, (chunk, peak_mb, baseline_mb, message)
+
+
+def test_a_png_of_tens_of_thousands_of_empty_chunks_is_refused_from_its_chunk_list(photo):
+    png = _encode(cv2.resize(photo, (32, 24)), ".png")
+    empty = (0).to_bytes(4, "big") + b"gmPd" + zlib.crc32(b"gmPd").to_bytes(4, "big")
+    at = png.index(b"IDAT") - 4
+    padded = png[:at] + empty * (MAX_PNG_CHUNKS + 1) + png[at:]
+    with pytest.raises(BadImageError, match=f"over {MAX_PNG_CHUNKS} chunks"):
+        decode_image(padded)
+    assert decode_image(png[:at] + empty * 100 + png[at:]).shape == (24, 32, 3)

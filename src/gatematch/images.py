@@ -4,7 +4,8 @@ Gate cameras and enrollment systems send JPEG/PNG/WebP bytes or raw arrays in ma
 this module sees exactly one layout (H x W x 3, uint8, BGR), so detectors never branch on input kinds.
 What decoding costs is bounded from the markers first: the pixel limit from the header (a decompression bomb),
 the number of progressive scans from a walk over the JPEG's markers (a scan bomb: each scan costs a pass over
-every block, however few bytes it holds). JPEGs are decoded strictly (libjpeg-turbo through simplejpeg, every
+every block, however few bytes it holds), the PNG chunk lengths from a walk over its chunks (OpenCV allocates
+what a length claims). JPEGs are decoded strictly (libjpeg-turbo through simplejpeg, every
 libjpeg warning an error): a frame with corrupt or missing data is refused, never filled in with grey.
 """
 
@@ -29,12 +30,16 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
-PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its fixed CRC: the last 8 bytes of every PNG
 # Encoders write 1 scan (baseline) or about 10 (libjpeg's progressive script: 10 for colour, 6 for grey); a
 # valid progression may have up to 2,700, and each costs a pass over the image: 2,649 scans of a 2400 x 2400
 # black image (84 KB) took 4-6 s to decode on the 2-core box. 100 scans bound a frame's decode to about 10
 # times that of a baseline frame of its size.
 MAX_JPEG_SCANS = 100
+# OpenCV's PNG reader allocates what a chunk's length field says before reading the chunk: a 45-byte PNG claiming
+# a 4 GB IDAT took 4 GB (found by the fuzz run). Chunks are therefore walked first; encoders write chunks of 8 KB
+# or more (libpng's IDAT size), so a frame under the 16 MiB message limit has a few thousand at most, and the
+# walk over 65,536 stays under about 30 ms.
+MAX_PNG_CHUNKS = 65_536
 # In entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; anything else starts a marker.
 _MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
@@ -86,6 +91,29 @@ def _jpeg_markers(data: bytes, count_scans: bool) -> tuple[tuple[int, int] | Non
 def jpeg_scans(data: bytes) -> int:
     """Number of scans of a JPEG (1 for baseline); BadImageError over MAX_JPEG_SCANS."""
     return _jpeg_markers(data, count_scans=True)[1]
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Every chunk inside the data up to IEND, at most MAX_PNG_CHUNKS of them; BadImageError otherwise.
+
+    Lengths only: libpng checks each chunk's CRC and contents itself."""
+    pos, chunks = 8, 0
+    while pos + 8 <= len(data):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise BadImageError(f"PNG has over {MAX_PNG_CHUNKS} chunks: refused before decoding")
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if pos + 12 + length > len(data):
+            name = kind.decode("ascii", "replace") if kind.isalpha() else kind.hex()
+            raise BadImageError(
+                f"truncated PNG: chunk {name} at byte {pos} declares {length} bytes, past the end of the "
+                f"{len(data)}-byte image"
+            )
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+    raise BadImageError("truncated PNG: the IEND chunk that ends the image is missing")
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
@@ -151,8 +179,8 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     # (end marker missing) is named as such here; one cut short and terminated again, or otherwise damaged, is
     # reported by the strict decoder (libjpeg alone fills the gap with grey and warns: half a face must not
     # match).
-    if fmt == "png" and PNG_END not in data:
-        raise BadImageError("truncated PNG: the IEND chunk that ends the image is missing")
+    if fmt == "png":
+        _check_png_chunks(data)
     if fmt == "jpeg":
         if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise BadImageError("truncated JPEG: the end-of-image marker is missing")
