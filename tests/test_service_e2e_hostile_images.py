@@ -5,6 +5,7 @@ the frames after it, and a JPEG cut short with its end marker put back must neve
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -120,3 +121,16 @@ def test_a_jpeg_cut_short_and_terminated_is_a_bad_image_never_a_match(stub, obam
     code, details = outcome(stub, cut_and_terminate(obama.read_bytes(), fraction))
     assert code == "INVALID_ARGUMENT", (code, details)
     assert "corrupt" in details.lower()
+
+
+def test_a_png_chunk_claiming_gigabytes_is_a_bad_image_and_costs_no_memory(stub, obama):
+    """Found by the fuzz run: OpenCV allocated what the chunk claimed (4 GB for a 45-byte frame)."""
+    png = cv2.imencode(".png", cv2.resize(cv2.imread(str(obama)), (32, 24)))[1].tobytes()
+    at = png.index(b"IDAT") - 4
+    hostile = png[:at] + (0xFFFF_FF00).to_bytes(4, "big") + png[at + 4 :]
+    peak_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the server is in this process
+    for _ in range(3):
+        code, details = outcome(stub, hostile)
+        assert code == "INVALID_ARGUMENT" and "chunk IDAT" in details, (code, details)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 < peak_before_mb + 200
+    assert outcome(stub, obama.read_bytes())[0] == "DECISION_MATCH"
