@@ -128,7 +128,9 @@ def test_a_png_chunk_claiming_gigabytes_is_a_bad_image_and_costs_no_memory(stub,
     png = cv2.imencode(".png", cv2.resize(cv2.imread(str(obama)), (32, 24)))[1].tobytes()
     at = png.index(b"IDAT") - 4
     hostile = png[:at] + (0xFFFF_FF00).to_bytes(4, "big") + png[at + 4 :]
-    peak_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the server is in this process
+    peak_before_mb = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    )  # the server is in this process
     for _ in range(3):
         code, details = outcome(stub, hostile)
         assert code == "INVALID_ARGUMENT" and "chunk IDAT" in details, (code, details)
