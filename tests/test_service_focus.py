@@ -245,3 +245,18 @@ def test_a_scan_looks_coarsely_then_again_at_full_scale_where_it_found_faces() -
     assert camera.pipeline.windows[2] == (200, 120, 440, 360), "then the followed face's window"
     assert all(len(ids) == 1 for ids in camera.encounters), "the 15 px face was not seen at half scale"
     assert camera.decisions() == [(MATCH, "T004")]
+
+
+def test_faces_too_big_for_a_window_are_searched_in_one_full_scale_run_not_a_coarse_look_first() -> None:
+    """A followed face whose window would cover most of the frame (a traveler close to the camera): the frame
+    is searched whole at full scale, which is also the periodic scan; a coarse look first would only find the
+    same face again and then run the same whole frame (found on the 1080x1920 video: 92 of 100 frames did both)."""
+    close = FakeFace((170.0, 90.0, 470.0, 390.0), at_cosine(CENTRES[4], 0.8, seed=0), look=4)
+    camera = Camera({1: [close]})
+    camera.pipeline.any_size = True
+    camera.show([1] * 8)
+    windows = camera.pipeline.windows
+    assert windows[:2] == [("coarse", WHOLE), WHOLE], "nothing followed yet: a coarse look, then refined"
+    assert windows[2:] == [WHOLE] * 7, "then one full-scale run per frame"
+    assert camera.focus.counts["scan"] == 8 and camera.focus.counts["close"] == 7
+    assert camera.decisions() == [(MATCH, "T004")]

@@ -9,9 +9,10 @@ frame (one frame at a time):
   as in a whole-frame run (detect.py). The whole frame is searched when no face was seen in the previous frame,
   when the window lost one of them (in the same frame), and when `scan_ms` have passed since the last search:
   coarsely (`scan_coarse` of the detector's scale), what that finds then detected again at full scale in a
-  window. Bound: a new face outside every window is found by the first frame processed `scan_ms` after the last
-  whole-frame search, i.e. less than `scan_ms` plus one frame interval after it appeared (1.2 s at the defaults
-  and 5 fps); inside the window, at once.
+  window; when the followed faces' window would cover more than `max_window_share` of the frame (a traveler
+  close to the camera), the whole frame at full scale at once. Bound: a new face outside every window is found
+  by the first frame processed `scan_ms` after the last whole-frame search, i.e. less than `scan_ms` plus one
+  frame interval after it appeared (1.2 s at the defaults and 5 fps); inside the window, at once.
 - Assessment and embedding. Only the frame's subject and its rivals (the faces the frame rules and the tracker
   look at) are aligned and assessed. A new or undecided face gets quality, liveness and an embedding, except the
   embedding when it cannot be fused: failed quality or liveness, or ranked no higher than every frame its track
@@ -142,6 +143,9 @@ class Focus:
         height, width = image.shape[:2]
         followed = [t for t in tracks if t.id in self._last_seen]
         window = self.window([t.box for t in followed], width, height)
+        if window is None and followed:  # they fill the frame: the whole of it at full scale is their window
+            frame.counts["close"] += 1
+            return self.scan(pipeline, image, now, frame, look_first=False)
         if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
             return self.scan(pipeline, image, now, frame)
         found = pipeline.detect(image, window)
@@ -152,17 +156,23 @@ class Focus:
         return self.scan(pipeline, image, now, frame)
 
     def scan(
-        self, pipeline: FacePipeline, image: np.ndarray, now: float, frame: FocusedFrame
+        self,
+        pipeline: FacePipeline,
+        image: np.ndarray,
+        now: float,
+        frame: FocusedFrame,
+        look_first: bool = True,
     ) -> list[Detection]:
         """The whole frame: looked at coarsely, then what was found again at full scale in a window (faces
         big enough to matter at the gate are found either way; only a full-scale run places landmarks as the
-        embedder needs them)."""
+        embedder needs them). Without `look_first` (the followed faces fill the frame, so the coarse look would
+        find them and the window be the whole frame) at full scale at once."""
         frame.scanned_at = now
         frame.counts["scan"] += 1
         height, width = image.shape[:2]
         whole = (0, 0, width, height)
         coarse = self.config.scan_coarse
-        if coarse >= 1 or not pipeline.detector.any_size:
+        if not look_first or coarse >= 1 or not pipeline.detector.any_size:
             return pipeline.detect(image, whole)
         found = pipeline.detect(image, whole, coarse)
         if not found:
