@@ -193,7 +193,17 @@ def test_compare_focus_measures_server_cpu_per_frame_both_ways_against_raw_model
     assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "latency.json").read_text())
     focus = report["focus"]
-    assert focus["raw_model_ms_per_frame"] > 0
+    before, after = focus["raw_model_ms_before_after"]
+    assert before > 0 and after > 0
+    assert focus["raw_model_ms_per_frame"] == pytest.approx((before + after) / 2, abs=0.01)
+    for run in focus["runs"].values():
+        assert run["of_raw"] == pytest.approx(
+            run["server_cpu_ms_per_frame"] / ((before + after) / 2), abs=0.002
+        )
+    assert (
+        f"the mean of {before} ms before the servers ran and {after} ms after"
+        in (tmp_path / "out" / "latency.md").read_text()
+    )
     assert set(focus["runs"]) == {"focus off", "focus on"}
     for run in focus["runs"].values():
         load = run["load"]

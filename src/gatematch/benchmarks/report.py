@@ -439,12 +439,14 @@ def latency_markdown(report: dict) -> str:
 def focus_markdown(focus: dict) -> list[str]:
     runs = focus["runs"]
     load = next(iter(runs.values()))["load"]
+    before, after = focus["raw_model_ms_before_after"]
     lines = [
         "",
         f"## Server CPU per frame, camera focus off and on ({load['cameras']} cameras x {load['fps']:g} fps x "
         f"{load['seconds']:g} s, a fresh server process each)",
         "",
-        f"Raw model time on the same frames: {focus['raw_model_ms_per_frame']} ms per frame ({focus['raw_note']}).",
+        f"Raw model time on the same frames: {focus['raw_model_ms_per_frame']} ms per frame ({focus['raw_note']}; "
+        f"the mean of {before} ms before the servers ran and {after} ms after).",
         "",
     ]
     rows = []
