@@ -12,11 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from gatematch.benchmarks.encounters import Feed, replay
 from gatematch.facepipeline import Skip
 from gatematch.gallery import OperatingPoint, SearchResult
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
-from gatematch.service.encounter import MATCH, NO_MATCH, EncounterOutcome, EncounterTracker
+from gatematch.service.encounter import MATCH, NO_MATCH, EncounterOutcome, EncounterTracker, Sighting
 from gatematch.service.focus import Focus, FocusedFrame, appearance
 from support.fakes import FakeFace, FakePipeline, crop_of
 from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
@@ -59,6 +60,7 @@ class Camera:
         self.encounters: list[list[int]] = []  # per frame: the encounter of each gate-sized face
         self.skipped: list[list[Skip]] = []  # per frame: what each detected face did not get
         self.decided: list[EncounterOutcome] = []
+        self.fed: list[list[Sighting]] = []  # per frame: what the tracker was given
 
     def show(self, script: list[int], abandoned: set[int] = frozenset()) -> Camera:
         """Each scene of `script` as a frame; frames in `abandoned` are analysed but given up at their budget
@@ -76,7 +78,8 @@ class Camera:
                 self.skipped.append([face.skipped for face in analysis.faces])
                 continue
             assessment = judge_frame(analysis)
-            ids, outcomes = self.tracker.observe(now, index + 1, sightings(assessment), search)
+            self.fed.append(sightings(assessment))
+            ids, outcomes = self.tracker.observe(now, index + 1, self.fed[-1], search)
             if self.focus is not None:
                 self.focus.follow(focused, assessment.gate_faces, ids)
             self.encounters.append(ids)
@@ -260,3 +263,48 @@ def test_faces_too_big_for_a_window_are_searched_in_one_full_scale_run_not_a_coa
     assert windows[2:] == [WHOLE] * 7, "then one full-scale run per frame"
     assert camera.focus.counts["scan"] == 8 and camera.focus.counts["close"] == 7
     assert camera.decisions() == [(MATCH, "T004")]
+
+
+def test_the_benchmark_replay_plans_every_face_as_the_stream_does() -> None:
+    """`Focus.plan` (how `bench encounters` replays photos analysed once, in full) takes the same templates away
+    as the stream's per-frame work does: followed, unfusable (quality, liveness) and surplus faces alike, so
+    the benchmark measures the decisions the stream makes."""
+    scenes = {
+        1: [traveler(4)],
+        2: [traveler(4), traveler(9, x=380.0)],  # inside the first one's window: found at once, as in photos
+        3: [traveler(4), traveler(9, x=380.0, liveness=0.05)],  # the newcomer first fails liveness
+        4: [traveler(4, look=7), traveler(9, x=380.0)],  # a different look in the first one's place
+        5: [traveler(12, quality_passed=False)],
+    }
+    script = [5] * 2 + [1] * 7 + [3] * 2 + [2] * 6 + [4] * 4 + [2] * 3
+    live = Camera(scenes).show(script)
+
+    full = FakePipeline(scenes)
+    frames, looks = [], []
+    for scene in script:
+        assessment = judge_frame(full.analyze_batch([np.full((480, 640, 3), scene, np.uint8)])[0])
+        fakes = {fake.box: fake for fake in scenes[scene]}
+        frames.append(sightings(assessment))
+        looks.append([appearance(crop_of(fakes[s.box].look)) for s in frames[-1]])
+    tracker = EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON)
+    replayed = replay(
+        tracker,
+        Feed(frames, looks, Focus(FOCUS, RULE, tracker)),
+        [i / FPS for i in range(len(script))],
+        search,
+    )
+
+    def templates(fed: list[list[Sighting]]) -> list[list[bool]]:
+        return [[s.template is not None for s in seen] for seen in fed]
+
+    assert templates(replayed.fed) == templates(live.fed)
+    assert [[s.surplus for s in seen] for seen in replayed.fed] == [
+        [s.surplus for s in seen] for seen in live.fed
+    ]
+    assert replayed.frame_encounters == live.encounters
+    replayed_decisions = [
+        (o.decision, o.result.match.traveler_id if o.result and o.result.match else "")
+        for o in replayed.outcomes
+    ]
+    assert replayed_decisions == live.decisions()
+    assert any(not any(t) for t in templates(live.fed)[1:]), "some frames were followed by position only"

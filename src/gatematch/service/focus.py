@@ -197,6 +197,21 @@ class Focus:
         counts["followed"] += 1
         return True
 
+    def skips_embedding(
+        self,
+        track: TrackView | None,
+        fusable: bool,
+        rank: float,
+        look: np.ndarray | None,
+        counts: Counter[str],
+    ) -> str | None:
+        """Why an assessed face gets no template ("unfusable": failed quality or liveness, so it never enters
+        the fused set; "surplus": see `surplus`), or None: it is embedded. One rule for the stream
+        (`_FrameWork.embed`) and the encounter benchmark's replay (`plan`)."""
+        reason = "unfusable" if not fusable else "surplus" if self.surplus(track, rank, look) else None
+        counts[reason or "embedded"] += 1
+        return reason
+
     def surplus(self, track: TrackView | None, rank: float, look: np.ndarray | None) -> bool:
         """True when a usable face of an undecided track ranks no higher than every frame it fuses already
         and still looks like the track's last embedded frame. A surplus face reaches the tracker without a
@@ -270,12 +285,12 @@ class Focus:
             owner = owners.get(index)
             if look is not None and self.follows(owner, look, self.counts):
                 planned.append(Sighting(sighting.box, 0.0, None, None))
-            elif sighting.template is not None and sighting.live is False:
-                planned.append(replace(sighting, template=None))
-            elif sighting.template is not None and self.surplus(owner, sighting.quality, look):
-                planned.append(replace(sighting, template=None, surplus=True))
-            else:
-                planned.append(sighting)
+                continue
+            fusable = sighting.template is not None and sighting.live is not False  # a template: quality passed
+            skipped = self.skips_embedding(owner, fusable, sighting.quality, look, self.counts)
+            planned.append(
+                sighting if skipped is None else replace(sighting, template=None, surplus=skipped == "surplus")
+            )
         return planned
 
 
@@ -300,12 +315,7 @@ class _FrameWork:
         return not self.focus.follows(self.owners.get(index), look, self.frame.counts)
 
     def embed(self, index: int, detection: Detection, quality: QualityReport, liveness: float | None) -> bool:
-        if not quality.passed or (liveness is not None and liveness < LIVENESS_MIN_REAL):
-            self.frame.counts["unfusable"] += 1
-            return False
+        fusable = quality.passed and (liveness is None or liveness >= LIVENESS_MIN_REAL)
         look = self.frame.looks.get(id(detection))
-        if self.focus.surplus(self.owners.get(index), fusion_rank(quality), look):
-            self.frame.counts["surplus"] += 1
-            return False
-        self.frame.counts["embedded"] += 1
-        return True
+        owner = self.owners.get(index)
+        return self.focus.skips_embedding(owner, fusable, fusion_rank(quality), look, self.frame.counts) is None
