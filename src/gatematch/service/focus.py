@@ -286,10 +286,14 @@ class Focus:
             if look is not None and self.follows(owner, look, self.counts):
                 planned.append(Sighting(sighting.box, 0.0, None, None))
                 continue
-            fusable = sighting.template is not None and sighting.live is not False  # a template: quality passed
+            fusable = (
+                sighting.template is not None and sighting.live is not False
+            )  # a template: quality passed
             skipped = self.skips_embedding(owner, fusable, sighting.quality, look, self.counts)
             planned.append(
-                sighting if skipped is None else replace(sighting, template=None, surplus=skipped == "surplus")
+                sighting
+                if skipped is None
+                else replace(sighting, template=None, surplus=skipped == "surplus")
             )
         return planned
 
@@ -318,4 +322,6 @@ class _FrameWork:
         fusable = quality.passed and (liveness is None or liveness >= LIVENESS_MIN_REAL)
         look = self.frame.looks.get(id(detection))
         owner = self.owners.get(index)
-        return self.focus.skips_embedding(owner, fusable, fusion_rank(quality), look, self.frame.counts) is None
+        return (
+            self.focus.skips_embedding(owner, fusable, fusion_rank(quality), look, self.frame.counts) is None
+        )
