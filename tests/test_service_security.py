@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gatematch.errors import AuthorizationError, ConfigError
 from gatematch.service.audit import AuditRecord
 from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
-from gatematch.service.edge import Admission, CallContext, Edge, Lockout
+from gatematch.service.edge import Admission, CallContext, Edge, Lockout, caller_of
 from gatematch.service.security import (
     Authenticator,
     Policy,
@@ -25,6 +25,7 @@ from gatematch.service.security import (
 )
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc
 from support.pki import issue
+from support.proxy import start_proxy
 
 ADMIN_TOKEN = "admin-token-7f3a"
 
@@ -277,3 +278,121 @@ def test_plaintext_beyond_loopback_is_refused_and_never_without_a_policy(caplog)
             auth=AuthConfig("policy.toml"),
         )
     )
+
+
+# -- behind an L7 proxy ------------------------------------------------------------------------------------
+
+ATTACKER, DESK = "198.51.100.7", "198.51.100.8"
+
+
+def _list_plain(target: str, token: str, forwarded_for: str = "") -> str:
+    metadata = [("authorization", f"Bearer {token}")]
+    if forwarded_for:
+        metadata.append(("x-forwarded-for", forwarded_for))
+    with grpc.insecure_channel(target) as channel:
+        reply = gallery_pb2_grpc.GalleryServiceStub(channel).List(
+            gallery_pb2.ListGalleriesRequest(), metadata=metadata, timeout=10
+        )
+    return reply.galleries[0].flight_id
+
+
+@pytest.mark.parametrize("trusted", [("127.0.0.2",), ()], ids=["proxy trusted", "proxy not trusted"])
+def test_behind_a_proxy_a_lockout_is_of_the_caller_it_names_never_of_the_proxy(
+    policy_file: Path, tmp_path: Path, trusted: tuple[str, ...]
+) -> None:
+    """AC-7 behind an L7 proxy (HAProxy): every call reaches the service from the proxy's address. Ten wrong
+    tokens from one caller used to lock every token caller behind the same proxy out for a minute. With the
+    proxy in `[auth] trusted_proxies` the caller is the one its x-forwarded-for names, and a caller cannot
+    choose whom its failures count against by sending that header itself."""
+    edge = Edge(
+        Authenticator(Policy.load(policy_file)),
+        audit := Recorded(),
+        Admission(ServerConfig()),
+        reflection=False,
+        lockout=Lockout(attempts=10, window_s=60, lock_s=60),
+        proxies=AuthConfig(trusted_proxies=trusted).proxy_networks(),
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
+    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    proxy = start_proxy(
+        tmp_path,
+        [port],
+        frontends=(
+            f"http-request set-header x-forwarded-for {ATTACKER}",  # as an outer proxy that named its caller
+            f"http-request set-header x-forwarded-for {DESK}",
+            "option forwardfor",  # appends the address it saw: 127.0.0.1
+        ),
+        source="127.0.0.2",  # the proxy reaches the service from here
+    )
+    attacker, desk, forger = (f"127.0.0.1:{p}" for p in proxy.ports)
+    try:
+        assert _list_plain(desk, ADMIN_TOKEN) == "ops-admin"
+        for _ in range(10):
+            assert _code(lambda: _list_plain(attacker, "guessed")) == grpc.StatusCode.UNAUTHENTICATED
+        assert _code(lambda: _list_plain(attacker, ADMIN_TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+        if not trusted:  # every caller is the proxy: the attacker locked the desk out too
+            assert _code(lambda: _list_plain(desk, ADMIN_TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+            assert all("from 127.0.0.2:" in r.detail for r in audit)
+            return
+        assert _list_plain(desk, ADMIN_TOKEN) == "ops-admin", "another caller behind the proxy is not locked"
+        locked = [r.detail for r in audit if "address locked out" in r.detail]
+        assert len(locked) == 1 and f"from {ATTACKER} via 127.0.0.2:" in locked[0]
+        # A forged x-forwarded-for through the proxy counts against the address the proxy saw, not the desk's.
+        for _ in range(10):
+            call = lambda: _list_plain(forger, "guessed", forwarded_for=DESK)  # noqa: E731
+            assert _code(call) == grpc.StatusCode.UNAUTHENTICATED
+        assert _list_plain(desk, ADMIN_TOKEN) == "ops-admin"
+        assert _code(lambda: _list_plain(forger, ADMIN_TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+        # So does one sent straight to the service, around the proxy: its own address is the untrusted peer.
+        direct = f"127.0.0.1:{port}"
+        assert (
+            _code(lambda: _list_plain(direct, ADMIN_TOKEN, forwarded_for=DESK))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+        assert _list_plain(desk, ADMIN_TOKEN) == "ops-admin"
+    finally:
+        proxy.stop()
+        server.stop(None)
+
+
+class _Peer:
+    """The two things `caller_of` reads from a call."""
+
+    def __init__(self, peer: str, forwarded: list[str]):
+        self._peer, self._metadata = peer, [("x-forwarded-for", value) for value in forwarded]
+
+    def peer(self) -> str:
+        return self._peer
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._metadata
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("ipv4:10.0.0.5:4242", ["198.51.100.7"], "198.51.100.7 via 10.0.0.5"),
+        (
+            "ipv4:10.0.0.5:4242",
+            ["203.0.113.1, 198.51.100.7"],
+            "198.51.100.7 via 10.0.0.5",
+        ),  # left: forged
+        ("ipv4:10.0.0.5:4242", ["203.0.113.1", "198.51.100.7, 10.0.0.9"], "198.51.100.7 via 10.0.0.5"),
+        ("ipv4:10.0.0.5:4242", ["10.0.0.9"], "10.0.0.5"),  # only proxies: the proxy's own
+        ("ipv4:10.0.0.5:4242", ["198.51.100.7, not-an-address"], "10.0.0.5"),  # malformed: not trusted
+        ("ipv4:10.0.0.5:4242", [], "10.0.0.5"),
+        ("ipv4:192.0.2.1:4242", ["198.51.100.7"], "192.0.2.1"),  # not a trusted proxy: header ignored
+        ("ipv6:[fd00::5]:4242", ["2001:db8::7"], "2001:db8::7 via fd00::5"),
+        ("unix:/run/gatematch.sock", ["198.51.100.7"], "unix:/run/gatematch.sock"),
+    ],
+)
+def test_the_caller_behind_trusted_proxies(peer: str, forwarded: list[str], expected: str) -> None:
+    proxies = AuthConfig(trusted_proxies=("10.0.0.0/8", "fd00::/8")).proxy_networks()
+    assert str(caller_of(_Peer(peer, forwarded), proxies)) == expected
+
+
+def test_a_trusted_proxy_that_is_no_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\[auth\] trusted_proxies: 'ingress' is not an IP address"):
+        AuthConfig(trusted_proxies=("10.0.0.0/8", "ingress"))

@@ -7,6 +7,7 @@ import glob
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,7 @@ import grpc
 from support.data import missing
 from support.postgres import free_port
 
-CONFIG = """
+GLOBAL = """
 global
     maxconn 256
 defaults
@@ -23,12 +24,15 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout tunnel 120s
-frontend grpc
-    bind 127.0.0.1:{port} proto h2
-    default_backend replicas
 backend replicas
     balance roundrobin
 {servers}
+"""
+FRONTEND = """
+frontend grpc{index}
+    bind 127.0.0.1:{port} proto h2
+    default_backend replicas
+{extra}
 """
 
 
@@ -39,11 +43,30 @@ def find_haproxy() -> str | None:
 class GrpcProxy:
     """`haproxy -db` in the foreground with a generated config; `stop()` ends it."""
 
-    def __init__(self, binary: str, folder: Path, backends: list[int]) -> None:
-        self.port = free_port()
-        servers = "\n".join(f"    server r{i} 127.0.0.1:{port} proto h2" for i, port in enumerate(backends))
+    def __init__(
+        self,
+        binary: str,
+        folder: Path,
+        backends: list[int],
+        frontends: Sequence[str] = ("",),
+        source: str = "",
+    ) -> None:
+        """One frontend per entry of `frontends` (extra HAProxy lines for it, e.g. `option forwardfor`), each on
+        a port of its own (`ports`); `source`: the address the proxy connects to the replicas from."""
+        self.ports = [free_port() for _ in frontends]
+        self.port = self.ports[0]
+        via = f" source {source}" if source else ""
+        servers = "\n".join(
+            f"    server r{i} 127.0.0.1:{port} proto h2{via}" for i, port in enumerate(backends)
+        )
         config = folder / "haproxy.cfg"
-        config.write_text(CONFIG.format(port=self.port, servers=servers))
+        config.write_text(
+            GLOBAL.format(servers=servers)
+            + "".join(
+                FRONTEND.format(index=i, port=port, extra=f"    {extra}" if extra else "")
+                for i, (port, extra) in enumerate(zip(self.ports, frontends, strict=True))
+            )
+        )
         self.log = folder / "haproxy.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
@@ -72,10 +95,12 @@ class GrpcProxy:
                 self.process.wait(10)
 
 
-def start_proxy(folder: Path, backends: list[int]) -> GrpcProxy:
-    """A running proxy; otherwise skip (fail under CI=true) saying HAProxy is missing."""
+def start_proxy(
+    folder: Path, backends: list[int], frontends: Sequence[str] = ("",), source: str = ""
+) -> GrpcProxy:
+    """A running proxy (see GrpcProxy); otherwise skip (fail under CI=true) saying HAProxy is missing."""
     binary = find_haproxy()
     if binary is None:
         message = "haproxy not found: install the Debian package haproxy"
         missing(message)
-    return GrpcProxy(binary, folder, backends)
+    return GrpcProxy(binary, folder, backends, frontends, source)

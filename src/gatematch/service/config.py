@@ -7,6 +7,7 @@ Relative paths in the file are resolved against the file's folder, so a config t
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import typing
@@ -22,6 +23,7 @@ from gatematch.gallery_store import DATABASE_SCHEMES, DEFAULT_HORIZON, DEFAULT_R
 from gatematch.runtime import RuntimeConfig
 from gatematch.tomlfile import read_toml
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENV_PREFIX = "GATEMATCH_"
 ENV_CONFIG = "GATEMATCH_CONFIG"
 
@@ -262,6 +264,24 @@ class TLSConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     policy_file: str = ""  # empty = no authorization (only allowed on loopback without TLS)
+    # L7 proxies in front of the service (addresses or networks, e.g. an ingress controller's pods): a call from
+    # one is attributed to the caller its x-forwarded-for names, so that a lockout (AC-7) and the audit trail
+    # are of that caller and not of the proxy that every caller shares.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.proxy_networks()
+
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        networks = []
+        for entry in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"[auth] trusted_proxies: {entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                ) from None
+        return tuple(networks)
 
 
 @dataclass(frozen=True)

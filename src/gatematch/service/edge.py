@@ -12,6 +12,7 @@ then only for authenticated administrators and analysts.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import grpc
 
 from gatematch.errors import AuthenticationError, AuthorizationError, CapacityError
 from gatematch.service.audit import MAX_TEXT, AuditRecord, AuditSink
-from gatematch.service.config import ServerConfig
+from gatematch.service.config import IPNetwork, ServerConfig
 from gatematch.service.security import ANALYST, CAMERA, GALLERY_ADMIN, GATE_ADMIN, Authenticator, Identity
 from gatematch.service.status import abort
 from gatematch.v1 import gallery_pb2, gate_pb2, match_pb2
@@ -174,9 +175,51 @@ class Lockout:
             return False
 
 
-def peer_address(context: grpc.ServicerContext) -> str:
-    """The caller's address without its port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7")."""
-    return context.peer().rsplit(":", 1)[0]
+@dataclass(frozen=True)
+class Caller:
+    """Where a call comes from: the address failures count against, and the trusted proxy it came through."""
+
+    address: str
+    via: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.address} via {self.via}" if self.via else self.address
+
+
+def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:[::1]:51234"); None for others (unix:)."""
+    kind, _, rest = peer.partition(":")
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def caller_of(context: grpc.ServicerContext, proxies: tuple[IPNetwork, ...] = ()) -> Caller:
+    """The caller's IP ("ipv4:10.0.0.7:51234" -> "10.0.0.7"; other peers as they are). A call from a trusted
+    proxy is the caller's its x-forwarded-for names: the rightmost entry that is not itself a trusted proxy
+    (each proxy appends the address it saw, so entries to the left of it are whatever the caller chose to
+    send). Without such an entry, or with a malformed one there, it stays the proxy's."""
+    peer = context.peer()
+    ip = _peer_ip(peer)
+    address = str(ip) if ip is not None else peer
+    if not proxies or ip is None or not any(ip in network for network in proxies):
+        return Caller(address)
+    forwarded = [
+        entry.strip()
+        for key, value in context.invocation_metadata()
+        if key == "x-forwarded-for"
+        for entry in str(value).split(",")
+    ]
+    for entry in reversed(forwarded):
+        try:
+            hop = ipaddress.ip_address(entry)
+        except ValueError:
+            break
+        if not any(hop in network for network in proxies):
+            return Caller(str(hop), via=address)
+    return Caller(address)
 
 
 class CallContext:
@@ -198,12 +241,14 @@ class Edge(grpc.ServerInterceptor):
         admission: Admission,
         reflection: bool,
         lockout: Lockout | None = None,
+        proxies: tuple[IPNetwork, ...] = (),
     ):
         self.auth = auth
         self.audit = audit
         self.admission = admission
         self.reflection = reflection
         self.lockout = lockout or Lockout()
+        self.proxies = proxies  # [auth] trusted_proxies: whose x-forwarded-for names the caller
 
     def _enter(self, method: str, rule: MethodRule, context: grpc.ServicerContext) -> Identity:
         """Identify and authorize the caller, or end the call with the refusal (audited)."""
@@ -211,7 +256,7 @@ class Edge(grpc.ServerInterceptor):
         try:
             identity = self.auth.identify(context)
             if identity.via == "token":  # a guessable secret: refused from an address that kept guessing
-                self.lockout.check(peer_address(context))
+                self.lockout.check(caller_of(context, self.proxies).address)
             if not identity.roles & rule.roles:
                 raise AuthorizationError(
                     f"client {identity.name!r} lacks a role for {method} (needs one of {sorted(rule.roles)})"
@@ -223,14 +268,14 @@ class Edge(grpc.ServerInterceptor):
     def _refused(
         self, method: str, identity: Identity | None, context: grpc.ServicerContext, exc: Exception
     ) -> None:
-        address = peer_address(context)
+        caller = caller_of(context, self.proxies)
         guessing = isinstance(exc, AuthenticationError) and not context.auth_context().get("x509_common_name")
-        locked = guessing and self.lockout.failed(address)
+        locked = guessing and self.lockout.failed(caller.address)
         self.audit.record(
             AuditRecord(
                 "denied",
                 identity.name if identity else "unauthenticated",
-                detail=(("address locked out; " if locked else "") + f"{method} from {address}: {exc}")[
+                detail=(("address locked out; " if locked else "") + f"{method} from {caller}: {exc}")[
                     :MAX_TEXT
                 ],
             )

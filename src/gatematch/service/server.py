@@ -136,7 +136,15 @@ class GateMatchServer:
         self.admission = Admission(config.server)
         self.grpc = grpc.server(
             ThreadPoolExecutor(threads, thread_name_prefix="gatematch-grpc"),
-            interceptors=[Edge(self.auth, self.audit, self.admission, config.server.reflection)],
+            interceptors=[
+                Edge(
+                    self.auth,
+                    self.audit,
+                    self.admission,
+                    config.server.reflection,
+                    proxies=config.auth.proxy_networks(),
+                )
+            ],
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             maximum_concurrent_rpcs=threads,
         )
