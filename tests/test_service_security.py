@@ -385,6 +385,8 @@ class _Peer:
         ("ipv4:10.0.0.5:4242", [], "10.0.0.5"),
         ("ipv4:192.0.2.1:4242", ["198.51.100.7"], "192.0.2.1"),  # not a trusted proxy: header ignored
         ("ipv6:[fd00::5]:4242", ["2001:db8::7"], "2001:db8::7 via fd00::5"),
+        ("ipv6:[::ffff:10.0.0.5]:4242", ["::ffff:198.51.100.7"], "198.51.100.7 via 10.0.0.5"),  # dual stack
+        ("ipv4:10.0.0.5:4242", ["198.51.100.7:5555"], "10.0.0.5"),  # an entry with a port: not trusted
         ("unix:/run/gatematch.sock", ["198.51.100.7"], "unix:/run/gatematch.sock"),
     ],
 )

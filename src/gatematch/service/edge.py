@@ -191,9 +191,16 @@ def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     kind, _, rest = peer.partition(":")
     host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
     try:
-        return ipaddress.ip_address(host)
+        return _unmapped(ipaddress.ip_address(host))
     except ValueError:
         return None
+
+
+def _unmapped(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 address as itself when a dual-stack listener reports it IPv4-mapped (::ffff:10.0.0.5)."""
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
 
 
 def caller_of(context: grpc.ServicerContext, proxies: tuple[IPNetwork, ...] = ()) -> Caller:
@@ -214,7 +221,7 @@ def caller_of(context: grpc.ServicerContext, proxies: tuple[IPNetwork, ...] = ()
     ]
     for entry in reversed(forwarded):
         try:
-            hop = ipaddress.ip_address(entry)
+            hop = _unmapped(ipaddress.ip_address(entry))
         except ValueError:
             break
         if not any(hop in network for network in proxies):
