@@ -243,3 +243,15 @@ def test_a_png_of_tens_of_thousands_of_empty_chunks_is_refused_from_its_chunk_li
     with pytest.raises(BadImageError, match=f"over {MAX_PNG_CHUNKS} chunks"):
         decode_image(padded)
     assert decode_image(png[:at] + empty * 100 + png[at:]).shape == (24, 32, 3)
+
+
+def test_what_follows_a_pngs_end_is_never_read(photo):
+    """Bytes after IEND are not part of the image (the chunk walk stops there, and so does OpenCV 5): a chunk
+    claiming gigabytes after the end, or plain trailing bytes, change neither the pixels nor the memory."""
+    small = _encode(cv2.resize(photo, (32, 24)), ".png")
+    baseline_mb, _ = _peak_rss_mb_decoding(small)
+    claim = (0xFFFF_FF00).to_bytes(4, "big") + b"IDAT" + bytes(64)
+    for trailing in (claim, b"garbage" * 100):
+        assert np.array_equal(decode_image(small + trailing), decode_image(small))
+        peak_mb, message = _peak_rss_mb_decoding(small + trailing)
+        assert peak_mb < baseline_mb + 100, (peak_mb, baseline_mb, message)

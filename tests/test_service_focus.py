@@ -265,10 +265,38 @@ def test_faces_too_big_for_a_window_are_searched_in_one_full_scale_run_not_a_coa
     assert camera.decisions() == [(MATCH, "T004")]
 
 
-def test_the_benchmark_replay_plans_every_face_as_the_stream_does() -> None:
-    """`Focus.plan` (how `bench encounters` replays photos analysed once, in full) takes the same templates away
-    as the stream's per-frame work does: followed, unfusable (quality, liveness) and surplus faces alike, so
-    the benchmark measures the decisions the stream makes."""
+def assert_the_replay_plans_as_the_stream(
+    scenes: dict[int, list[FakeFace]], script: list[int], rule: EncounterConfig = RULE
+) -> Camera:
+    """`Focus.plan` (how `bench encounters` replays photos analysed once, in full) gives the tracker what the
+    stream's per-frame work gives it: the same templates, surplus flags, encounters and decisions. Returns
+    the stream's camera."""
+    live = Camera(scenes, rule=rule).show(script)
+    full = FakePipeline(scenes)
+    frames, looks = [], []
+    for scene in script:
+        assessment = judge_frame(full.analyze_batch([np.full((480, 640, 3), scene, np.uint8)])[0])
+        fakes = {fake.box: fake for fake in scenes[scene]}
+        frames.append(sightings(assessment))
+        looks.append([appearance(crop_of(fakes[s.box].look)) for s in frames[-1]])
+    tracker = EncounterTracker(rule, 0.003, 2.0, SAME_PERSON)
+    times = [i / FPS for i in range(len(script))]
+    replayed = replay(tracker, Feed(frames, looks, Focus(FOCUS, rule, tracker)), times, search)
+
+    def planned(fed: list[list[Sighting]]) -> list[list[tuple[bool, bool]]]:
+        return [[(s.template is not None, s.surplus) for s in seen] for seen in fed]
+
+    assert planned(replayed.fed) == planned(live.fed)
+    assert replayed.frame_encounters == live.encounters
+    decisions = [
+        (o.decision, o.result.match.traveler_id if o.result and o.result.match else "")
+        for o in replayed.outcomes
+    ]
+    assert decisions == live.decisions()
+    return live
+
+
+def test_the_benchmark_replay_plans_followed_and_unfusable_faces_as_the_stream_does() -> None:
     scenes = {
         1: [traveler(4)],
         2: [traveler(4), traveler(9, x=380.0)],  # inside the first one's window: found at once, as in photos
@@ -277,34 +305,29 @@ def test_the_benchmark_replay_plans_every_face_as_the_stream_does() -> None:
         5: [traveler(12, quality_passed=False)],
     }
     script = [5] * 2 + [1] * 7 + [3] * 2 + [2] * 6 + [4] * 4 + [2] * 3
-    live = Camera(scenes).show(script)
+    live = assert_the_replay_plans_as_the_stream(scenes, script)
+    templates = [[s.template is not None for s in seen] for seen in live.fed]
+    assert templates[9] == templates[10] == [False, False], "followed, and failed liveness: no template"
+    assert templates[11] == [False, True], "the newcomer's first live frame is embedded"
+    assert templates[0] == [False], "failed quality: no template"
 
-    full = FakePipeline(scenes)
-    frames, looks = [], []
-    for scene in script:
-        assessment = judge_frame(full.analyze_batch([np.full((480, 640, 3), scene, np.uint8)])[0])
-        fakes = {fake.box: fake for fake in scenes[scene]}
-        frames.append(sightings(assessment))
-        looks.append([appearance(crop_of(fakes[s.box].look)) for s in frames[-1]])
-    tracker = EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON)
-    replayed = replay(
-        tracker,
-        Feed(frames, looks, Focus(FOCUS, RULE, tracker)),
-        [i / FPS for i in range(len(script))],
-        search,
-    )
 
-    def templates(fed: list[list[Sighting]]) -> list[list[bool]]:
-        return [[s.template is not None for s in seen] for seen in fed]
+def test_the_benchmark_replay_plans_surplus_faces_as_the_stream_does() -> None:
+    rule = EncounterConfig(fuse_best=3, decision_frames=(3, 7), fpir_shares=(0.3, 0.7))
+    unsure = at_cosine(CENTRES[11], 0.33, seed=1)
+    scores = [0.95, 0.9, 0.93, 0.7, 0.72, 0.97, 0.71, 0.75]
+    hard = {
+        i: [replace(traveler(11), template=at_cosine(unsure, 0.9, seed=i), score=s)]
+        for i, s in enumerate(scores)
+    }
+    live = assert_the_replay_plans_as_the_stream(hard, list(range(8)), rule)
+    assert any(s.surplus for seen in live.fed for s in seen), "the rule makes surplus frames"
 
-    assert templates(replayed.fed) == templates(live.fed)
-    assert [[s.surplus for s in seen] for seen in replayed.fed] == [
-        [s.surplus for s in seen] for seen in live.fed
-    ]
-    assert replayed.frame_encounters == live.encounters
-    replayed_decisions = [
-        (o.decision, o.result.match.traveler_id if o.result and o.result.match else "")
-        for o in replayed.outcomes
-    ]
-    assert replayed_decisions == live.decisions()
-    assert any(not any(t) for t in templates(live.fed)[1:]), "some frames were followed by position only"
+
+def test_a_window_is_the_frame_part_of_the_grown_faces_and_fills_the_frame_only_past_the_share() -> None:
+    focus = Focus(FOCUS, RULE, EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON))
+    assert focus.window([(700.0, 500.0, 780.0, 580.0)], 640, 480) is None, "off the frame: nothing to look in"
+    near = focus.window([(280.0, 200.0, 360.0, 280.0)], 640, 480)
+    assert near == (200, 120, 440, 360) and not focus.fills(near, 640, 480)
+    close = focus.window([(170.0, 90.0, 470.0, 390.0)], 640, 480)
+    assert close == (0, 0, 640, 480) and focus.fills(close, 640, 480)

@@ -13,8 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gatematch.errors import AuthorizationError, ConfigError
 from gatematch.service.audit import AuditRecord
-from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig
-from gatematch.service.edge import Admission, CallContext, Edge, Lockout, caller_of
+from gatematch.service.config import AuthConfig, ServerConfig, ServiceConfig, TLSConfig, load_config
+from gatematch.service.edge import Admission, CallContext, Caller, Edge, Lockout, caller_of
 from gatematch.service.security import (
     Authenticator,
     Policy,
@@ -387,6 +387,9 @@ class _Peer:
         ("ipv6:[fd00::5]:4242", ["2001:db8::7"], "2001:db8::7 via fd00::5"),
         ("ipv6:[::ffff:10.0.0.5]:4242", ["::ffff:198.51.100.7"], "198.51.100.7 via 10.0.0.5"),  # dual stack
         ("ipv4:10.0.0.5:4242", ["198.51.100.7:5555"], "10.0.0.5"),  # an entry with a port: not trusted
+        ("ipv4:10.0.0.5:4242", ["fe80::7%eth0"], "fe80::7 via 10.0.0.5"),  # one address whatever its zone
+        # A caller inside a trusted network is taken for a proxy, so what it wrote is believed: list proxies only.
+        ("ipv4:10.0.0.5:4242", ["203.0.113.6, 10.1.2.3"], "203.0.113.6 via 10.0.0.5"),
         ("unix:/run/gatematch.sock", ["198.51.100.7"], "unix:/run/gatematch.sock"),
     ],
 )
@@ -395,6 +398,32 @@ def test_the_caller_behind_trusted_proxies(peer: str, forwarded: list[str], expe
     assert str(caller_of(_Peer(peer, forwarded), proxies)) == expected
 
 
-def test_a_trusted_proxy_that_is_no_address_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"\[auth\] trusted_proxies: 'ingress' is not an IP address"):
-        AuthConfig(trusted_proxies=("10.0.0.0/8", "ingress"))
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("ingress", "'ingress' is not an IP address"),
+        ("10.0.0.5/8", "'10.0.0.5/8' is not an IP address"),  # host bits set: a typo, not all of 10/8
+        ("0.0.0.0/0", "would trust every caller"),
+        ("::/0", "would trust every caller"),
+    ],
+)
+def test_a_trusted_proxy_that_is_no_address_or_trusts_everyone_is_refused(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"\[auth\] trusted_proxies: .*{message}"):
+        AuthConfig(trusted_proxies=("10.0.12.7", entry))
+
+
+def test_trusted_proxies_from_the_environment_may_be_empty_or_a_list() -> None:
+    assert load_config(env={"GATEMATCH_AUTH_TRUSTED_PROXIES": ""}).auth.proxy_networks() == ()
+    listed = load_config(env={"GATEMATCH_AUTH_TRUSTED_PROXIES": "10.0.12.7, fd00::5"}).auth.proxy_networks()
+    assert [str(n) for n in listed] == ["10.0.12.7/32", "fd00::5/128"]
+
+
+def test_ipv6_failures_count_against_the_callers_slash_64() -> None:
+    """One subscriber holds a /64 and could take a fresh address from it for every attempt."""
+    assert (
+        Caller("2001:db8:1:2::7").lockout_key
+        == Caller("2001:db8:1:2:ffff::9").lockout_key
+        == "2001:db8:1:2::/64"
+    )
+    assert Caller("198.51.100.7", via="10.0.12.7").lockout_key == "198.51.100.7"
+    assert Caller("unix:/run/gatematch.sock").lockout_key == "unix:/run/gatematch.sock"

@@ -264,9 +264,10 @@ class TLSConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     policy_file: str = ""  # empty = no authorization (only allowed on loopback without TLS)
-    # L7 proxies in front of the service (addresses or networks, e.g. an ingress controller's pods): a call from
-    # one is attributed to the caller its x-forwarded-for names, so that a lockout (AC-7) and the audit trail
-    # are of that caller and not of the proxy that every caller shares.
+    # The L7 proxies in front of the service (their own addresses, or a network holding proxies only): a call
+    # from one is attributed to the caller its x-forwarded-for names, so that a lockout (AC-7) and the audit
+    # trail are of that caller and not of the proxy that every caller shares. A caller inside a listed network
+    # could name anyone: list no network that holds callers (README, "Running securely").
     trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -274,13 +275,19 @@ class AuthConfig:
 
     def proxy_networks(self) -> tuple[IPNetwork, ...]:
         networks = []
-        for entry in self.trusted_proxies:
+        for entry in filter(None, (e.strip() for e in self.trusted_proxies)):
             try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+                network = ipaddress.ip_network(entry)  # strict: 10.0.0.5/8 is a typo, not all of 10/8
             except ValueError:
                 raise ConfigError(
-                    f"[auth] trusted_proxies: {entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                    f"[auth] trusted_proxies: {entry!r} is not an IP address or network (e.g. 10.0.12.7 or "
+                    "10.0.12.0/28)"
                 ) from None
+            if network.prefixlen == 0:
+                raise ConfigError(
+                    f"[auth] trusted_proxies: {entry!r} would trust every caller's x-forwarded-for"
+                )
+            networks.append(network)
         return tuple(networks)
 
 

@@ -175,9 +175,12 @@ class Lockout:
             return False
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Where a call comes from: the address failures count against, and the trusted proxy it came through."""
+    """Where a call comes from: its address, and the trusted proxy it came through."""
 
     address: str
     via: str = ""
@@ -185,8 +188,18 @@ class Caller:
     def __str__(self) -> str:
         return f"{self.address} via {self.via}" if self.via else self.address
 
+    @property
+    def lockout_key(self) -> str:
+        """What failed authentications count against: the address, or for IPv6 its /64 (one subscriber's
+        network: a caller could take a new address from it for every attempt)."""
+        try:
+            ip = ipaddress.ip_address(self.address)
+        except ValueError:
+            return self.address
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else self.address
 
-def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+
+def _peer_ip(peer: str) -> IPAddress | None:
     """The IP of a gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:[::1]:51234"); None for others (unix:)."""
     kind, _, rest = peer.partition(":")
     host = rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
@@ -196,11 +209,12 @@ def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _unmapped(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IPv4 address as itself when a dual-stack listener reports it IPv4-mapped (::ffff:10.0.0.5)."""
-    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+def _unmapped(ip: IPAddress) -> IPAddress:
+    """An IPv4 address as itself when a dual-stack listener reports it IPv4-mapped (::ffff:10.0.0.5); an IPv6
+    address without its zone (fe80::1%eth0), so one address is one caller."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    return ip.ipv4_mapped or ipaddress.IPv6Address(ip.packed)
 
 
 def caller_of(context: grpc.ServicerContext, proxies: tuple[IPNetwork, ...] = ()) -> Caller:
@@ -263,7 +277,7 @@ class Edge(grpc.ServerInterceptor):
         try:
             identity = self.auth.identify(context)
             if identity.via == "token":  # a guessable secret: refused from an address that kept guessing
-                self.lockout.check(caller_of(context, self.proxies).address)
+                self.lockout.check(caller_of(context, self.proxies).lockout_key)
             if not identity.roles & rule.roles:
                 raise AuthorizationError(
                     f"client {identity.name!r} lacks a role for {method} (needs one of {sorted(rule.roles)})"
@@ -277,7 +291,7 @@ class Edge(grpc.ServerInterceptor):
     ) -> None:
         caller = caller_of(context, self.proxies)
         guessing = isinstance(exc, AuthenticationError) and not context.auth_context().get("x509_common_name")
-        locked = guessing and self.lockout.failed(caller.address)
+        locked = guessing and self.lockout.failed(caller.lockout_key)
         self.audit.record(
             AuditRecord(
                 "denied",

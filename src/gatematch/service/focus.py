@@ -115,8 +115,8 @@ class Focus:
     # -- detection ---------------------------------------------------------------------------------------
 
     def window(self, boxes: list[Box], width: int, height: int) -> Window | None:
-        """The region that holds these faces, each grown by `margin` widths; None when the whole frame is as
-        cheap."""
+        """The region of the frame that holds these faces, each grown by `margin` widths; None when none of
+        it is in the frame."""
         if not boxes:
             return None
         grown = []
@@ -125,9 +125,14 @@ class Focus:
             grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
         x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
         x2, y2 = min(max(b[2] for b in grown), width), min(max(b[3] for b in grown), height)
-        if x2 <= x1 or y2 <= y1 or (x2 - x1) * (y2 - y1) > self.config.max_window_share * width * height:
+        if x2 <= x1 or y2 <= y1:
             return None
         return (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
+
+    def fills(self, window: Window, width: int, height: int) -> bool:
+        """Whether a window covers so much of the frame (`max_window_share`) that the whole is as cheap."""
+        x1, y1, x2, y2 = window
+        return (x2 - x1) * (y2 - y1) > self.config.max_window_share * width * height
 
     def detect(
         self,
@@ -143,7 +148,9 @@ class Focus:
         height, width = image.shape[:2]
         followed = [t for t in tracks if t.id in self._last_seen]
         window = self.window([t.box for t in followed], width, height)
-        if window is None and followed:  # they fill the frame: the whole of it at full scale is their window
+        if window is not None and self.fills(
+            window, width, height
+        ):  # the whole frame at full scale is theirs
             frame.counts["close"] += 1
             return self.scan(pipeline, image, now, frame, look_first=False)
         if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
@@ -178,7 +185,9 @@ class Focus:
         if not found:
             return []
         window = self.window([tuple(float(v) for v in d.box) for d in found], width, height)
-        return pipeline.detect(image, window if window is not None else whole)
+        if window is None or self.fills(window, width, height):
+            window = whole
+        return pipeline.detect(image, window)
 
     # -- per-face work -----------------------------------------------------------------------------------
 
@@ -286,9 +295,8 @@ class Focus:
             if look is not None and self.follows(owner, look, self.counts):
                 planned.append(Sighting(sighting.box, 0.0, None, None))
                 continue
-            fusable = (
-                sighting.template is not None and sighting.live is not False
-            )  # a template: quality passed
+            # A template: quality passed.
+            fusable = sighting.template is not None and sighting.live is not False
             skipped = self.skips_embedding(owner, fusable, sighting.quality, look, self.counts)
             planned.append(
                 sighting
