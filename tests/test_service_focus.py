@@ -326,7 +326,7 @@ def test_the_benchmark_replay_plans_surplus_faces_as_the_stream_does() -> None:
 
 def test_a_window_is_the_frame_part_of_the_grown_faces_and_fills_the_frame_only_past_the_share() -> None:
     focus = Focus(FOCUS, RULE, EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON))
-    assert focus.window([(700.0, 500.0, 780.0, 580.0)], 640, 480) is None, "off the frame: nothing to look in"
+    assert focus.window([(900.0, 700.0, 980.0, 780.0)], 640, 480) is None, "off the frame: nothing to look in"
     near = focus.window([(280.0, 200.0, 360.0, 280.0)], 640, 480)
     assert near == (200, 120, 440, 360) and not focus.fills(near, 640, 480)
     close = focus.window([(170.0, 90.0, 470.0, 390.0)], 640, 480)
