@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -83,15 +84,37 @@ class Recorded(list):
         pass
 
 
-def _serve(tls: TLSConfig, policy: Path) -> Iterator[int]:
-    edge = Edge(Authenticator(Policy.load(policy)), Recorded(), Admission(ServerConfig()), reflection=False)
+def _edge(policy: Path, audit: Recorded | None = None, **options: object) -> Edge:
+    return Edge(
+        Authenticator(Policy.load(policy)),
+        audit if audit is not None else Recorded(),
+        Admission(ServerConfig()),
+        False,
+        **options,
+    )
+
+
+@contextlib.contextmanager
+def _edge_server(edge: Edge, tls: TLSConfig | None = None) -> Iterator[int]:
+    """A real gRPC server on 127.0.0.1 behind `edge` (TLS when given), answering List with the caller's
+    identity, and health; yields its port."""
     server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
     gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+    address = "127.0.0.1:0"
+    port = (
+        server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
+    )
     server.start()
-    yield port
-    server.stop(None)
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+def _serve(tls: TLSConfig, policy: Path) -> Iterator[int]:
+    with _edge_server(_edge(policy), tls) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +170,9 @@ def test_tls_with_bearer_tokens(pki: Path, tls_port: int) -> None:
 
 def test_repeated_failed_authentication_locks_the_address_out(pki: Path, policy_file: Path) -> None:
     """AC-7: ten wrong tokens from one address, and even the right token is refused until the lock ends."""
-    edge = Edge(
-        Authenticator(Policy.load(policy_file)),
-        audit := Recorded(),
-        Admission(ServerConfig()),
-        reflection=False,
-        lockout=Lockout(attempts=10, window_s=60, lock_s=0.5),
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
-    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
-    port = server.add_secure_port(
-        "127.0.0.1:0", server_credentials(TLSConfig(str(pki / "server.pem"), str(pki / "server.key")))
-    )
-    server.start()
-    try:
+    edge = _edge(policy_file, audit := Recorded(), lockout=Lockout(attempts=10, window_s=60, lock_s=0.5))
+    tls = TLSConfig(str(pki / "server.pem"), str(pki / "server.key"))
+    with _edge_server(edge, tls) as port:
         creds = _client(pki, None)
         for _ in range(10):
             assert _code(lambda: _list(port, creds, "guessed")) == grpc.StatusCode.UNAUTHENTICATED
@@ -168,8 +180,6 @@ def test_repeated_failed_authentication_locks_the_address_out(pki: Path, policy_
         assert sum("address locked out" in r.detail for r in audit) == 1
         time.sleep(0.6)
         assert _list(port, creds, ADMIN_TOKEN) == "ops-admin"  # the lock ends on its own
-    finally:
-        server.stop(None)
 
 
 def test_health_is_open(pki: Path, tls_port: int) -> None:
@@ -304,18 +314,17 @@ def test_behind_a_proxy_a_lockout_is_of_the_caller_it_names_never_of_the_proxy(
     tokens from one caller used to lock every token caller behind the same proxy out for a minute. With the
     proxy in `[auth] trusted_proxies` the caller is the one its x-forwarded-for names, and a caller cannot
     choose whom its failures count against by sending that header itself."""
-    edge = Edge(
-        Authenticator(Policy.load(policy_file)),
+    edge = _edge(
+        policy_file,
         audit := Recorded(),
-        Admission(ServerConfig()),
-        reflection=False,
         lockout=Lockout(attempts=10, window_s=60, lock_s=60),
         proxies=AuthConfig(trusted_proxies=trusted).proxy_networks(),
     )
-    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[edge])
-    gallery_pb2_grpc.add_GalleryServiceServicer_to_server(_EchoGalleries(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    with _edge_server(edge) as port:
+        _lockouts_behind_a_proxy(tmp_path, port, audit, bool(trusted))
+
+
+def _lockouts_behind_a_proxy(tmp_path: Path, port: int, audit: Recorded, trusted: bool) -> None:
     proxy = start_proxy(
         tmp_path,
         [port],
@@ -354,7 +363,6 @@ def test_behind_a_proxy_a_lockout_is_of_the_caller_it_names_never_of_the_proxy(
         assert _list_plain(desk, ADMIN_TOKEN) == "ops-admin"
     finally:
         proxy.stop()
-        server.stop(None)
 
 
 class _Peer:

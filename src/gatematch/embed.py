@@ -55,7 +55,9 @@ class ArcFaceEmbedder:
             raise ModelError(f"embedder '{self.card.name}': output shape {raw.shape}, expected {expected}")
         return raw
 
-    def _raw(self, tensor: np.ndarray) -> np.ndarray:
+    def infer_rows(self, tensor: np.ndarray) -> np.ndarray:
+        """Raw embeddings of a prepared batch: one run where the model is batch-invariant, else one per row
+        (a model that is not gives other numbers for a row in a batch than alone)."""
         if self.batch_invariant or len(tensor) <= 1:
             return self.infer(tensor)
         return np.concatenate([self.infer(tensor[i : i + 1]) for i in range(len(tensor))])
@@ -64,8 +66,8 @@ class ArcFaceEmbedder:
         crops = check_crops(crops, CROP_SIZE)
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        raw = self._raw(self.prepare(crops)).astype(np.float32)
+        raw = self.infer_rows(self.prepare(crops)).astype(np.float32)
         if self.flip:
-            raw += self._raw(self.prepare(np.ascontiguousarray(crops[:, :, ::-1])))
+            raw += self.infer_rows(self.prepare(np.ascontiguousarray(crops[:, :, ::-1])))
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         return raw / np.maximum(norms, 1e-12)

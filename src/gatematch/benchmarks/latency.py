@@ -472,11 +472,7 @@ def raw_model_ms(
                 tensor = embedder.prepare(crops)
                 for i in range(repeats):
                     start = time.thread_time()
-                    if embedder.batch_invariant:
-                        embedder.infer(tensor)
-                    else:
-                        for row in range(len(tensor)):
-                            embedder.infer(tensor[row : row + 1])
+                    embedder.infer_rows(tensor)
                     spent[i] += time.thread_time() - start
             per_frame.append(1000 * float(np.mean(spent)))
         result.append(per_frame)

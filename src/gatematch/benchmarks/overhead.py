@@ -96,11 +96,7 @@ def measure(
             if len(faces):
                 embed_tensor = embedder.prepare(batch)
                 t8 = time.perf_counter()
-                if embedder.batch_invariant:
-                    embedder.infer(embed_tensor)
-                else:
-                    for i in range(len(embed_tensor)):
-                        embedder.infer(embed_tensor[i : i + 1])
+                embedder.infer_rows(embed_tensor)
                 raw_embed = time.perf_counter() - t8
             faces_seen += len(faces)
             for key, value in (
