@@ -136,3 +136,29 @@ def test_a_server_fed_corrupt_images_writes_only_json_lines_to_stderr(tmp_path, 
     assert logged[-1]["message"] == "stopped"
     native = [r["message"] for r in logged if r["logger"] == "gatematch.native"]
     assert any("libpng" in m for m in native), native  # captured, not lost
+
+
+def test_a_server_that_cannot_start_says_why_in_one_json_error_record(tmp_path) -> None:
+    """A bad setting or a policy file that is not there: exit code 2 and one ERROR record naming the problem
+    (before, the CLI's plain message went through the native-stderr capture and came out as a WARNING of
+    `gatematch.native`)."""
+    policy = tmp_path / "missing-policy.toml"
+    for text, expected in [
+        ("[server]\nbogus = 1\n", "unknown setting [server] bogus"),
+        (f'[auth]\npolicy_file = "{policy}"\n', str(policy)),
+    ]:
+        config = tmp_path / "serve.toml"
+        config.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "gatematch.cli", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+        assert done.returncode == 2, done.stderr[-2000:]
+        logged = records(done.stderr.splitlines())
+        errors = [r for r in logged if r["level"] == "ERROR"]
+        assert len(errors) == 1 and expected in errors[0]["error"], logged
+        assert errors[0]["message"] == "the service cannot start"
+        assert not any(r["logger"] == "gatematch.native" for r in logged), logged

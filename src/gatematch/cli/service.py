@@ -9,6 +9,7 @@ exit 0 on a MATCH, 1 on any other answer, 2 on an error (gatematch.cli.options).
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from gatematch.client import (
     open_channel,
     update_requests,
 )
-from gatematch.errors import BadImageError, ManifestError
+from gatematch.errors import BadImageError, GatematchError, ManifestError
 from gatematch.gallery import DIRECTIONS
 from gatematch.v1 import match_pb2
 
@@ -74,8 +75,14 @@ def _serve(args: argparse.Namespace) -> int:
     from gatematch.service.config import load_config
     from gatematch.service.server import GateMatchServer, configure_logging, serve_forever
 
-    configure_logging()
-    serve_forever(GateMatchServer(load_config(args.config)))
+    configure_logging()  # from here stderr is the JSON log: why the service cannot start is a record in it
+    try:
+        serve_forever(GateMatchServer(load_config(args.config)))
+    except GatematchError as exc:
+        logging.getLogger("gatematch.serve").error(
+            "the service cannot start", extra={"error": exc.describe()}
+        )
+        return 2
     return 0
 
 
