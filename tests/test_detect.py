@@ -238,6 +238,7 @@ def test_letterbox_follows_the_card(detector: GetDetector, examples6: list[np.nd
     yunet = detector("yunet_2023mar").prepare(image)
     assert yunet.tensor.shape == (1, 3, 640, 640) and yunet.image_size == (width, height)
     assert yunet.scale == pytest.approx(min(640 / width, 640 / height))
+    assert detector("yunet_2023mar").scale_of(width, height) == yunet.scale  # what a window is measured in
     scaled_w, scaled_h = round(width * yunet.scale), round(height * yunet.scale)
     assert (yunet.tensor[0, :, scaled_h:] == 0).all() and (yunet.tensor[0, :, :, scaled_w:] == 0).all()
     resized = cv2.resize(image, (scaled_w, scaled_h)).transpose(2, 0, 1)
@@ -257,6 +258,7 @@ def test_letterbox_follows_the_card(detector: GetDetector, examples6: list[np.nd
     assert small.scale == 1.0 and small.tensor.shape == (1, 3, 320, 256)
     large = dynamic.prepare(np.zeros((1000, 1500, 3), np.uint8))
     assert large.scale == pytest.approx(640 / 1500) and large.tensor.shape == (1, 3, 448, 640)
+    assert dynamic.scale_of(1500, 1000) == large.scale and dynamic.scale_of(250, 300) == 1.0
 
 
 def test_buffers_are_reused_per_thread(detector: GetDetector, examples6: list[np.ndarray]):

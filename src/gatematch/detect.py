@@ -237,6 +237,10 @@ class Detector:
             image, matrix, (x2 - x1, y2 - y1), dst=out, flags=flags, borderMode=cv2.BORDER_REPLICATE
         )
 
+    def scale_of(self, width: int, height: int) -> float:
+        """Input pixels per frame pixel when a width x height frame is detected whole (and so in a window)."""
+        return self._geometry(width, height)[0]
+
     @property
     def any_size(self) -> bool:
         """Whether a window or a coarse look runs at its own size (and so costs less than a whole frame)."""

@@ -60,7 +60,7 @@ class FakePipeline:
 
     @property
     def detector(self) -> SimpleNamespace:
-        return SimpleNamespace(any_size=self.any_size)
+        return SimpleNamespace(any_size=self.any_size, scale_of=lambda width, height: 1.0)
 
     pack = SimpleNamespace(
         name="synthetic",

@@ -651,8 +651,9 @@ def markdown(report: dict) -> str:
         if focus is not None:
             lines += [
                 f"Camera focus on (service/focus.py): whole-frame scan every {focus['scan_ms']:g} ms, window margin "
-                f"{focus['margin']:g} face widths, decided faces re-embedded every {focus['recheck_frames']} "
-                f"frames or when their look correlates below {focus['recheck_below']:g}.",
+                f"{focus['margin']:g} face widths (at most {focus['max_margin_px']:g} px of the detector's input), "
+                f"decided faces re-embedded every {focus['recheck_frames']} frames or when their look "
+                f"correlates below {focus['recheck_below']:g}.",
                 "",
             ]
         if "stills" in body:

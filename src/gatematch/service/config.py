@@ -207,7 +207,10 @@ class FocusConfig:
     enabled: bool = True  # false: every frame gets a whole-frame detection and every face every stage
     scan_ms: float = 1000.0  # the whole frame is searched for new faces at least this often ...
     scan_coarse: float = 0.5  # ... at this fraction of the detector's scale, what it finds again in a window
-    margin: float = 1.0  # a followed face is looked for in its box grown by this many widths on each side
+    margin: float = 1.0  # a followed face is looked for in its box grown by this many widths on each side ...
+    max_margin_px: float = (
+        96.0  # ... but by at most this many pixels of the detector's input (3 of YuNet's cells)
+    )
     max_window_share: float = 0.6  # a window over more of the frame than this: the whole frame instead
     recheck_frames: int = 5  # a decided traveler's face is embedded again at least every this many frames ...
     recheck_below: float = (
@@ -215,7 +218,12 @@ class FocusConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive("focus", scan_ms=self.scan_ms, recheck_frames=self.recheck_frames)
+        _positive(
+            "focus",
+            scan_ms=self.scan_ms,
+            recheck_frames=self.recheck_frames,
+            max_margin_px=self.max_margin_px,
+        )
         if not 0 < self.scan_coarse <= 1:
             raise ConfigError(f"[focus] scan_coarse must be in (0, 1], got {self.scan_coarse}")
         if self.margin < 0 or not 0 < self.max_window_share <= 1 or not -1 <= self.recheck_below <= 1:

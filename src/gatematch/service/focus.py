@@ -5,8 +5,10 @@ encounter decide it. One `Focus` per stream and flight sits next to the flight's
 frame (one frame at a time):
 
 - Detection. The faces seen in the previous frame are looked for in one window over their boxes grown by
-  `margin` box widths on each side: it starts on the whole frame's anchor grid, so a face in it meets the network
-  as in a whole-frame run (detect.py). The whole frame is searched when no face was seen in the previous frame,
+  `margin` box widths on each side, but by no more than `max_margin_px` of the detector's input (what the
+  network sees around a face is counted in its own pixels: a big face needs no more than a small one): it
+  starts on the whole frame's anchor grid, so a face in it meets the network as in a whole-frame run
+  (detect.py). The whole frame is searched when no face was seen in the previous frame,
   when the window lost one of them (in the same frame), and when `scan_ms` have passed since the last search:
   coarsely (`scan_coarse` of the detector's scale), what that finds then detected again at full scale in a
   window; when the followed faces' window would cover more than `max_window_share` of the frame (a traveler
@@ -114,14 +116,16 @@ class Focus:
 
     # -- detection ---------------------------------------------------------------------------------------
 
-    def window(self, boxes: list[Box], width: int, height: int) -> Window | None:
-        """The region of the frame that holds these faces, each grown by `margin` widths; None when none of
-        it is in the frame."""
+    def window(self, boxes: list[Box], width: int, height: int, scale: float) -> Window | None:
+        """The region of the frame that holds these faces, each grown by `margin` widths but at most
+        `max_margin_px` of the detector's input (`scale` of them per frame pixel); None when none of it is
+        in the frame."""
         if not boxes:
             return None
         grown = []
+        most = self.config.max_margin_px / scale
         for x1, y1, x2, y2 in boxes:
-            grow = self.config.margin * (x2 - x1)
+            grow = min(self.config.margin * (x2 - x1), most)
             grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
         x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
         x2, y2 = min(max(b[2] for b in grown), width), min(max(b[3] for b in grown), height)
@@ -147,7 +151,9 @@ class Focus:
         missing there already is searched for everywhere."""
         height, width = image.shape[:2]
         followed = [t for t in tracks if t.id in self._last_seen]
-        window = self.window([t.box for t in followed], width, height)
+        window = self.window(
+            [t.box for t in followed], width, height, pipeline.detector.scale_of(width, height)
+        )
         if window is not None and self.fills(
             window, width, height
         ):  # the whole frame at full scale is theirs
@@ -184,7 +190,8 @@ class Focus:
         found = pipeline.detect(image, whole, coarse)
         if not found:
             return []
-        window = self.window([tuple(float(v) for v in d.box) for d in found], width, height)
+        boxes = [tuple(float(v) for v in d.box) for d in found]
+        window = self.window(boxes, width, height, pipeline.detector.scale_of(width, height))
         if window is None or self.fills(window, width, height):
             window = whole
         return pipeline.detect(image, window)
