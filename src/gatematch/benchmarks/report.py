@@ -439,14 +439,15 @@ def latency_markdown(report: dict) -> str:
 def focus_markdown(focus: dict) -> list[str]:
     runs = focus["runs"]
     load = next(iter(runs.values()))["load"]
-    before, after = focus["raw_model_ms_before_after"]
+    before, between, after = focus["raw_model_ms_around"]
     lines = [
         "",
         f"## Server CPU per frame, camera focus off and on ({load['cameras']} cameras x {load['fps']:g} fps x "
         f"{load['seconds']:g} s, a fresh server process each)",
         "",
         f"Raw model time on the same frames: {focus['raw_model_ms_per_frame']} ms per frame ({focus['raw_note']}; "
-        f"the mean of {before} ms before the servers ran and {after} ms after).",
+        f"{before}, {between} and {after} ms before, between and after the servers: each server is held against "
+        "the mean of the two next to it).",
         "",
     ]
     rows = []
@@ -456,6 +457,7 @@ def focus_markdown(focus: dict) -> list[str]:
             [
                 name,
                 run["server_cpu_ms_per_frame"],
+                run["raw_model_ms"],
                 f"{run['of_raw']}x" if run["of_raw"] is not None else "-",
                 one["frames_processed"],
                 one["frames_lost"],
@@ -468,6 +470,7 @@ def focus_markdown(focus: dict) -> list[str]:
         [
             "path",
             "server CPU ms / frame",
+            "raw ms / frame",
             "of raw",
             "processed",
             "lost",
