@@ -59,7 +59,8 @@ class Batcher:
             self._lead(key, call)
         if call.error is not None:
             raise call.error
-        assert call.outputs is not None
+        if call.outputs is None:  # the leader shares out outputs or an error to every call it ran
+            raise RuntimeError("a batched run finished without outputs for this caller")
         return call.outputs
 
     def _lead(self, key: tuple, own: _Call | None) -> None:

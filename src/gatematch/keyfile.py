@@ -124,7 +124,8 @@ class KeyFile:
 
     def _keyring(self) -> Keyring:
         with self._lock:
-            assert self._ring is not None
+            if self._ring is None:  # refresh() reads the file before any key is asked for
+                raise TemplateKeyError(f"key file {self.path} has not been read")
             return self._ring
 
     # -- KeyProvider -------------------------------------------------------------------------------------
