@@ -20,6 +20,7 @@ decoded image that is not H x W x 3 uint8 within the limits, or a conversion tha
 from __future__ import annotations
 
 import contextlib
+import resource
 import sys
 import tempfile
 from collections.abc import Callable
@@ -40,6 +41,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 LIMITS = ImageLimits(max_pixels=MatchConfig().max_pixels, max_bytes=ServerConfig().max_message_bytes)
+# The largest frame within the limits, 3840 x 2160, decoded as 16-bit BGRA and converted, takes about 170 MB.
+MAX_INPUT_MB = 300
 MAX_TEXT = 300  # a little over what the audit log records, so both sides of that limit are reached
 
 
@@ -50,12 +53,24 @@ def check_image(image: np.ndarray) -> None:
         raise AssertionError(f"decoded {image.shape} past the pixel limit")
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
 def through_data_plane(image: bytes | RawPixels) -> None:
-    """What DataPlane sizes and decodes for a frame: typed errors only."""
+    """What DataPlane sizes and decodes for a frame: typed errors only, and no input that takes more memory than
+    a frame within the limits can (libFuzzer's own RSS check names whatever input runs when it looks, often a
+    later one: this check names the input that did it)."""
+    before = peak_rss_mb()
     if not isinstance(image, RawPixels):
         megapixels(image)  # sizing for the budget: never raises
     with contextlib.suppress(GatematchError):
         check_image(image.to_bgr(LIMITS) if isinstance(image, RawPixels) else decode_image(image, LIMITS))
+    grown = peak_rss_mb() - before
+    if grown > MAX_INPUT_MB:
+        raise AssertionError(
+            f"one input raised the peak memory by {grown:.0f} MB (at most {MAX_INPUT_MB} MB)"
+        )
 
 
 def fuzz_images(data: bytes) -> None:
