@@ -107,13 +107,14 @@ SCENES[8] = [FakeFace(at(240), at_cosine(INBOUND[7], 0.8))]  # arriving traveler
 
 @pytest.fixture
 def day(tmp_path: Path):
-    """GM101 arrives an hour ago and departs in two hours (one aircraft, one flight number), GM101 departs
-    again tomorrow; another flight's gallery is loaded too."""
+    """GM101 arrived an hour ago and departs in two hours (one aircraft, one flight number), GM101 departs
+    again in two days (tomorrow's date would be shared with the departure in two hours late in the day); another
+    flight's gallery is loaded too."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     plane = data_plane(tmp_path, FakePipeline(SCENES))
     write_gallery(plane.store, CENTRES, departure=now + timedelta(hours=2))
     write_gallery(plane.store, INBOUND, departure=now - timedelta(hours=1), direction=ARRIVAL, prefix="A")
-    write_gallery(plane.store, INBOUND, departure=now + timedelta(days=1), prefix="N")
+    write_gallery(plane.store, INBOUND, departure=now + timedelta(days=2), prefix="N")
     yield plane, now
     plane.pool.shutdown()
 
@@ -133,20 +134,21 @@ def test_each_frame_is_matched_against_the_gallery_it_names(day) -> None:
     assert outbound.decision is Decision.MATCH and outbound.search.match.traveler_id == "T004"
     assert outbound.gallery.direction == DEPARTURE and outbound.gallery.departure == now + timedelta(hours=2)
     inbound = plane.match(
-        Probe("GM101", frame(8), flight_date=now.date(), direction=ARRIVAL), Budget.start(0.5)
+        Probe("GM101", frame(8), flight_date=(now - timedelta(hours=1)).date(), direction=ARRIVAL),
+        Budget.start(0.5),
     )
     assert inbound.decision is Decision.MATCH and inbound.search.match.traveler_id == "A007"
     crossed = plane.match(Probe("GM101", frame(1), direction=ARRIVAL), Budget.start(0.5))
     assert crossed.decision is Decision.NO_MATCH, "a departing traveler is not on the arriving flight"
-    tomorrow = plane.find(FlightRef("GM101", (now + timedelta(days=1)).date(), DEPARTURE))
-    assert tomorrow.departure == now + timedelta(days=1)
+    later = plane.find(FlightRef("GM101", (now + timedelta(days=2)).date(), DEPARTURE))
+    assert later.departure == now + timedelta(days=2)
 
 
 def test_among_two_dates_the_flight_in_service_now_is_taken(day) -> None:
     plane, now = day
     assert plane.find(FlightRef("GM101", direction=DEPARTURE), now).departure == now + timedelta(hours=2)
-    later = now + timedelta(hours=20)  # today's has left; tomorrow's boards
-    assert plane.find(FlightRef("GM101", direction=DEPARTURE), later).departure == now + timedelta(days=1)
+    later = now + timedelta(hours=40)  # the first has left; the next one boards
+    assert plane.find(FlightRef("GM101", direction=DEPARTURE), later).departure == now + timedelta(days=2)
 
 
 def test_a_date_without_a_gallery_is_not_found(day) -> None:
