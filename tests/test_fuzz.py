@@ -9,7 +9,9 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gatematch.errors import GatematchError
@@ -19,6 +21,18 @@ from support.data import REPO, missing
 
 HARNESS = REPO / "tests" / "fuzz" / "fuzz_inputs.py"
 RUNS = 10_000
+
+
+# Linux keeps a process's peak RSS across execve (getrusage(2)) and a forked child starts with its parent's
+# pages, so a harness started by the test process inherits that process's peak: late in the suite about
+# 1.5 GB, and libFuzzer's once-a-second RSS check then stopped the run on an innocent (empty) input. A small
+# Python forks the harness instead: its peak is its own.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+def run_harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", LAUNCHER, sys.executable, str(HARNESS), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,19 +55,12 @@ def atheris_installed() -> None:
     ],
 )
 def test_fuzz_target_runs_10000_inputs_without_a_finding(target, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(HARNESS),
-            target,
-            f"-runs={RUNS}",
-            "-seed=1",
-            "-timeout=20",
-            "-rss_limit_mb=1024",  # the harness runs in about 160 MB: a memory bomb is a finding
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_harness(
+        target,
+        f"-runs={RUNS}",
+        "-seed=1",
+        "-timeout=20",
+        "-rss_limit_mb=1024",  # the harness runs in about 160 MB: a memory bomb is a finding
         cwd=tmp_path,  # where libFuzzer writes a crash file
     )
     finding = next((line for line in done.stderr.splitlines() if "Uncaught Python exception" in line), "")
@@ -74,3 +81,14 @@ def test_a_gallery_header_with_an_impossible_time_is_a_typed_error(field, second
     getattr(header, field).nanos = nanos
     with pytest.raises(GatematchError):
         load_header(header)
+
+
+def test_the_harness_counts_its_own_memory_not_the_test_runners(tmp_path):
+    """Late in the suite the test process holds over a gigabyte; the harness's memory checks (libFuzzer's RSS
+    limit, the harness's per-input peak) must see the harness's memory alone."""
+    ballast = np.ones(1200 * 2**20 // 8)  # 1.2 GB of this process's memory, every page touched
+    done = run_harness("images", "-runs=10", "-seed=1", cwd=tmp_path)
+    del ballast
+    inited = re.search(r"INITED .*rss: (\d+)Mb", done.stderr)
+    assert done.returncode == 0 and inited, done.stderr[-2000:]
+    assert int(inited.group(1)) < 600, f"the harness starts at {inited.group(1)} MB: the test runner's peak"
