@@ -196,10 +196,10 @@ def test_compare_focus_measures_server_cpu_per_frame_both_ways_against_raw_model
     focus = report["focus"]
     before, between, after = focus["raw_model_ms_around"]
     assert before > 0 and between > 0 and after > 0
-    assert focus["raw_model_ms_per_frame"] == pytest.approx((before + between + after) / 3, abs=0.01)
+    assert focus["raw_model_ms_per_frame"] == pytest.approx((before + between + after) / 3, abs=0.02)
     off, on = focus["runs"]["focus off"], focus["runs"]["focus on"]
-    assert off["raw_model_ms"] == pytest.approx((before + between) / 2, abs=0.01)
-    assert on["raw_model_ms"] == pytest.approx((between + after) / 2, abs=0.01)
+    assert off["raw_model_ms"] == pytest.approx((before + between) / 2, abs=0.02)
+    assert on["raw_model_ms"] == pytest.approx((between + after) / 2, abs=0.02)
     for run in (off, on):
         assert run["of_raw"] == pytest.approx(run["server_cpu_ms_per_frame"] / run["raw_model_ms"], abs=0.002)
     markdown = (tmp_path / "out" / "latency.md").read_text()

@@ -5,7 +5,9 @@ libFuzzer ends with a non-zero status and a crash file on the first finding; a l
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -23,16 +25,25 @@ HARNESS = REPO / "tests" / "fuzz" / "fuzz_inputs.py"
 RUNS = 10_000
 
 
-# Linux keeps a process's peak RSS across execve (getrusage(2)) and a forked child starts with its parent's
-# pages, so a harness started by the test process inherits that process's peak: late in the suite about
-# 1.5 GB, and libFuzzer's once-a-second RSS check then stopped the run on an innocent (empty) input. A small
-# Python forks the harness instead: its peak is its own.
+# A process's peak RSS (what libFuzzer's -rss_limit_mb reads) survives execve (getrusage(2)), and Python's
+# subprocess starts a child with vfork, whose exec replaces the parent's own memory image: a harness started
+# by the test process would begin at that process's peak, about 1.5 GB late in the suite, and libFuzzer's
+# once-a-second check then stopped the run on an innocent (empty) input. A small Python starts the harness
+# instead, in a session of its own so that a timeout ends both.
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 def run_harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", LAUNCHER, sys.executable, str(HARNESS), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,7 +97,7 @@ def test_a_gallery_header_with_an_impossible_time_is_a_typed_error(field, second
 def test_the_harness_counts_its_own_memory_not_the_test_runners(tmp_path):
     """Late in the suite the test process holds over a gigabyte; the harness's memory checks (libFuzzer's RSS
     limit, the harness's per-input peak) must see the harness's memory alone."""
-    ballast = np.ones(1200 * 2**20 // 8)  # 1.2 GB of this process's memory, every page touched
+    ballast = np.ones(800 * 2**20 // 8)  # 800 MB of this process's memory, every page touched
     done = run_harness("images", "-runs=10", "-seed=1", cwd=tmp_path)
     del ballast
     inited = re.search(r"INITED .*rss: (\d+)Mb", done.stderr)

@@ -109,6 +109,17 @@ def test_a_followed_face_is_looked_for_in_a_window_and_the_whole_frame_is_scanne
     assert all(set(ids) == {1} for ids in camera.encounters), "one traveler, one encounter throughout"
 
 
+@pytest.mark.parametrize("scale, grown", [(1.0, 96), (0.5, 120)])
+def test_a_big_face_is_followed_in_a_window_grown_by_at_most_96_px_of_the_detectors_input(
+    scale: float, grown: int
+) -> None:
+    big = replace(traveler(4), box=(260.0, 180.0, 380.0, 300.0))  # 120 px wide
+    camera = Camera({1: [big]})
+    camera.pipeline.scale = scale  # 96 input px: 96 frame px at full scale, 192 at half scale
+    windows = camera.show([1] * 3).pipeline.windows
+    assert windows[1] == (260 - grown, 180 - grown, 380 + grown, 300 + grown)
+
+
 @pytest.mark.parametrize("enters", range(1, 10))
 def test_a_new_face_outside_the_window_is_found_within_the_bound(enters: int) -> None:
     """Bound: found by the first frame processed scan_ms after the last whole-frame search, i.e. less than

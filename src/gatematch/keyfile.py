@@ -124,7 +124,7 @@ class KeyFile:
 
     def _keyring(self) -> Keyring:
         with self._lock:
-            if self._ring is None:  # refresh() reads the file before any key is asked for
+            if self._ring is None:  # never: __init__ reads the file (refresh) or raises
                 raise TemplateKeyError(f"key file {self.path} has not been read")
             return self._ring
 

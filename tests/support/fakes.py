@@ -56,11 +56,12 @@ class FakePipeline:
     windows: list[Window | None] = field(default_factory=list)  # every detection's window, in order
     embedded: int = 0  # faces embedded
     any_size: bool = False  # windows and coarse looks cost less (as YuNet's); coarse ones miss small faces
+    scale: float = 1.0  # the detector's input pixels per frame pixel (Detector.scale_of)
     _fakes: dict[int, FakeFace] = field(default_factory=dict)
 
     @property
     def detector(self) -> SimpleNamespace:
-        return SimpleNamespace(any_size=self.any_size, scale_of=lambda width, height: 1.0)
+        return SimpleNamespace(any_size=self.any_size, scale_of=lambda width, height: self.scale)
 
     pack = SimpleNamespace(
         name="synthetic",

@@ -39,7 +39,7 @@ def _in_data_dir(name: str) -> Any:
 
 def _positive(section: str, **values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise ConfigError(f"[{section}] {name} must be > 0, got {value}")
 
 

@@ -151,9 +151,8 @@ class Focus:
         missing there already is searched for everywhere."""
         height, width = image.shape[:2]
         followed = [t for t in tracks if t.id in self._last_seen]
-        window = self.window(
-            [t.box for t in followed], width, height, pipeline.detector.scale_of(width, height)
-        )
+        scale = pipeline.detector.scale_of(width, height) if followed else 1.0
+        window = self.window([t.box for t in followed], width, height, scale)
         if window is not None and self.fills(
             window, width, height
         ):  # the whole frame at full scale is theirs
