@@ -65,6 +65,32 @@ def warm_up() -> None:
     appearance(np.zeros((112, 112, 3), np.uint8))
 
 
+def grown_window(
+    config: FocusConfig, boxes: list[Box], width: int, height: int, scale: float
+) -> Window | None:
+    """The region of a width x height frame that holds these faces, each grown by `margin` widths but at most
+    `max_margin_px` of the detector's input (`scale` of them per frame pixel); None when none of it is in the
+    frame. The stream's windows (`Focus.window`) and the window-fidelity benchmark both come from here."""
+    if not boxes:
+        return None
+    grown = []
+    most = config.max_margin_px / scale
+    for x1, y1, x2, y2 in boxes:
+        grow = min(config.margin * (x2 - x1), most)
+        grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
+    x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
+    x2, y2 = min(max(b[2] for b in grown), width), min(max(b[3] for b in grown), height)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
+
+
+def fills_frame(config: FocusConfig, window: Window, width: int, height: int) -> bool:
+    """Whether a window covers so much of the frame (`max_window_share`) that the whole is as cheap."""
+    x1, y1, x2, y2 = window
+    return (x2 - x1) * (y2 - y1) > config.max_window_share * width * height
+
+
 def assign(rule: EncounterConfig, tracks: list[TrackView], boxes: list[np.ndarray]) -> dict[int, TrackView]:
     """Each box to at most one track and each track to at most one box, by position (best overlap first)."""
     pairs = sorted(
@@ -117,26 +143,11 @@ class Focus:
     # -- detection ---------------------------------------------------------------------------------------
 
     def window(self, boxes: list[Box], width: int, height: int, scale: float) -> Window | None:
-        """The region of the frame that holds these faces, each grown by `margin` widths but at most
-        `max_margin_px` of the detector's input (`scale` of them per frame pixel); None when none of it is
-        in the frame."""
-        if not boxes:
-            return None
-        grown = []
-        most = self.config.max_margin_px / scale
-        for x1, y1, x2, y2 in boxes:
-            grow = min(self.config.margin * (x2 - x1), most)
-            grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
-        x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
-        x2, y2 = min(max(b[2] for b in grown), width), min(max(b[3] for b in grown), height)
-        if x2 <= x1 or y2 <= y1:
-            return None
-        return (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
+        """These faces' window in this stream's frames (`grown_window`)."""
+        return grown_window(self.config, boxes, width, height, scale)
 
     def fills(self, window: Window, width: int, height: int) -> bool:
-        """Whether a window covers so much of the frame (`max_window_share`) that the whole is as cheap."""
-        x1, y1, x2, y2 = window
-        return (x2 - x1) * (y2 - y1) > self.config.max_window_share * width * height
+        return fills_frame(self.config, window, width, height)
 
     def detect(
         self,
