@@ -456,11 +456,39 @@ def _soak(args: argparse.Namespace) -> int:
     return 0 if report["soak"]["verdict"]["passed"] else 1
 
 
+def _window_fidelity(args: argparse.Namespace) -> int:
+    import json
+
+    from gatematch.benchmarks.window_fidelity import images_of, measure
+    from gatematch.errors import ConfigError
+    from gatematch.facepipeline import FacePipeline, PipelineConfig
+    from gatematch.modelstore import ModelStore
+    from gatematch.runtime import RuntimeConfig
+    from gatematch.service.config import FocusConfig
+
+    check_at_least(args.every, 1, "--every")
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        raise ConfigError(f"no such folder or video: {', '.join(missing)}")
+    given = {
+        "margin": args.margin,
+        "max_margin_px": args.max_margin_px,
+        "max_window_share": args.max_window_share,
+    }
+    config = FocusConfig(**{name: value for name, value in given.items() if value is not None})
+    pipeline_config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=0))
+    pipeline = FacePipeline.from_pack(args.pack, ModelStore(args.model_dir), pipeline_config)
+    print(json.dumps(measure(pipeline, config, images_of(args.paths, args.every, args.fps)), indent=2))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     from gatematch.benchmarks.embedding_store import DEFAULT_CHUNK_SIZE
     from gatematch.benchmarks.protocols import DEFAULT_IMPOSTOR_PAIRS
 
-    bench = commands.add_parser("bench", help="accuracy, encounter, latency and soak benchmarks")
+    bench = commands.add_parser(
+        "bench", help="accuracy, encounter, latency, soak and window-fidelity benchmarks"
+    )
     kinds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
 
     accuracy = kinds.add_parser(
@@ -667,3 +695,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     soak.add_argument("--out", type=Path, default=Path("bench-soak"), help="report folder")
     add_model_dir_option(soak)
     soak.set_defaults(handler=_soak, parser=soak)
+
+    fidelity = kinds.add_parser(
+        "window-fidelity",
+        help="landmarks and template of faces in their camera-focus window against the whole frame",
+    )
+    fidelity.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders of photos or videos")
+    fidelity.add_argument("--pack", default="default")
+    fidelity.add_argument("--margin", type=float, help="[focus] margin (default: the service's)")
+    fidelity.add_argument(
+        "--max-margin-px", type=float, help="[focus] max_margin_px (default: the service's)"
+    )
+    fidelity.add_argument(
+        "--max-window-share",
+        type=float,
+        help="[focus] max_window_share; 1 measures every face in a window, even where the stream would run "
+        "the whole frame",
+    )
+    fidelity.add_argument("--every", type=int, default=1, help="every n-th photo or sampled frame")
+    fidelity.add_argument("--fps", type=float, default=5.0, help="video frames sampled per second")
+    add_model_dir_option(fidelity)
+    fidelity.set_defaults(handler=_window_fidelity, parser=fidelity)

@@ -3,9 +3,9 @@ the face (`service.focus.grown_window`) against the same face detected in the wh
 
 A window differs from the whole frame only near its edge (detect.py), but YuNet looks far around a face, so
 what a window cuts off can move the landmarks and with them the template. DESIGN.md's window figures
-(`margin`, `max_margin_px`) come from this command:
+(`margin`, `max_margin_px`) come from `gatematch bench window-fidelity` (benchmarks/cli.py):
 
-    python -m gatematch.benchmarks.window_fidelity ../shared/faces/celeba_wild --every 2 --max-margin-px 96
+    gatematch bench window-fidelity ../shared/faces/celeba_wild --every 2 --max-margin-px 96
 
 Each path is a folder of photos (searched recursively) or a video file (sampled at `--fps`). The best-scored
 face of each image is measured; `cap_binds` is the subset grown by `max_margin_px` rather than by `margin`
@@ -15,8 +15,6 @@ widths, and `fills_frame` counts faces the stream would detect in the whole fram
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from gatematch.detect import Detection
-from gatematch.facepipeline import FacePipeline, PipelineConfig
+from gatematch.facepipeline import FacePipeline
 from gatematch.images import load_image
-from gatematch.modelstore import ModelStore
-from gatematch.process import configure_process
-from gatematch.runtime import RuntimeConfig
 from gatematch.service.config import FocusConfig
 from gatematch.service.focus import fills_frame, grown_window
 from gatematch.video import read_frames
@@ -124,36 +119,3 @@ def measure(pipeline: FacePipeline, config: FocusConfig, images: Iterator[np.nda
         "cap_binds": summary([f for f in faces if f.cap_binds]),
         "fills_frame": len(measured) - len(faces),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("paths", nargs="+", type=Path, help="folders of photos or video files")
-    parser.add_argument("--pack", default="default")
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--margin", type=float, default=FocusConfig.margin)
-    parser.add_argument("--max-margin-px", type=float, default=FocusConfig.max_margin_px)
-    parser.add_argument(
-        "--max-window-share",
-        type=float,
-        default=FocusConfig.max_window_share,
-        help="1: measure every face in a window, even where the stream would run the whole frame",
-    )
-    parser.add_argument("--every", type=int, default=1, help="every n-th photo or sampled frame")
-    parser.add_argument("--fps", type=float, default=5.0, help="video frames sampled per second")
-    args = parser.parse_args(argv)
-    configure_process()
-    config = FocusConfig(
-        margin=args.margin, max_margin_px=args.max_margin_px, max_window_share=args.max_window_share
-    )
-    runtime = RuntimeConfig(intra_op_threads=0)
-    pipeline = FacePipeline.from_pack(args.pack, ModelStore(args.model_dir), PipelineConfig(runtime=runtime))
-    report = measure(pipeline, config, images_of(args.paths, max(args.every, 1), args.fps))
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
