@@ -101,6 +101,5 @@ def start_proxy(
     """A running proxy (see GrpcProxy); otherwise skip (fail under CI=true) saying HAProxy is missing."""
     binary = find_haproxy()
     if binary is None:
-        message = "haproxy not found: install the Debian package haproxy"
-        missing(message)
+        missing("haproxy not found: install the Debian package haproxy")
     return GrpcProxy(binary, folder, backends, frontends, source)

@@ -164,10 +164,8 @@ class Focus:
         followed = [t for t in tracks if t.id in self._last_seen]
         scale = pipeline.detector.scale_of(width, height) if followed else 1.0
         window = self.window([t.box for t in followed], width, height, scale)
-        if window is not None and self.fills(
-            window, width, height
-        ):  # the whole frame at full scale is theirs
-            frame.counts["close"] += 1
+        if window is not None and self.fills(window, width, height):
+            frame.counts["close"] += 1  # the whole frame at full scale is theirs
             return self.scan(pipeline, image, now, frame, look_first=False)
         if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
             return self.scan(pipeline, image, now, frame)
