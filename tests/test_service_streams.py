@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -45,11 +46,23 @@ def stream_frame(scene: int, sequence: int, **fields: object) -> StreamFrame:
     return StreamFrame("cam-1", "A1", "GM101", sequence, frame(scene), **fields)
 
 
-def paced(frames: list[StreamFrame], gap_s: float = 0.03) -> Iterator[StreamFrame]:
-    """Frames as a camera sends them: received when sent, slower than processing (nothing dropped)."""
-    for f in frames:
-        time.sleep(gap_s)
-        yield replace(f, received=time.monotonic(), received_at=datetime.now(UTC))
+def run_paced(scheduler: StreamScheduler, frames: list[StreamFrame], gap_s: float = 0.03) -> list:
+    """Frames as a camera sends them (received when sent), each `gap_s` after the previous one was observed:
+    nothing is dropped however long one frame takes (a fixed pace lost a frame to any stall of two gaps)."""
+    turn = threading.Semaphore(1)
+
+    def camera() -> Iterator[StreamFrame]:
+        for f in frames:
+            turn.acquire(timeout=30)
+            time.sleep(gap_s)
+            yield replace(f, received=time.monotonic(), received_at=datetime.now(UTC))
+
+    events = []
+    for event in scheduler.run(camera(), lambda frame: None, "test-client"):
+        events.append(event)
+        if isinstance(event, FrameEvent):
+            turn.release()
+    return events
 
 
 def run(scheduler: StreamScheduler, frames: Iterator[StreamFrame], authorize=lambda frame: None) -> list:
@@ -61,7 +74,7 @@ def decisions(events: list) -> list[EncounterEvent]:
 
 
 def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> None:
-    events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 6)]))
+    events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 6)])
     observations = [e for e in events if isinstance(e, FrameEvent)]
     assert [o.frame.sequence for o in observations] == [1, 2, 3, 4, 5]
     assert all(set(o.encounter_ids.values()) == {1} for o in observations)
@@ -72,7 +85,7 @@ def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> 
 
 
 def test_a_tailgater_right_behind_a_match_gets_a_decision_of_their_own(scheduler) -> None:
-    events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 11)]))
+    events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 11)])
     decided = [(d.outcome.encounter_id, d.decision, d.result.match.traveler_id) for d in decisions(events)]
     assert decided == [(1, Decision.MATCH, "T004"), (2, Decision.MATCH, "T009")]
     # the first traveler, once matched, was followed by position (the stream's focus), not embedded again
@@ -87,7 +100,7 @@ def test_without_focus_every_frame_gets_every_stage(tmp_path) -> None:
     write_gallery(plane.store, CENTRES)
     scheduler = StreamScheduler(plane, EncounterConfig(), 2.0, Telemetry(), focus=FocusConfig(enabled=False))
     try:
-        events = run(scheduler, paced([stream_frame(i, i) for i in range(1, 11)]))
+        events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 11)])
     finally:
         plane.pool.shutdown()
     assert [d.result.match.traveler_id for d in decisions(events)] == ["T004", "T009"]
@@ -95,7 +108,7 @@ def test_without_focus_every_frame_gets_every_stage(tmp_path) -> None:
 
 
 def test_the_stream_ending_decides_the_open_encounter(scheduler) -> None:
-    events = run(scheduler, paced([stream_frame(11, 1)]))
+    events = run_paced(scheduler, [stream_frame(11, 1)])
     decided = decisions(events)
     assert [d.decision for d in decided] == [Decision.NO_MATCH]
     # the first checkpoint (1 frame) said no; closing spends the rest of the target in one last search
@@ -112,7 +125,7 @@ def test_a_frame_older_than_its_budget_is_not_processed(scheduler) -> None:
 
 def test_a_camera_clock_ahead_of_the_server_does_not_age_its_frames(scheduler) -> None:
     ahead = [stream_frame(i, i, captured_at=datetime.now(UTC) + timedelta(seconds=30)) for i in range(1, 4)]
-    assert [d.decision for d in decisions(run(scheduler, paced(ahead)))] == [Decision.MATCH]
+    assert [d.decision for d in decisions(run_paced(scheduler, ahead))] == [Decision.MATCH]
 
 
 def test_frames_with_unusable_fields_allocate_nothing_and_cost_no_inference(scheduler) -> None:
@@ -163,7 +176,7 @@ def test_frames_naming_a_direction_follow_that_gallery_and_an_ambiguous_one_is_a
         {20 + i: [FakeFace(at(240 + 4 * i), at_cosine(inbound[3], 0.8, seed=i))] for i in range(1, 6)}
     )
     frames = [stream_frame(20 + i, i, direction="arrival") for i in range(1, 6)]
-    events = run(scheduler, paced([stream_frame(1, 0), *frames]))
+    events = run_paced(scheduler, [stream_frame(1, 0), *frames])
     refused = [e for e in events if isinstance(e, FrameEvent) and e.error is not None]
     assert len(refused) == 1 and refused[0].frame.sequence == 0
     assert refused[0].error[0] is grpc.StatusCode.FAILED_PRECONDITION and "direction" in refused[0].error[1]
