@@ -24,7 +24,7 @@ from gatematch.facepipeline import FacePipeline
 from gatematch.gallery_store import open_store
 from gatematch.keyfile import KeyFile
 from gatematch.service.audit import verify_log
-from gatematch.service.config import BudgetConfig
+from gatematch.service.config import BudgetConfig, RetentionConfig
 from gatematch.service.server import pipeline_config
 from gatematch.template_crypto import is_encrypted, sealed_key_id
 from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, match_pb2, match_pb2_grpc
@@ -187,6 +187,30 @@ def test_expired_data_is_unreadable_and_the_timer_purge_is_audited(service, exam
         r for r in records(service.root / "audit.jsonl", "gallery.purge") if r["detail"] == gone.gallery_id
     ]
     assert purge["client"] == "retention-timer" and purge["flight_id"] == "GM702"
+
+
+def test_the_retention_timer_purges_expired_data_on_its_own(
+    tmp_path: Path, model_store, faces_dir, pipeline
+) -> None:
+    """Nobody calls a purge here: the server's timer (`[retention] purge_every_s`) deletes the expired
+    gallery within a few periods and signs the deletion in the audit trail."""
+    config = replace(service_config(tmp_path), retention=RetentionConfig(purge_every_s=0.2))
+    server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
+    try:
+        store = server.ready()[0].store
+        departed = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=13)
+        gone = replace(draft(flight="GM704", tag="GONE")[0], departure=departed)
+        store.write(gone, now=departed - timedelta(hours=1))
+        deadline = time.monotonic() + 10
+        while store.galleries("GM704") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not store.galleries("GM704"), "the timer never purged the expired gallery"
+    finally:
+        server.stop(1.0)
+    (purge,) = [
+        r for r in records(tmp_path / "audit.jsonl", "gallery.purge") if r["detail"] == gone.gallery_id
+    ]
+    assert purge["client"] == "retention-timer" and purge["flight_id"] == "GM704"
 
 
 def test_a_plaintext_gallery_is_refused_until_keys_rotate_encrypts_it(service, examples) -> None:

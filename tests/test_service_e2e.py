@@ -252,9 +252,12 @@ def test_expired_gallery_is_refused_then_purged_by_retention(service, channel, m
     with pytest.raises(grpc.RpcError) as caught:  # expired on arrival: refused, nothing written
         stub.Load(load_requests("GM0LD", departed, photos), timeout=60)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    retention = timedelta(seconds=1.5)
-    stub.Load(load_requests("GM0LD", datetime.now(UTC), photos, retention=retention), timeout=60)
-    time.sleep(retention.total_seconds() + 0.2)
+    # The store keeps expiries to the second: 3 s leave the Load at least 2 s to finish before it expires.
+    loaded = stub.Load(
+        load_requests("GM0LD", datetime.now(UTC), photos, retention=timedelta(seconds=3)), timeout=60
+    )
+    expires = loaded.gallery.expires_at.ToDatetime(UTC)
+    time.sleep(max((expires - datetime.now(UTC)).total_seconds(), 0.0) + 0.2)
     with pytest.raises(grpc.RpcError) as caught:
         match(match_stub, (examples / "obama" / "obama2.jpg").read_bytes(), flight="GM0LD")
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in caught.value.details()

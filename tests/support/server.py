@@ -24,7 +24,14 @@ from gatematch.gallery import Calibration, load_default_calibration
 from gatematch.images import load_image
 from gatematch.keyfile import KeyFile
 from gatematch.modelstore import ModelStore
-from gatematch.service.config import AuditConfig, KeysConfig, ServerConfig, ServiceConfig, StoreConfig
+from gatematch.service.config import (
+    AuditConfig,
+    KeysConfig,
+    RetentionConfig,
+    ServerConfig,
+    ServiceConfig,
+    StoreConfig,
+)
 from gatematch.service.server import GateMatchServer, pipeline_config
 from support.postgres import PostgresCluster, need_cluster
 
@@ -76,12 +83,15 @@ def key_file_for(root: Path, store_url: str = "") -> Path:
 
 def service_config(root: Path, store_url: str = "", **server: object) -> ServiceConfig:
     """Loopback, port 0, a store, key file and audit log under `root` (or the galleries at `store_url`, with
-    the key file its replicas share); two inference workers."""
+    the key file its replicas share); two inference workers. The retention timer waits an hour: a test
+    purges when it means to (one that sees an expired gallery refused before its purge would otherwise race
+    the timer), and the timer's own test sets a short period."""
     config = ServiceConfig(
         server=ServerConfig(port=0, workers=2, max_streams=8, shutdown_grace_s=5.0),
         store=StoreConfig(gallery_dir=str(root / "galleries"), url=store_url),
         audit=AuditConfig(path=str(root / "audit.jsonl")),
         keys=KeysConfig(file=str(key_file_for(root, store_url))),
+        retention=RetentionConfig(purge_every_s=3600.0),
     )
     return replace(config, server=replace(config.server, **server)) if server else config
 

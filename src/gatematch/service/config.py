@@ -316,6 +316,7 @@ class RetentionConfig:
     default_hours: float = DEFAULT_RETENTION.total_seconds() / 3600
     max_hours: float = DEFAULT_RETENTION.total_seconds() / 3600
     max_days_ahead: float = DEFAULT_HORIZON.days
+    purge_every_s: float = 60.0  # the timer's period: an expired gallery's data outlives it by at most this
 
     def __post_init__(self) -> None:
         _positive(
@@ -323,6 +324,7 @@ class RetentionConfig:
             default_hours=self.default_hours,
             max_hours=self.max_hours,
             max_days_ahead=self.max_days_ahead,
+            purge_every_s=self.purge_every_s,
         )
         if self.default_hours > self.max_hours:
             raise ConfigError(

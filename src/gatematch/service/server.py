@@ -43,7 +43,6 @@ from gatematch.v1 import gallery_pb2, gallery_pb2_grpc, gate_pb2, gate_pb2_grpc,
 
 log = logging.getLogger("gatematch.service")
 
-PURGE_INTERVAL_S = 60.0
 RETENTION_TIMER = "retention-timer"  # the audit trail's client name for the service's own purges
 GALLERY_SERVICE = gallery_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name
 GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["GateService"].full_name
@@ -320,11 +319,11 @@ class GateMatchServer:
         return True
 
     def _purge_loop(self) -> None:
-        while not self._stopped.wait(PURGE_INTERVAL_S):
+        while not self._stopped.wait(self.config.retention.purge_every_s):
             self.purge_expired()
 
     def purge_expired(self) -> list[str]:
-        """Run the retention purge now (the timer calls this every PURGE_INTERVAL_S)."""
+        """Run the retention purge now (the timer calls this every `[retention] purge_every_s`)."""
         loaded = self._loaded
         if loaded is None:
             return []
