@@ -5,6 +5,7 @@ lock step (the next only after the previous one's observation) so that none is d
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -200,14 +201,34 @@ def test_a_gallery_load_cut_midway_leaves_no_gallery(service, channel, examples)
     assert not {g.flight_id for g in listed} & set(flights)
 
 
+def analysis_seconds(pipeline, data: bytes) -> float:
+    """What analysing this photo in full takes on this machine now (the best of three, after a warm-up)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    pipeline.analyze_batch([image])
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        pipeline.analyze_batch([image])
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def test_a_frame_abandoned_at_its_budget_leaves_no_trace_in_the_encounters(
     tmp_path, model_store, pipeline, faces_dir, examples
 ):
     """An 8x8 grid of faces takes several frame budgets to analyse (every face of it: the camera focus, which
     would spare most of them, is off here). The stream answers it BUDGET_EXCEEDED at its budget; the worker
     still busy with it must not then open or close encounters behind the camera's back: every encounter the
-    camera hears decided is one it saw a face of, and each is decided once."""
-    budgets = BudgetConfig(frame_ms=150, encounter_ms=250)
+    camera hears decided is one it saw a face of, and each is decided once. The budget is set between what
+    this machine takes for one face and for the grid (a fixed 150 ms held only within 2.3x of CI's speed)."""
+    faces = [cv2.resize(cv2.imread(str(p)), (240, 300)) for p in sorted(examples.glob("*/*"))]
+    tiles = [faces[i % len(faces)] for i in range(64)]
+    crowd = cv2.imencode(".jpg", np.vstack([np.hstack(tiles[r * 8 : r * 8 + 8]) for r in range(8)]))[1]
+    unknown = (examples / "obama" / "obama2.jpg").read_bytes()  # a usable face nobody enrolled
+    one_s, grid_s = (analysis_seconds(pipeline, data) for data in (unknown, crowd.tobytes()))
+    assert grid_s > 8 * one_s, f"the grid ({grid_s:.3f} s) must cost far more than one face ({one_s:.3f} s)"
+    frame_ms = 1000 * math.sqrt(one_s * grid_s)
+    budgets = BudgetConfig(frame_ms=frame_ms, encounter_ms=frame_ms + 100)
     server = serve(
         tmp_path,
         model_store,
@@ -218,10 +239,6 @@ def test_a_frame_abandoned_at_its_budget_leaves_no_trace_in_the_encounters(
         focus=FocusConfig(enabled=False),
     )
     try:
-        faces = [cv2.resize(cv2.imread(str(p)), (240, 300)) for p in sorted(examples.glob("*/*"))]
-        tiles = [faces[i % len(faces)] for i in range(64)]
-        crowd = cv2.imencode(".jpg", np.vstack([np.hstack(tiles[r * 8 : r * 8 + 8]) for r in range(8)]))[1]
-        unknown = (examples / "obama" / "obama2.jpg").read_bytes()  # a usable face nobody enrolled
         frames = [
             make_frame("cam-1", "A1", FLIGHT, 1, unknown),
             make_frame("cam-1", "A1", FLIGHT, 2, crowd.tobytes()),
@@ -231,7 +248,7 @@ def test_a_frame_abandoned_at_its_budget_leaves_no_trace_in_the_encounters(
     finally:
         server.stop(1.0)
     first, second = observations(events)
-    assert second.status == match_pb2.DECISION_BUDGET_EXCEEDED  # the crowd outlasted its 150 ms
+    assert second.status == match_pb2.DECISION_BUDGET_EXCEEDED  # the crowd outlasted its budget
     seen = {face.encounter_id for obs in (first, second) for face in obs.faces if face.encounter_id}
     decided = [e.decision for e in events if e.WhichOneof("event") == "decision"]
     assert sorted(d.encounter_id for d in decided) == sorted(seen)
