@@ -24,6 +24,7 @@ from gatematch.service.converters import (
     image_of,
     load_header,
     match_response,
+    observation_pb,
     reference_of,
     stream_frame,
     update_header,
@@ -31,7 +32,7 @@ from gatematch.service.converters import (
 )
 from gatematch.service.dataplane import Decision, FlightRef, FrameResult, RawPixels, VerifyResult
 from gatematch.service.encounter import EncounterOutcome
-from gatematch.service.streams import EncounterEvent
+from gatematch.service.streams import EncounterEvent, FrameEvent
 from gatematch.v1 import flight_pb2, gallery_pb2, gate_pb2, match_pb2
 from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
 
@@ -91,6 +92,14 @@ def test_an_encounter_decision_names_the_matched_traveler_only() -> None:
     message = decision_message(encounter_event(Decision.NO_MATCH, UNMATCHED))
     assert message.decision == match_pb2.DECISION_NO_MATCH and len(message.candidates) == 0
     assert not message.tailgating and message.false_match_probability == 0.0
+
+
+def test_a_frame_passed_over_says_so_and_carries_no_faces_or_stage_times() -> None:
+    frame = stream_frame(match_pb2.Frame(camera_id="c", gate_id="g", flight_id="GM101", sequence=7))
+    message = observation_pb(FrameEvent(frame, None, None, {}, {}, 2, passed_over=True))
+    assert message.passed_over and message.sequence == 7 and message.dropped_frames == 2
+    assert message.status == match_pb2.DECISION_UNSPECIFIED and not message.faces and not message.stage_ms
+    assert not observation_pb(FrameEvent(frame, Decision.NO_FACE, None, {}, {}, 0)).passed_over
 
 
 def test_capture_time_becomes_the_frame_age_and_an_impossible_one_a_problem() -> None:

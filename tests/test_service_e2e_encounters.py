@@ -138,7 +138,9 @@ def test_two_gate_sized_faces_at_once_are_reported_as_tailgating(stub, pipeline,
     together = np.where(np.arange(640)[None, :, None] < 320, left, right).astype(np.uint8)
     events = list(stub.StreamMatch(sent([together] * 4), timeout=60))
     observations = [e.observation for e in events if e.WhichOneof("event") == "observation"]
-    assert all(o.status == match_pb2.DECISION_MULTIPLE_FACES for o in observations)
+    analysed = [o for o in observations if not o.passed_over]  # both decided and still: some are passed over
+    assert len(observations) == 4 and analysed
+    assert all(o.status == match_pb2.DECISION_MULTIPLE_FACES for o in analysed)
     decided = decisions(events)
     assert len(decided) == 2 and all(d.tailgating for d in decided)
     assert len({d.encounter_id for d in decided}) == 2

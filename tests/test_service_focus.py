@@ -28,7 +28,9 @@ GALLERY = gallery(CENTRES)
 TABLE = calibration()
 SAME_PERSON = float(TABLE.threshold_for_fmr(0.01))
 WHOLE = (0, 0, 640, 480)
-FOCUS, RULE = FocusConfig(), EncounterConfig()
+# Most tests here are about windows and re-embedding frame by frame: with no frame passed over, a frame's index
+# is its window's. Passing over (the default, PASSING) has its own tests below.
+FOCUS, PASSING, RULE = FocusConfig(pass_over=0), FocusConfig(), EncounterConfig()
 
 
 def search(template: np.ndarray, target_fpir: float, frames: int) -> SearchResult:
@@ -53,7 +55,9 @@ class Camera:
         scenes: dict[int, list[FakeFace]],
         focus: FocusConfig | None = FOCUS,
         rule: EncounterConfig = RULE,
+        fps: float = FPS,
     ):
+        self.fps = fps
         self.pipeline = FakePipeline(scenes)
         self.tracker = EncounterTracker(rule, 0.003, 2.0, SAME_PERSON)
         self.focus = Focus(focus, rule, self.tracker) if focus is not None else None
@@ -61,12 +65,19 @@ class Camera:
         self.skipped: list[list[Skip]] = []  # per frame: what each detected face did not get
         self.decided: list[EncounterOutcome] = []
         self.fed: list[list[Sighting]] = []  # per frame: what the tracker was given
+        self.passed: list[int] = []  # frames passed over (not analysed)
 
     def show(self, script: list[int], abandoned: set[int] = frozenset()) -> Camera:
         """Each scene of `script` as a frame; frames in `abandoned` are analysed but given up at their budget
         (as a stream does: the tracker never gets them)."""
         for index, scene in enumerate(script):
-            now = index / FPS
+            now = index / self.fps
+            if self.focus is not None and self.focus.pass_over(now):  # as the stream: nothing analysed
+                self.passed.append(index)
+                self.encounters.append([])
+                self.skipped.append([])
+                self.fed.append([])
+                continue
             image = np.full((480, 640, 3), scene, np.uint8)
             focused = FocusedFrame()
             if self.focus is not None:
@@ -85,7 +96,7 @@ class Camera:
             self.encounters.append(ids)
             self.skipped.append([face.skipped for face in analysis.faces])
             self.decided += outcomes
-        self.decided += self.tracker.close(len(script) / FPS, search)
+        self.decided += self.tracker.close(len(script) / self.fps, search)
         return self
 
     def decisions(self) -> list[tuple[str, str]]:
@@ -120,17 +131,19 @@ def test_a_big_face_is_followed_in_a_window_grown_by_at_most_96_px_of_the_detect
     assert windows[1] == (260 - grown, 180 - grown, 380 + grown, 300 + grown)
 
 
+@pytest.mark.parametrize("focus", [FOCUS, PASSING], ids=["every frame", "passing over"])
 @pytest.mark.parametrize("enters", range(1, 10))
-def test_a_new_face_outside_the_window_is_found_within_the_bound(enters: int) -> None:
+def test_a_new_face_outside_the_window_is_found_within_the_bound(enters: int, focus: FocusConfig) -> None:
     """Bound: found by the first frame processed scan_ms after the last whole-frame search, i.e. less than
-    scan_ms + one frame interval (1.2 s: 6 frames at 5 fps) after the face appeared."""
+    scan_ms + one frame interval (1.2 s: 6 frames at 5 fps) after the face appeared. A frame on which a search
+    is due is never passed over, so passing over keeps the bound."""
     a, b = traveler(4), traveler(9, x=20.0)
     script = [1] * enters + [2] * 12
-    camera = Camera({1: [a], 2: [a, b]}).show(script)
+    camera = Camera({1: [a], 2: [a, b]}, focus).show(script)
     found = next(i for i, ids in enumerate(camera.encounters) if len(ids) == 2)
     delay_ms = (found - enters) * 1000 / FPS
     assert delay_ms < FocusConfig().scan_ms + 1000 / FPS
-    assert camera.pipeline.windows[found] == WHOLE
+    assert camera.pipeline.windows[found - sum(i < found for i in camera.passed)] == WHOLE
     assert ("MATCH", "T009") in camera.decisions(), "the newcomer gets a decision of their own"
 
 
@@ -190,6 +203,55 @@ def test_a_tailgater_in_the_same_place_gets_an_encounter_and_a_decision_of_their
     own = next(i for i, ids in enumerate(camera.encounters) if ids != [1])
     assert own - 3 == (0 if look == "different" else 2)  # embedded 5 frames after frame 0: frame 5
     assert own - 3 < FocusConfig().recheck_frames
+
+
+# -- passing over ------------------------------------------------------------------------------------------
+
+
+def test_a_decided_face_standing_still_lets_every_other_frame_pass_unanalysed() -> None:
+    """Frames 0 (decided), 1 and 2 (the face still for two intervals) are analysed; from then on every other
+    frame is passed over, except those a whole-frame search is due on (5 and 10, each a second after the last)
+    or the re-embedding is (every 5 frames: 5 and 10 too), so the rechecks stay where they were."""
+    camera = Camera({1: [traveler(4)]}, PASSING).show([1] * 12)
+    assert camera.passed == [3, 6, 8, 11]
+    assert camera.decisions() == [(MATCH, "T004")]
+    assert camera.pipeline.embedded == 3  # frames 0, 5 and 10, as when every frame is analysed
+    assert all(ids == [1] for i, ids in enumerate(camera.encounters) if i not in camera.passed)
+
+
+def test_a_moving_face_is_analysed_in_every_frame() -> None:
+    walking = {i: [traveler(4, x=200.0 + 10 * i)] for i in range(12)}  # an eighth of its width a frame
+    camera = Camera(walking, PASSING).show(list(range(12)))
+    assert camera.passed == [] and camera.decisions() == [(MATCH, "T004")]
+
+
+def test_a_face_not_yet_decided_is_analysed_in_every_frame() -> None:
+    """A stranger is decided NO_MATCH at the second checkpoint (5 usable frames): nothing is passed over
+    before that."""
+    stranger = FakeFace((280.0, 200.0, 360.0, 280.0), strangers(1, seed=77)[0], look=77)
+    camera = Camera({1: [stranger]}, PASSING).show([1] * 12)
+    assert camera.decisions() == [(NO_MATCH, "")]
+    assert camera.passed and min(camera.passed) > 4, camera.passed
+
+
+def test_a_new_face_inside_the_window_is_found_by_the_next_analysed_frame() -> None:
+    """Passed over when it enters (frame 3), found in frame 4: at most `pass_over` frames late."""
+    a, b = traveler(4), traveler(9, x=380.0)
+    camera = Camera({1: [a], 2: [a, b]}, PASSING).show([1] * 3 + [2] * 5)
+    assert 3 in camera.passed
+    found = next(i for i, ids in enumerate(camera.encounters) if len(ids) == 2)
+    assert found - 3 <= PASSING.pass_over
+    assert ("MATCH", "T009") in camera.decisions()
+
+
+@pytest.mark.parametrize("fps", [1.5, 3.0])
+def test_no_frame_is_passed_over_when_the_tracker_would_lose_the_face_before_the_next(fps: float) -> None:
+    """At 3 fps or less, two frame intervals are more than half of lost_after_ms (1 s): passing one over could
+    end the decided traveler's track, and their next frame would open a second encounter for them (without
+    this rule, three MATCH decisions for the one traveler at 1.5 fps)."""
+    camera = Camera({1: [traveler(4)]}, PASSING, fps=fps).show([1] * 12)
+    assert camera.passed == []
+    assert camera.decisions() == [(MATCH, "T004")], "one traveler, one decision"
 
 
 def test_faces_that_cannot_be_fused_or_decided_get_no_embedding() -> None:
@@ -277,12 +339,15 @@ def test_faces_too_big_for_a_window_are_searched_in_one_full_scale_run_not_a_coa
 
 
 def assert_the_replay_plans_as_the_stream(
-    scenes: dict[int, list[FakeFace]], script: list[int], rule: EncounterConfig = RULE
+    scenes: dict[int, list[FakeFace]],
+    script: list[int],
+    rule: EncounterConfig = RULE,
+    focus: FocusConfig = FOCUS,
 ) -> Camera:
     """`Focus.plan` (how `bench encounters` replays photos analysed once, in full) gives the tracker what the
     stream's per-frame work gives it: the same templates, surplus flags, encounters and decisions. Returns
     the stream's camera."""
-    live = Camera(scenes, rule=rule).show(script)
+    live = Camera(scenes, focus, rule).show(script)
     full = FakePipeline(scenes)
     frames, looks = [], []
     for scene in script:
@@ -292,7 +357,7 @@ def assert_the_replay_plans_as_the_stream(
         looks.append([appearance(crop_of(fakes[s.box].look)) for s in frames[-1]])
     tracker = EncounterTracker(rule, 0.003, 2.0, SAME_PERSON)
     times = [i / FPS for i in range(len(script))]
-    replayed = replay(tracker, Feed(frames, looks, Focus(FOCUS, rule, tracker)), times, search)
+    replayed = replay(tracker, Feed(frames, looks, Focus(focus, rule, tracker)), times, search)
 
     def planned(fed: list[list[Sighting]]) -> list[list[tuple[bool, bool]]]:
         return [[(s.template is not None, s.surplus) for s in seen] for seen in fed]
@@ -307,7 +372,10 @@ def assert_the_replay_plans_as_the_stream(
     return live
 
 
-def test_the_benchmark_replay_plans_followed_and_unfusable_faces_as_the_stream_does() -> None:
+@pytest.mark.parametrize("focus", [FOCUS, PASSING], ids=["every frame", "passing over"])
+def test_the_benchmark_replay_plans_followed_and_unfusable_faces_as_the_stream_does(
+    focus: FocusConfig,
+) -> None:
     scenes = {
         1: [traveler(4)],
         2: [traveler(4), traveler(9, x=380.0)],  # inside the first one's window: found at once, as in photos
@@ -316,7 +384,11 @@ def test_the_benchmark_replay_plans_followed_and_unfusable_faces_as_the_stream_d
         5: [traveler(12, quality_passed=False)],
     }
     script = [5] * 2 + [1] * 7 + [3] * 2 + [2] * 6 + [4] * 4 + [2] * 3
-    live = assert_the_replay_plans_as_the_stream(scenes, script)
+    live = assert_the_replay_plans_as_the_stream(scenes, script, focus=focus)
+    if focus.pass_over:
+        # decided and still: the first traveler alone (3-8), then both (13-22); never two frames in a row
+        assert live.passed == [3, 6, 8, 13, 18, 22]
+        return
     templates = [[s.template is not None for s in seen] for seen in live.fed]
     assert templates[9] == templates[10] == [False, False], "followed, and failed liveness: no template"
     assert templates[11] == [False, True], "the newcomer's first live frame is embedded"

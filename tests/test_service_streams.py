@@ -77,7 +77,12 @@ def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> 
     events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 6)])
     observations = [e for e in events if isinstance(e, FrameEvent)]
     assert [o.frame.sequence for o in observations] == [1, 2, 3, 4, 5]
-    assert all(set(o.encounter_ids.values()) == {1} for o in observations)
+    analysed = [o for o in observations if not o.passed_over]
+    assert all(set(o.encounter_ids.values()) == {1} for o in analysed)
+    # decided at frame 1, still through frames 2 and 3: frame 4 is passed over, answered with nothing analysed
+    passed_over = [o for o in observations if o.passed_over]
+    assert [o.frame.sequence for o in passed_over] == [4], "the decided face stood still"
+    assert all(o.assessment is None and not o.stage_s and not o.encounter_ids for o in passed_over)
     decided = decisions(events)
     assert [(d.decision, d.outcome.encounter_id) for d in decided] == [(Decision.MATCH, 1)]
     # a clear face is decided on its first frame (the first checkpoint spends a fifth of the target)
@@ -90,7 +95,9 @@ def test_a_tailgater_right_behind_a_match_gets_a_decision_of_their_own(scheduler
     assert decided == [(1, Decision.MATCH, "T004"), (2, Decision.MATCH, "T009")]
     # the first traveler, once matched, was followed by position (the stream's focus), not embedded again
     observed = {
-        e.frame.sequence: e.assessment.analysis.faces[0].skipped for e in events if isinstance(e, FrameEvent)
+        e.frame.sequence: e.assessment.analysis.faces[0].skipped
+        for e in events
+        if isinstance(e, FrameEvent) and not e.passed_over
     }
     assert observed[2] is Skip.ASSESSMENT and observed[6] is Skip.NOTHING
 

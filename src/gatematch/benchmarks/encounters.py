@@ -118,23 +118,28 @@ class Feed:
         focus: Focus | None = None,
     ):
         self.frames, self.looks, self.focus = frames, looks, focus
-        self._index = 0
+        self._index, self._now = 0, 0.0
         self._fed: list[Sighting] = []
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def passes_over(self, now: float) -> bool:
+        """Whether the frame at `now` goes unanalysed, as a camera stream's would (`Focus.pass_over`)."""
+        return self.focus is not None and self.focus.pass_over(now)
+
     def sightings(self, index: int, now: float) -> list[Sighting]:
         seen = self.frames[index]
         if self.focus is not None and self.looks is not None:
-            seen = self.focus.plan(seen, self.looks[index])
-        self._index, self._fed = index, seen
+            seen = self.focus.plan(seen, self.looks[index], now)
+        self._index, self._now, self._fed = index, now, seen
         return seen
 
     def observed(self, encounter_ids: list[int]) -> None:
         if self.focus is not None and self.looks is not None:
             embedded = [s.template is not None for s in self._fed]
-            self.focus.followed(encounter_ids, self.looks[self._index], embedded)
+            boxes = [s.box for s in self._fed]
+            self.focus.followed(encounter_ids, self.looks[self._index], embedded, boxes, self._now)
 
 
 class VideoFeed(Feed):
@@ -171,6 +176,10 @@ def replay(tracker: EncounterTracker, feed: Feed, times: Sequence[float], search
     decided_at: dict[int, float] = {}
     decided_index: dict[int, int] = {}
     for index, now in enumerate(times):
+        if feed.passes_over(now):  # the tracker hears nothing of the frame
+            fed.append([])
+            ids.append([])
+            continue
         seen = feed.sightings(index, now)
         frame_ids, decided = tracker.observe(now, index + 1, seen, search)
         feed.observed(frame_ids)

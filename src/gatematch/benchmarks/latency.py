@@ -197,6 +197,9 @@ class CameraLog:
     observations: int = 0
     errors: int = 0
     over_budget: int = 0  # observations answered BUDGET_EXCEEDED: the frame was not analysed in time
+    passed_over: int = (
+        0  # observations of frames the camera focus passed over (they could change no decision)
+    )
     dropped: int = 0
     frame_latency_s: list[float] = field(default_factory=list)
     observed_at: list[float] = field(default_factory=list)  # monotonic arrival of each observation
@@ -233,6 +236,7 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
                     log.dropped = max(log.dropped, int(obs.dropped_frames))
                     log.errors += obs.HasField("error")
                     log.over_budget += obs.status == match_pb2.DECISION_BUDGET_EXCEEDED
+                    log.passed_over += obs.passed_over
                     log.frame_latency_s.append(now - sent_at[obs.sequence])
                     log.observed_at.append(now)
                     log.dropped_so_far.append(log.dropped)
@@ -334,6 +338,8 @@ def run_load(
         "frames_dropped": sum(log.dropped for log in logs),
         "frame_errors": sum(log.errors for log in logs),
         "frames_over_budget": over_budget,
+        # answered without analysis: every face in view was decided and still (a processed frame all the same)
+        "frames_passed_over": sum(log.passed_over for log in logs),
         # every frame a gate sent that did not come back analysed in time: dropped, bad, late or unanswered
         "frames_lost": frames_sent - (processed - over_budget),
         "throughput_fps": round(processed / wall, 2),

@@ -401,7 +401,8 @@ def latency_markdown(report: dict) -> str:
         server = load["server"]
         lines += [
             "",
-            f"Frames sent {load['frames_sent']}, processed {load['frames_processed']}, dropped "
+            f"Frames sent {load['frames_sent']}, processed {load['frames_processed']} (passed over by the camera "
+            f"focus {load['frames_passed_over']}), dropped "
             f"{load['frames_dropped']} (bad {load['frame_errors']}, over budget {load['frames_over_budget']}, "
             f"lost {load['frames_lost']}); throughput {load['throughput_fps']:.2f} "
             f"frames/s processed; decisions {load['decisions']}.",
@@ -460,6 +461,7 @@ def focus_markdown(focus: dict) -> list[str]:
                 run["raw_model_ms"],
                 f"{run['of_raw']}x" if run["of_raw"] is not None else "-",
                 one["frames_processed"],
+                one["frames_passed_over"],
                 one["frames_lost"],
                 one["frame_latency"]["p50_ms"],
                 one["frame_latency"]["p99_ms"],
@@ -473,6 +475,7 @@ def focus_markdown(focus: dict) -> list[str]:
             "raw ms / frame",
             "of raw",
             "processed",
+            "passed over",
             "lost",
             "frame p50 ms",
             "p99 ms",

@@ -209,6 +209,7 @@ def observation_pb(event: FrameEvent) -> match_pb2.FrameObservation:
         faces=faces_pb(event.assessment, event.encounter_ids),
         stage_ms=stage_ms(event.stage_s),
         dropped_frames=event.dropped,
+        passed_over=event.passed_over,
     )
     if event.frame.captured_at is not None:
         observation.captured_at.FromDatetime(event.frame.captured_at)

@@ -24,6 +24,13 @@ frame (one frame at a time):
   `recheck_below`) or `recheck_frames` frames passed since: then it is embedded and must pass the tracker's
   identity check again, so a different face in the same place starts an encounter of its own (DESIGN.md has the
   measurements).
+- Passing over. While every face of the last analysed frame is a decided encounter's, verified by its look,
+  still (moved less than `STILL` of its width, and changed size less, between each of the last
+  `STILL_INTERVALS` analysed frames) and not due for a re-embedding, up to `pass_over` frames in a row are not
+  analysed at all (not even decoded): they can change no decision. Never a frame on which a whole-frame search
+  is due (the bound above holds), nor one that would leave a track unseen for more than half of
+  `lost_after_ms` (it would end and start again: a second decision for one traveler). A face entering inside
+  the window is found by the next analysed frame.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import itertools
 import math
 import time
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -46,6 +54,13 @@ from gatematch.service.encounter import EncounterTracker, Sighting, TrackView, i
 
 Box = tuple[float, float, float, float]
 APPEARANCE_SIZE = (12, 12)  # thumbnail of the face region; DESIGN.md has the measurements behind it
+# A face that moved (centre) and grew or shrank by less than this share of its width between two analysed
+# frames stood still for that interval; one that stood still for STILL_INTERVALS analysed intervals in a row
+# is unlikely to leave the tracker's reach (half a width, or a third of overlap) while one frame is passed
+# over. On the four videos at 5 fps: with one still interval, one pass in 39 broke a track that frame-to-frame
+# analysis kept (a dancer's head starting to move: a second decision for her); with two, none in 27.
+STILL = 0.1
+STILL_INTERVALS = 2
 
 
 def appearance(crop: np.ndarray) -> np.ndarray:
@@ -91,6 +106,15 @@ def fills_frame(config: FocusConfig, window: Window, width: int, height: int) ->
     return (x2 - x1) * (y2 - y1) > config.max_window_share * width * height
 
 
+def still(before: Box, after: Box) -> bool:
+    """Whether a face moved and changed size by less than `STILL` of its width from `before` to `after`."""
+    width = max(before[2] - before[0], 1e-6)
+    shift = math.hypot(
+        (after[0] + after[2] - before[0] - before[2]) / 2, (after[1] + after[3] - before[1] - before[3]) / 2
+    )
+    return shift < STILL * width and abs((after[2] - after[0]) - width) < STILL * width
+
+
 def assign(rule: EncounterConfig, tracks: list[TrackView], boxes: list[np.ndarray]) -> dict[int, TrackView]:
     """Each box to at most one track and each track to at most one box, by position (best overlap first)."""
     pairs = sorted(
@@ -117,6 +141,7 @@ class FocusedFrame:
     (its whole-frame search found faces the tracker never got: the next frame searches again), and the
     abandoned worker and the next frame's never write the same state."""
 
+    analysed_at: float = 0.0  # the clock of this frame's analysis
     scanned_at: float | None = None  # when this frame's whole-frame search ran
     looks: dict[int, np.ndarray] = field(default_factory=dict)  # id(detection) -> look
     counts: Counter[str] = field(default_factory=Counter)
@@ -126,6 +151,8 @@ class FocusedFrame:
 class _Followed:
     reference: np.ndarray | None  # the look of the track's last embedded frame
     since: int = 0  # frames since then
+    box: Box | None = None  # where the face was in the last analysed frame
+    still_for: int = 0  # analysed intervals in a row up to then in which it stood still (`still`)
 
 
 class Focus:
@@ -139,8 +166,50 @@ class Focus:
         self._scanned = -math.inf
         self._followed: dict[int, _Followed] = {}
         self._last_seen: set[int] = set()  # tracks given a face in the previous frame
+        self._analysed = -math.inf  # when the last analysed frame was
+        self._passed = 0  # frames passed over since then
+
+    # -- passing over --------------------------------------------------------------------------------------
+
+    def pass_over(self, now: float) -> bool:
+        """Whether the frame arriving at `now` goes unanalysed (see the module's "Passing over"); when it does,
+        it counts as a frame for the followed faces' re-embedding and in `counts["passed_over"]`."""
+        if self._passed >= self.config.pass_over or not self._last_seen:
+            return False
+        if self._scan_due(now, self._last_seen):
+            return False
+        # frames come about (now - analysed) / (passed + 1) apart: the next one, if analysed, must come within
+        # half of lost_after_ms of the last analysed one, or the tracker would end its tracks
+        unseen_s = (now - self._analysed) * (self._passed + 2) / (self._passed + 1)
+        if unseen_s * 1000 > self.rule.lost_after_ms / 2:
+            return False
+        decided = {t.id for t in self.tracker.tracks() if t.decided}
+        for track_id in self._last_seen:
+            followed = self._followed.get(track_id)
+            if (
+                track_id not in decided
+                or followed is None
+                or followed.reference is None
+                or followed.still_for < STILL_INTERVALS
+                or followed.since + 1 >= self.config.recheck_frames
+            ):
+                return False
+        for track_id in self._last_seen:
+            self._followed[track_id].since += 1
+        self._passed += 1
+        self.counts["passed_over"] += 1
+        return True
 
     # -- detection ---------------------------------------------------------------------------------------
+
+    def _scan_due(self, now: float, followed: Collection[object]) -> bool:
+        """A whole-frame search is due: no face is followed, or `scan_ms` passed since the last one."""
+        return not followed or (now - self._scanned) * 1000 >= self.config.scan_ms
+
+    def _finds(self, followed: list[TrackView], boxes: Iterable[np.ndarray | Box]) -> bool:
+        """Whether every followed face is near one of these boxes (else the window lost it)."""
+        boxes = [np.asarray(b) for b in boxes]
+        return all(any(near(self.rule, t.box, b) for b in boxes) for t in followed)
 
     def window(self, boxes: list[Box], width: int, height: int, scale: float) -> Window | None:
         """These faces' window in this stream's frames (`grown_window`)."""
@@ -167,10 +236,10 @@ class Focus:
         if window is not None and self.fills(window, width, height):
             frame.counts["close"] += 1  # the whole frame at full scale is theirs
             return self.scan(pipeline, image, now, frame, look_first=False)
-        if window is None or (now - self._scanned) * 1000 >= self.config.scan_ms:
+        if window is None or self._scan_due(now, followed):
             return self.scan(pipeline, image, now, frame)
         found = pipeline.detect(image, window)
-        if all(any(near(self.rule, t.box, d.box) for d in found) for t in followed):
+        if self._finds(followed, (d.box for d in found)):
             frame.counts["window"] += 1
             return found
         frame.counts["lost"] += 1  # the window lost a followed face: where did it go?
@@ -264,6 +333,7 @@ class Focus:
         """The frame through the plan: detect where needed, then only the work that can change a decision.
         Reads the focus, writes only `frame` (see FocusedFrame)."""
         now = time.monotonic() if now is None else now
+        frame.analysed_at = now
         tracks = self.tracker.tracks()
         start = time.perf_counter()
         detections = self.detect(pipeline, image, now, tracks, frame)
@@ -282,16 +352,27 @@ class Focus:
             self._scanned = max(self._scanned, frame.scanned_at)
         self.counts.update(frame.counts)
         looks = [frame.looks.get(id(face.detection)) for face in faces]
-        self.followed(encounter_ids, looks, [face.embedding is not None and usable(face) for face in faces])
+        embedded = [face.embedding is not None and usable(face) for face in faces]
+        boxes = [tuple(float(v) for v in face.detection.box) for face in faces]
+        self.followed(encounter_ids, looks, embedded, boxes, frame.analysed_at)
 
     def followed(
-        self, encounter_ids: list[int], looks: list[np.ndarray | None], embedded: list[bool]
+        self,
+        encounter_ids: list[int],
+        looks: list[np.ndarray | None],
+        embedded: list[bool],
+        boxes: list[Box],
+        now: float,
     ) -> None:
         """Remember what each track looked like when it was last embedded (and verified by the tracker's
-        identity check), and how many frames ago that was."""
+        identity check), how many frames ago that was, and where it is (an analysed frame at `now`)."""
         self._last_seen = set(encounter_ids)
-        for track_id, look, verified in zip(encounter_ids, looks, embedded, strict=True):
+        self._analysed, self._passed = now, 0
+        for track_id, look, verified, box in zip(encounter_ids, looks, embedded, boxes, strict=True):
             followed = self._followed.setdefault(track_id, _Followed(None))
+            moved = followed.box is None or not still(followed.box, box)
+            followed.still_for = 0 if moved else followed.still_for + 1
+            followed.box = box
             if verified:
                 followed.reference, followed.since = look, 0
             else:
@@ -299,11 +380,17 @@ class Focus:
         live = {t.id for t in self.tracker.tracks()}
         self._followed = {k: v for k, v in self._followed.items() if k in live}
 
-    def plan(self, seen: list[Sighting], looks: list[np.ndarray | None]) -> list[Sighting]:
+    def plan(self, seen: list[Sighting], looks: list[np.ndarray | None], now: float) -> list[Sighting]:
         """Sightings of faces analysed in full, as this focus would have let them be computed (the encounter
         benchmark replays photos analysed once): followed faces lose quality and template, surplus and
-        unfusable ones their template."""
-        owners = assign(self.rule, self.tracker.tracks(), [np.asarray(s.box) for s in seen])
+        unfusable ones their template. The frame counts as a whole-frame search when the stream's would have
+        made one (`detect`), which is what passing over needs to know."""
+        tracks = self.tracker.tracks()
+        followed = [t for t in tracks if t.id in self._last_seen]
+        if self._scan_due(now, followed) or not self._finds(followed, (s.box for s in seen)):
+            self._scanned = now
+            self.counts["scan"] += 1
+        owners = assign(self.rule, tracks, [np.asarray(s.box) for s in seen])
         planned = []
         for index, (sighting, look) in enumerate(zip(seen, looks, strict=True)):
             owner = owners.get(index)

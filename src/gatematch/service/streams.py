@@ -86,6 +86,7 @@ class FrameEvent:
     stage_s: dict[str, float]
     dropped: int
     error: tuple[grpc.StatusCode, str] | None = None
+    passed_over: bool = False  # not analysed: it could change no decision (service/focus.py, "Passing over")
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,9 @@ class StreamScheduler:
 
     def _event(self, event: FrameEvent) -> FrameEvent:
         self.telemetry.observe_stages(event.stage_s)
-        label = "ERROR" if event.error else (event.status or "ENCOUNTER")
+        label = (
+            "ERROR" if event.error else "PASSED_OVER" if event.passed_over else (event.status or "ENCOUNTER")
+        )
         self.telemetry.decisions.labels("frame", label).inc()
         return event
 
@@ -323,6 +326,9 @@ class StreamScheduler:
         try:
             budget.require("the frame")  # older than its budget already: dropped, not processed
             state = self._state(flights, frame, verification)
+            if state.focus is not None and state.focus.pass_over(time.monotonic()):
+                yield self._event(FrameEvent(frame, None, None, {}, {}, dropped, passed_over=True))
+                return
             event, outcomes = self.plane.pool.run(
                 lambda b: self._process(state, frame, b, stage_s, dropped, claim),
                 budget,

@@ -192,7 +192,7 @@ class MatchResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., quality_reasons: _Optional[_Iterable[str]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., flight_id: _Optional[str] = ..., gallery_version: _Optional[str] = ..., sequence: _Optional[int] = ..., threshold: _Optional[float] = ..., budget_ms: _Optional[float] = ..., false_match_probability: _Optional[float] = ..., flight_date: _Optional[str] = ..., direction: _Optional[_Union[_flight_pb2.Direction, str]] = ...) -> None: ...
 
 class FrameObservation(_message.Message):
-    __slots__ = ("sequence", "captured_at", "status", "faces", "stage_ms", "dropped_frames", "error")
+    __slots__ = ("sequence", "captured_at", "status", "faces", "stage_ms", "dropped_frames", "error", "passed_over")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,7 @@ class FrameObservation(_message.Message):
     STAGE_MS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PASSED_OVER_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     captured_at: _timestamp_pb2.Timestamp
     status: Decision
@@ -214,7 +215,8 @@ class FrameObservation(_message.Message):
     stage_ms: _containers.ScalarMap[str, float]
     dropped_frames: int
     error: FrameError
-    def __init__(self, sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[Decision, str]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., dropped_frames: _Optional[int] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
+    passed_over: bool
+    def __init__(self, sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[Decision, str]] = ..., faces: _Optional[_Iterable[_Union[FaceObservation, _Mapping]]] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., dropped_frames: _Optional[int] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., passed_over: _Optional[bool] = ...) -> None: ...
 
 class EncounterDecision(_message.Message):
     __slots__ = ("encounter_id", "decision", "candidates", "frames_used", "first_sequence", "last_sequence", "elapsed_ms", "flight_id", "gallery_version", "threshold", "dropped_frames", "tailgating", "false_match_probability", "frames_seen", "flight_date", "direction")
