@@ -137,8 +137,14 @@ def test_unreadable_video_is_a_one_line_error(model_dir, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ capacity
 
 
-def load_result(p99_ms: float | None, sent: int, lost: int) -> dict:
-    return {"frame_latency": {"p99_ms": p99_ms}, "frames_sent": sent, "frames_lost": lost}
+def load_result(p99_ms: float | None, sent: int, lost: int, all_p99_ms: float | None = None) -> dict:
+    """A load's figures: `p99_ms` of the analysed frames, `all_p99_ms` of every frame (passed over too)."""
+    return {
+        "analysed_frame_latency": {"p99_ms": p99_ms},
+        "frame_latency": {"p99_ms": p99_ms if all_p99_ms is None else all_p99_ms},
+        "frames_sent": sent,
+        "frames_lost": lost,
+    }
 
 
 def test_capacity_criteria_hold_only_inside_the_budget_and_under_the_lost_share():
@@ -150,6 +156,8 @@ def test_capacity_criteria_hold_only_inside_the_budget_and_under_the_lost_share(
     assert "1.0% of frames lost" in criteria.judge(load_result(10.0, 1000, 10)), "1% is not under 1%"
     assert ";" in criteria.judge(load_result(900.0, 100, 50)), "both reasons are given"
     assert "frame p99 None" in criteria.judge(load_result(None, 100, 100)), "no answer at all fails"
+    # frames passed over are answered at once: the tail of the analysed ones is what must fit the budget
+    assert "frame p99 620.0 ms" in criteria.judge(load_result(620.0, 1000, 0, all_p99_ms=480.0))
     assert list(capacity_counts(2, 9, 3)) == [2, 5, 8]
 
 

@@ -87,7 +87,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[focus]\nmax_margin_px = nan\n", {}, "max_margin_px must be > 0, got nan"),
         ("", {"GATEMATCH_FOCUS_MAX_MARGIN_PX": "0"}, "max_margin_px must be > 0"),
         ("[retention]\npurge_every_s = 0\n", {}, "purge_every_s must be > 0"),
-        ("", {"GATEMATCH_FOCUS_PASS_OVER": "-1"}, "pass_over must be >= 0"),
+        ("", {"GATEMATCH_FOCUS_PASS_OVER": "2"}, "pass_over must be 0 or 1"),
         ("", {"GATEMATCH_MATCH_LIVENESS": "maybe"}, "liveness must be true or false"),
         ("", {"GATEMATCH_MATCH_TARGET_FPIR": "2"}, "target_fpir must be in (0, 1)"),
         ("[server\n", {}, "c.toml"),

@@ -73,8 +73,17 @@ def decisions(events: list) -> list[EncounterEvent]:
     return [e for e in events if isinstance(e, EncounterEvent)]
 
 
-def test_a_traveler_gets_one_match_and_every_frame_an_observation(scheduler) -> None:
-    events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 6)])
+def test_a_traveler_gets_one_match_and_every_frame_an_observation(tmp_path) -> None:
+    """On the real clock: a scan every 10 s and tracks kept 10 s, so that which frame is passed over does not
+    depend on how fast this machine answers (at the defaults, a stall of a fifth of a second would change it)."""
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES)
+    rule, focus = EncounterConfig(lost_after_ms=10_000), FocusConfig(scan_ms=10_000)
+    scheduler = StreamScheduler(plane, rule, 2.0, Telemetry(), focus=focus)
+    try:
+        events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 6)])
+    finally:
+        plane.pool.shutdown()
     observations = [e for e in events if isinstance(e, FrameEvent)]
     assert [o.frame.sequence for o in observations] == [1, 2, 3, 4, 5]
     analysed = [o for o in observations if not o.passed_over]

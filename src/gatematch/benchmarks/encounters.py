@@ -57,7 +57,7 @@ from gatematch.gallery import (
 )
 from gatematch.images import load_image
 from gatematch.quality import QualityThresholds
-from gatematch.service.config import EncounterConfig, FocusConfig
+from gatematch.service.config import BudgetConfig, EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, EncounterOutcome, EncounterTracker, Sighting
 from gatematch.service.focus import APPEARANCE_SIZE, Focus, FocusedFrame, appearance
@@ -65,6 +65,9 @@ from gatematch.video import read_frames
 
 FORMAT = "gatematch-encounters-report/1"
 GATE_BOX = (245.0, 135.0, 395.0, 285.0)  # a 150 px face where the gate camera sees travelers (640x480 frame)
+# The service's frame budget: passing over a frame (service/focus.py) allows for the next one reaching the
+# tracker this late, in the replay as in a stream.
+FRAME_BUDGET_S = BudgetConfig().frame_ms / 1000
 JITTER_PX = 4.0  # a traveler standing still still moves a little between frames
 
 
@@ -139,7 +142,7 @@ class Feed:
         if self.focus is not None and self.looks is not None:
             embedded = [s.template is not None for s in self._fed]
             boxes = [s.box for s in self._fed]
-            self.focus.followed(encounter_ids, self.looks[self._index], embedded, boxes, self._now)
+            self.focus.observed(encounter_ids, self.looks[self._index], embedded, boxes, self._now)
 
 
 class VideoFeed(Feed):
@@ -150,21 +153,21 @@ class VideoFeed(Feed):
         super().__init__([[] for _ in images], focus=focus)
         self.images, self.pipeline = images, pipeline
         self._faces: tuple = ()
-        self._focused = FocusedFrame()
+        self._focused: FocusedFrame | None = None
 
     def sightings(self, index: int, now: float) -> list[Sighting]:
         image = self.images[index]
         if self.focus is None:
             analysis = self.pipeline.analyze_batch([image])[0]
         else:
-            self._focused = FocusedFrame()
+            self._focused = FocusedFrame(now)
             analysis = self.focus.analyze(self.pipeline, image, self._focused, now)
         assessment = judge_frame(analysis)
         self._faces = assessment.gate_faces
         return sightings(assessment)
 
     def observed(self, encounter_ids: list[int]) -> None:
-        if self.focus is not None:
+        if self.focus is not None and self._focused is not None:
             self.focus.follow(self._focused, self._faces, encounter_ids)
 
 
@@ -367,7 +370,7 @@ def simulate_stills(
             [stills.looks[r] if stills.looks[r].any() else None] * len(seen)
             for r, seen in zip(picks, frames, strict=True)
         ]
-        return Feed(frames, looks, Focus(settings.focus, settings.rule, track))
+        return Feed(frames, looks, Focus(settings.focus, settings.rule, track, FRAME_BUDGET_S))
 
     bar = tqdm(total=settings.departures, desc=f"departures (FPIR {target:g})", disable=not progress)
     for departure in range(settings.departures):
@@ -539,7 +542,11 @@ def simulate_videos(
             settings.encounter_s,
             float(calibrations.single.threshold_for_fmr(settings.rule.same_person_fmr)),
         )
-        focus = Focus(settings.focus, settings.rule, tracker) if settings.focus is not None else None
+        focus = (
+            Focus(settings.focus, settings.rule, tracker, FRAME_BUDGET_S)
+            if settings.focus is not None
+            else None
+        )
         run = replay(tracker, VideoFeed(images, pipeline, focus), times, search)
         decided = [
             (

@@ -197,11 +197,11 @@ class CameraLog:
     observations: int = 0
     errors: int = 0
     over_budget: int = 0  # observations answered BUDGET_EXCEEDED: the frame was not analysed in time
-    passed_over: int = (
-        0  # observations of frames the camera focus passed over (they could change no decision)
-    )
+    # observations of frames the camera focus passed over (they could only confirm decisions made)
+    passed_over: int = 0
     dropped: int = 0
     frame_latency_s: list[float] = field(default_factory=list)
+    analysed_latency_s: list[float] = field(default_factory=list)  # the same, frames not passed over only
     observed_at: list[float] = field(default_factory=list)  # monotonic arrival of each observation
     dropped_so_far: list[int] = field(default_factory=list)  # the stream's drop count at each observation
     decision_latency_s: dict[str, list[float]] = field(default_factory=dict)  # by decision kind
@@ -238,6 +238,8 @@ def run_camera(target: str, camera: int, clip: list[bytes], settings: LoadSettin
                     log.over_budget += obs.status == match_pb2.DECISION_BUDGET_EXCEEDED
                     log.passed_over += obs.passed_over
                     log.frame_latency_s.append(now - sent_at[obs.sequence])
+                    if not obs.passed_over:
+                        log.analysed_latency_s.append(now - sent_at[obs.sequence])
                     log.observed_at.append(now)
                     log.dropped_so_far.append(log.dropped)
                     for stage, ms in obs.stage_ms.items():
@@ -345,6 +347,8 @@ def run_load(
         "throughput_fps": round(processed / wall, 2),
         "decisions": decisions,
         "frame_latency": percentiles_ms([s for log in logs for s in log.frame_latency_s]),
+        # what capacity is judged on: a frame passed over is answered at once and would flatter the tail
+        "analysed_frame_latency": percentiles_ms([s for log in logs for s in log.analysed_latency_s]),
         "decision_latency": percentiles_ms(
             [s for log in logs for v in log.decision_latency_s.values() for s in v]
         ),
@@ -548,7 +552,7 @@ class CapacityCriteria:
 
     def judge(self, load: dict) -> str:
         """Why this load breaks the criteria ('' when it holds)."""
-        p99 = load["frame_latency"]["p99_ms"]
+        p99 = load["analysed_frame_latency"]["p99_ms"]
         lost = load["frames_lost"] / max(load["frames_sent"], 1)
         reasons = []
         if p99 is None or p99 > self.frame_p99_ms:
@@ -565,8 +569,8 @@ def capacity_step(cameras: int, load: dict, reason: str) -> dict[str, object]:
         "cameras": cameras,
         "passed": not reason,
         "reason": reason,
-        "frame_p50_ms": load["frame_latency"]["p50_ms"],
-        "frame_p99_ms": load["frame_latency"]["p99_ms"],
+        "frame_p50_ms": load["analysed_frame_latency"]["p50_ms"],
+        "frame_p99_ms": load["analysed_frame_latency"]["p99_ms"],
         "frames_sent": load["frames_sent"],
         "frames_lost": load["frames_lost"],
         "frames_dropped": load["frames_dropped"],

@@ -388,7 +388,10 @@ def latency_markdown(report: dict) -> str:
             f"against {load['target']} ({'in-process server' if load['in_process'] else 'external server'})",
             "",
         ]
-        series = {name: load[name] for name in ("frame_latency", "decision_latency", "encounter_elapsed")}
+        series = {
+            name: load[name]
+            for name in ("frame_latency", "analysed_frame_latency", "decision_latency", "encounter_elapsed")
+        }
         series |= {
             f"decision_latency ({kind})": row for kind, row in load["decision_latency_by_kind"].items()
         }
@@ -463,8 +466,8 @@ def focus_markdown(focus: dict) -> list[str]:
                 one["frames_processed"],
                 one["frames_passed_over"],
                 one["frames_lost"],
-                one["frame_latency"]["p50_ms"],
-                one["frame_latency"]["p99_ms"],
+                one["analysed_frame_latency"]["p50_ms"],
+                one["analysed_frame_latency"]["p99_ms"],
                 ", ".join(f"{k} {v}" for k, v in sorted(one["decisions"].items())),
             ]
         )
@@ -477,7 +480,7 @@ def focus_markdown(focus: dict) -> list[str]:
             "processed",
             "passed over",
             "lost",
-            "frame p50 ms",
+            "analysed frame p50 ms",
             "p99 ms",
             "decisions",
         ],
@@ -503,7 +506,8 @@ def capacity_markdown(capacity: dict) -> list[str]:
         "",
         f"## Capacity: {count} cameras at {capacity['fps']:g} fps{bound}",
         "",
-        f"A count holds when frame p99 <= {criteria['frame_p99_ms']:g} ms and under "
+        f"A count holds when the p99 of analysed frames (not passed over) <= {criteria['frame_p99_ms']:g} ms "
+        "and under "
         f"{criteria['max_lost_fraction']:.0%} of frames are lost (dropped, over budget, bad or unanswered); "
         f"{capacity['seconds_per_step']:g} s per step against {capacity['target']}.",
         "",

@@ -216,7 +216,7 @@ class FocusConfig:
     recheck_below: float = (
         0.85  # ... and when its look correlates less than this with its last embedded frame
     )
-    # frames in a row passed over (not analysed at all) while every face in view is decided and still; 0: none
+    # 1: a frame may go unanalysed while every encounter is decided and every face in view still; 0: never
     pass_over: int = 1
 
     def __post_init__(self) -> None:
@@ -232,8 +232,8 @@ class FocusConfig:
             raise ConfigError(
                 "[focus] margin must be >= 0, max_window_share in (0, 1] and recheck_below in [-1, 1]"
             )
-        if self.pass_over < 0:
-            raise ConfigError(f"[focus] pass_over must be >= 0, got {self.pass_over}")
+        if self.pass_over not in (0, 1):  # two in a row were never measured (and never fit at 5 fps)
+            raise ConfigError(f"[focus] pass_over must be 0 or 1, got {self.pass_over}")
 
 
 @dataclass(frozen=True)

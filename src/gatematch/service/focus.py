@@ -24,13 +24,14 @@ frame (one frame at a time):
   `recheck_below`) or `recheck_frames` frames passed since: then it is embedded and must pass the tracker's
   identity check again, so a different face in the same place starts an encounter of its own (DESIGN.md has the
   measurements).
-- Passing over. While every face of the last analysed frame is a decided encounter's, verified by its look,
-  still (moved less than `STILL` of its width, and changed size less, between each of the last
-  `STILL_INTERVALS` analysed frames) and not due for a re-embedding, up to `pass_over` frames in a row are not
-  analysed at all (not even decoded): they can change no decision. Never a frame on which a whole-frame search
-  is due (the bound above holds), nor one that would leave a track unseen for more than half of
-  `lost_after_ms` (it would end and start again: a second decision for one traveler). A face entering inside
-  the window is found by the next analysed frame.
+- Passing over. While every open encounter is decided and every face of the last analysed frame is verified
+  by its look, still (moved less than `STILL` of its width, and changed size less, between each of the last
+  `STILL_INTERVALS` analysed frames) and not due for a re-embedding, the next frame (`pass_over`: one at most)
+  is not analysed at all, not even decoded: it could only confirm decisions already made. Never a frame on
+  which a whole-frame search is due (the bound above holds), nor one after which the tracker could go
+  `lost_after_ms` without the face: the next frame's arrival (one interval more) plus its whole budget must
+  fit in it, or the track would end and start again (a second decision for one traveler). Times are arrival
+  times. A face entering inside the window on a passed frame is found by the next one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -141,7 +142,7 @@ class FocusedFrame:
     (its whole-frame search found faces the tracker never got: the next frame searches again), and the
     abandoned worker and the next frame's never write the same state."""
 
-    analysed_at: float = 0.0  # the clock of this frame's analysis
+    arrived: float  # when the frame arrived (monotonic; the simulated clock in a replay)
     scanned_at: float | None = None  # when this frame's whole-frame search ran
     looks: dict[int, np.ndarray] = field(default_factory=dict)  # id(detection) -> look
     counts: Counter[str] = field(default_factory=Counter)
@@ -158,40 +159,44 @@ class _Followed:
 class Focus:
     """The detection window and the per-face work of one stream's frames for one flight."""
 
-    def __init__(self, config: FocusConfig, rule: EncounterConfig, tracker: EncounterTracker):
+    def __init__(
+        self, config: FocusConfig, rule: EncounterConfig, tracker: EncounterTracker, frame_budget_s: float
+    ):
         self.config = config
         self.rule = rule
         self.tracker = tracker
+        self.frame_budget_s = frame_budget_s  # the longest a frame may take from arrival to the tracker
         self.counts: Counter[str] = Counter()  # what the frames got: scans, windows, rechecks, skips
         self._scanned = -math.inf
         self._followed: dict[int, _Followed] = {}
         self._last_seen: set[int] = set()  # tracks given a face in the previous frame
-        self._analysed = -math.inf  # when the last analysed frame was
+        self._analysed = -math.inf  # when the last analysed frame arrived
         self._passed = 0  # frames passed over since then
 
     # -- passing over --------------------------------------------------------------------------------------
 
-    def pass_over(self, now: float) -> bool:
-        """Whether the frame arriving at `now` goes unanalysed (see the module's "Passing over"); when it does,
-        it counts as a frame for the followed faces' re-embedding and in `counts["passed_over"]`."""
+    def pass_over(self, arrived: float) -> bool:
+        """Whether the frame that arrived at `arrived` goes unanalysed (the module's "Passing over"); when it
+        does, it counts as a frame for the followed faces' re-embedding and in `counts["passed_over"]`."""
         if self._passed >= self.config.pass_over or not self._last_seen:
             return False
-        if self._scan_due(now, self._last_seen):
+        if self._scan_due(arrived, bool(self._last_seen)):
             return False
-        # frames come about (now - analysed) / (passed + 1) apart: the next one, if analysed, must come within
-        # half of lost_after_ms of the last analysed one, or the tracker would end its tracks
-        unseen_s = (now - self._analysed) * (self._passed + 2) / (self._passed + 1)
-        if unseen_s * 1000 > self.rule.lost_after_ms / 2:
+        # frames arrive about (arrived - analysed) / (passed + 1) apart; the next one reaches the tracker at
+        # most a frame budget after its arrival, and the tracker ends a track unseen for lost_after_ms
+        next_arrival_s = (arrived - self._analysed) * (self._passed + 2) / (self._passed + 1)
+        if (next_arrival_s + self.frame_budget_s) * 1000 > self.rule.lost_after_ms:
             return False
-        decided = {t.id for t in self.tracker.tracks() if t.decided}
+        tracks = self.tracker.tracks()
+        if not all(t.decided for t in tracks):  # an open decision: every frame may count
+            return False
         for track_id in self._last_seen:
             followed = self._followed.get(track_id)
             if (
-                track_id not in decided
-                or followed is None
+                followed is None
                 or followed.reference is None
                 or followed.still_for < STILL_INTERVALS
-                or followed.since + 1 >= self.config.recheck_frames
+                or self._recheck_due(followed)
             ):
                 return False
         for track_id in self._last_seen:
@@ -202,9 +207,9 @@ class Focus:
 
     # -- detection ---------------------------------------------------------------------------------------
 
-    def _scan_due(self, now: float, followed: Collection[object]) -> bool:
+    def _scan_due(self, now: float, following: bool) -> bool:
         """A whole-frame search is due: no face is followed, or `scan_ms` passed since the last one."""
-        return not followed or (now - self._scanned) * 1000 >= self.config.scan_ms
+        return not following or (now - self._scanned) * 1000 >= self.config.scan_ms
 
     def _finds(self, followed: list[TrackView], boxes: Iterable[np.ndarray | Box]) -> bool:
         """Whether every followed face is near one of these boxes (else the window lost it)."""
@@ -236,7 +241,7 @@ class Focus:
         if window is not None and self.fills(window, width, height):
             frame.counts["close"] += 1  # the whole frame at full scale is theirs
             return self.scan(pipeline, image, now, frame, look_first=False)
-        if window is None or self._scan_due(now, followed):
+        if window is None or self._scan_due(now, bool(followed)):
             return self.scan(pipeline, image, now, frame)
         found = pipeline.detect(image, window)
         if self._finds(followed, (d.box for d in found)):
@@ -281,7 +286,7 @@ class Focus:
         if track is None or not track.decided:
             return False
         followed = self._followed.get(track.id)
-        if followed is None or followed.reference is None or followed.since + 1 >= self.config.recheck_frames:
+        if followed is None or followed.reference is None or self._recheck_due(followed):
             counts["recheck_due"] += 1
             return False
         if not self._looks_alike(track, look):
@@ -319,6 +324,10 @@ class Focus:
             and self._looks_alike(track, look)
         )
 
+    def _recheck_due(self, followed: _Followed) -> bool:
+        """Whether this frame is the `recheck_frames`-th since the face was last embedded."""
+        return followed.since + 1 >= self.config.recheck_frames
+
     def _looks_alike(self, track: TrackView, look: np.ndarray) -> bool:
         followed = self._followed.get(track.id)
         return (
@@ -333,7 +342,6 @@ class Focus:
         """The frame through the plan: detect where needed, then only the work that can change a decision.
         Reads the focus, writes only `frame` (see FocusedFrame)."""
         now = time.monotonic() if now is None else now
-        frame.analysed_at = now
         tracks = self.tracker.tracks()
         start = time.perf_counter()
         detections = self.detect(pipeline, image, now, tracks, frame)
@@ -354,20 +362,21 @@ class Focus:
         looks = [frame.looks.get(id(face.detection)) for face in faces]
         embedded = [face.embedding is not None and usable(face) for face in faces]
         boxes = [tuple(float(v) for v in face.detection.box) for face in faces]
-        self.followed(encounter_ids, looks, embedded, boxes, frame.analysed_at)
+        self.observed(encounter_ids, looks, embedded, boxes, frame.arrived)
 
-    def followed(
+    def observed(
         self,
         encounter_ids: list[int],
         looks: list[np.ndarray | None],
         embedded: list[bool],
         boxes: list[Box],
-        now: float,
+        arrived: float,
     ) -> None:
-        """Remember what each track looked like when it was last embedded (and verified by the tracker's
-        identity check), how many frames ago that was, and where it is (an analysed frame at `now`)."""
+        """What an analysed frame (arrived at `arrived`) showed of each track: what it looked like when it was
+        last embedded (and verified by the tracker's identity check), how many frames ago that was, and where
+        it is."""
         self._last_seen = set(encounter_ids)
-        self._analysed, self._passed = now, 0
+        self._analysed, self._passed = arrived, 0
         for track_id, look, verified, box in zip(encounter_ids, looks, embedded, boxes, strict=True):
             followed = self._followed.setdefault(track_id, _Followed(None))
             moved = followed.box is None or not still(followed.box, box)
@@ -384,10 +393,11 @@ class Focus:
         """Sightings of faces analysed in full, as this focus would have let them be computed (the encounter
         benchmark replays photos analysed once): followed faces lose quality and template, surplus and
         unfusable ones their template. The frame counts as a whole-frame search when the stream's would have
-        made one (`detect`), which is what passing over needs to know."""
+        made one (`detect`), which is what passing over needs to know; the replay's faces stand where a gate
+        camera sees travelers and never fill the frame, so the close-face search does not arise."""
         tracks = self.tracker.tracks()
         followed = [t for t in tracks if t.id in self._last_seen]
-        if self._scan_due(now, followed) or not self._finds(followed, (s.box for s in seen)):
+        if self._scan_due(now, bool(followed)) or not self._finds(followed, (s.box for s in seen)):
             self._scanned = now
             self.counts["scan"] += 1
         owners = assign(self.rule, tracks, [np.asarray(s.box) for s in seen])

@@ -297,7 +297,11 @@ class StreamScheduler:
                 self.plane.same_person_min(self.encounter.same_person_fmr),
             )
             reference = verification.gallery if verification else None
-            focus = Focus(self.focus, self.encounter, tracker) if self.focus.enabled else None
+            focus = (
+                Focus(self.focus, self.encounter, tracker, self.plane.frame_budget_s)
+                if self.focus.enabled
+                else None
+            )
             state = flights[frame.flight] = _Flight(tracker, focus, reference=reference)
         state.camera_id, state.gate_id = frame.camera_id, frame.gate_id
         return state
@@ -326,7 +330,7 @@ class StreamScheduler:
         try:
             budget.require("the frame")  # older than its budget already: dropped, not processed
             state = self._state(flights, frame, verification)
-            if state.focus is not None and state.focus.pass_over(time.monotonic()):
+            if state.focus is not None and state.focus.pass_over(frame.received):
                 yield self._event(FrameEvent(frame, None, None, {}, {}, dropped, passed_over=True))
                 return
             event, outcomes = self.plane.pool.run(
@@ -359,7 +363,7 @@ class StreamScheduler:
         probe = Probe(
             frame.flight_id, frame.image, frame.sequence, frame.flight_date, frame.direction, state.reference
         )
-        focused = FocusedFrame()
+        focused = FocusedFrame(frame.received)
         analyze = (lambda image: focus.analyze(plane.pipeline, image, focused)) if focus is not None else None
         examined = plane.examine(probe, budget, stage_s, analyze)
         assessment = examined.assessment
