@@ -82,7 +82,7 @@ class Camera:
             image = np.full((480, 640, 3), scene, np.uint8)
             focused = FocusedFrame(now)
             if self.focus is not None:
-                analysis = self.focus.analyze(self.pipeline, image, focused, now + self.delay_s)
+                analysis = self.focus.analyze(self.pipeline, image, focused)
             else:
                 analysis = self.pipeline.analyze_batch([image])[0]
             if index in abandoned:
@@ -257,6 +257,16 @@ def test_no_frame_is_passed_over_when_the_tracker_would_lose_the_face_before_the
     camera = Camera({1: [traveler(4)]}, PASSING, fps=fps, delay_s=delay_s).show([1] * 12)
     assert camera.passed == []
     assert camera.decisions() == [(MATCH, "T004")], "one traveler, one decision"
+
+
+def test_a_face_whose_new_look_was_not_embedded_is_not_passed_over_next() -> None:
+    """Frame 7 shows the decided traveler with another look, and that face fails quality, so it is not
+    embedded: nothing verified it, so frame 8 is analysed (it would have been passed over otherwise)."""
+    same, unverified = traveler(4), traveler(4, look=400, quality_passed=False)
+    camera = Camera({1: [same], 2: [unverified]}, PASSING).show([1] * 7 + [2] + [1] * 4)
+    assert 6 in camera.passed and 8 not in camera.passed
+    steady = Camera({1: [same]}, PASSING).show([1] * 12)
+    assert 8 in steady.passed, "the same frames of a steady look are passed over"
 
 
 def test_nothing_is_passed_over_while_an_encounter_is_undecided_even_one_missed_in_the_last_frame() -> None:

@@ -17,6 +17,7 @@ from gatematch.errors import AuthorizationError, RequestError
 from gatematch.facepipeline import Skip
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import Decision
+from gatematch.service.focus import Focus, FocusedFrame
 from gatematch.service.streams import EncounterEvent, FrameEvent, StreamFrame, StreamScheduler
 from gatematch.service.telemetry import Telemetry
 from support.fakes import FakeFace, FakePipeline, at, data_plane, frame, write_gallery
@@ -121,6 +122,41 @@ def test_without_focus_every_frame_gets_every_stage(tmp_path) -> None:
         plane.pool.shutdown()
     assert [d.result.match.traveler_id for d in decisions(events)] == ["T004", "T009"]
     assert plane.pipeline.embedded == 10 and set(plane.pipeline.windows) == {None}
+
+
+def test_the_focus_plans_each_frame_on_its_arrival_and_the_servers_frame_budget(
+    tmp_path, monkeypatch
+) -> None:
+    """What passing over and the scans are planned on is when each frame arrived (not when a worker got to
+    it, after a queue and decoding) and the budget frames get: a review found four MATCH decisions for one
+    traveler when the plan read the worker's clock."""
+    planned: list[tuple[str, float]] = []
+    budgets: set[float] = set()
+    pass_over, analyze = Focus.pass_over, Focus.analyze
+
+    def spy_pass_over(focus: Focus, arrived: float) -> bool:
+        planned.append(("pass_over", arrived))
+        budgets.add(focus.frame_budget_s)
+        return pass_over(focus, arrived)
+
+    def spy_analyze(focus: Focus, pipeline, image, frame: FocusedFrame):
+        planned.append(("analyze", frame.arrived))
+        return analyze(focus, pipeline, image, frame)
+
+    monkeypatch.setattr(Focus, "pass_over", spy_pass_over)
+    monkeypatch.setattr(Focus, "analyze", spy_analyze)
+    plane = data_plane(tmp_path, FakePipeline(SCENES))
+    write_gallery(plane.store, CENTRES)
+    scheduler = StreamScheduler(plane, EncounterConfig(), 2.0, Telemetry())
+    try:
+        events = run_paced(scheduler, [stream_frame(i, i) for i in range(1, 6)])
+    finally:
+        plane.pool.shutdown()
+    received = [e.frame.received for e in events if isinstance(e, FrameEvent)]
+    assert [t for what, t in planned if what == "pass_over"] == received
+    analysed = [e.frame.received for e in events if isinstance(e, FrameEvent) and not e.passed_over]
+    assert [t for what, t in planned if what == "analyze"] == analysed
+    assert budgets == {plane.frame_budget_s}
 
 
 def test_the_stream_ending_decides_the_open_encounter(scheduler) -> None:

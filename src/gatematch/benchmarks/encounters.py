@@ -161,7 +161,7 @@ class VideoFeed(Feed):
             analysis = self.pipeline.analyze_batch([image])[0]
         else:
             self._focused = FocusedFrame(now)
-            analysis = self.focus.analyze(self.pipeline, image, self._focused, now)
+            analysis = self.focus.analyze(self.pipeline, image, self._focused)
         assessment = judge_frame(analysis)
         self._faces = assessment.gate_faces
         return sightings(assessment)

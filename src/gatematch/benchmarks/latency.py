@@ -556,7 +556,7 @@ class CapacityCriteria:
         lost = load["frames_lost"] / max(load["frames_sent"], 1)
         reasons = []
         if p99 is None or p99 > self.frame_p99_ms:
-            reasons.append(f"frame p99 {p99} ms > {self.frame_p99_ms:g} ms")
+            reasons.append(f"analysed-frame p99 {p99} ms > {self.frame_p99_ms:g} ms")
         if lost >= self.max_lost_fraction:
             reasons.append(f"{lost:.1%} of frames lost >= {self.max_lost_fraction:.0%}")
         return "; ".join(reasons)

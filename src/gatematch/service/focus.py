@@ -154,6 +154,7 @@ class _Followed:
     since: int = 0  # frames since then
     box: Box | None = None  # where the face was in the last analysed frame
     still_for: int = 0  # analysed intervals in a row up to then in which it stood still (`still`)
+    verified: bool = False  # ... and whether it was embedded there or still looked like its reference
 
 
 class Focus:
@@ -165,7 +166,9 @@ class Focus:
         self.config = config
         self.rule = rule
         self.tracker = tracker
-        self.frame_budget_s = frame_budget_s  # the longest a frame may take from arrival to the tracker
+        # the longest a frame may take from arrival to the tracker (a gRPC deadline or a capture age only
+        # shortens a frame's budget, never lengthens it)
+        self.frame_budget_s = frame_budget_s
         self.counts: Counter[str] = Counter()  # what the frames got: scans, windows, rechecks, skips
         self._scanned = -math.inf
         self._followed: dict[int, _Followed] = {}
@@ -194,7 +197,7 @@ class Focus:
             followed = self._followed.get(track_id)
             if (
                 followed is None
-                or followed.reference is None
+                or not followed.verified
                 or followed.still_for < STILL_INTERVALS
                 or self._recheck_due(followed)
             ):
@@ -289,7 +292,7 @@ class Focus:
         if followed is None or followed.reference is None or self._recheck_due(followed):
             counts["recheck_due"] += 1
             return False
-        if not self._looks_alike(track, look):
+        if not self._looks_alike(followed, look):
             counts["recheck_look"] += 1
             return False
         counts["followed"] += 1
@@ -321,30 +324,29 @@ class Focus:
             and track.fused_full
             and rank <= track.weakest_fused
             and look is not None
-            and self._looks_alike(track, look)
+            and self._looks_alike(self._followed.get(track.id), look)
         )
 
     def _recheck_due(self, followed: _Followed) -> bool:
         """Whether this frame is the `recheck_frames`-th since the face was last embedded."""
         return followed.since + 1 >= self.config.recheck_frames
 
-    def _looks_alike(self, track: TrackView, look: np.ndarray) -> bool:
-        followed = self._followed.get(track.id)
+    def _looks_alike(self, followed: _Followed | None, look: np.ndarray | None) -> bool:
+        """Whether a face still looks like its track's last embedded frame."""
         return (
             followed is not None
             and followed.reference is not None
+            and look is not None
             and float(look @ followed.reference) >= self.config.recheck_below
         )
 
-    def analyze(
-        self, pipeline: FacePipeline, image: np.ndarray, frame: FocusedFrame, now: float | None = None
-    ) -> Analysis:
+    def analyze(self, pipeline: FacePipeline, image: np.ndarray, frame: FocusedFrame) -> Analysis:
         """The frame through the plan: detect where needed, then only the work that can change a decision.
-        Reads the focus, writes only `frame` (see FocusedFrame)."""
-        now = time.monotonic() if now is None else now
+        Reads the focus, writes only `frame` (see FocusedFrame). Its clock is the frame's arrival, as for
+        passing over: a queue before the worker must not move a scan to another frame."""
         tracks = self.tracker.tracks()
         start = time.perf_counter()
-        detections = self.detect(pipeline, image, now, tracks, frame)
+        detections = self.detect(pipeline, image, frame.arrived, tracks, frame)
         detect_s = time.perf_counter() - start
         height, width = image.shape[:2]
         gate = set(subject_and_rivals(detections, (width, height)))
@@ -382,6 +384,8 @@ class Focus:
             moved = followed.box is None or not still(followed.box, box)
             followed.still_for = 0 if moved else followed.still_for + 1
             followed.box = box
+            # a changed look that was not embedded (it failed quality or liveness) is not verified
+            followed.verified = verified or self._looks_alike(followed, look)
             if verified:
                 followed.reference, followed.since = look, 0
             else:
