@@ -166,11 +166,22 @@ def test_load_is_refused_beyond_the_retention_cap_or_the_horizon(service, exampl
     )
 
 
-def test_expired_data_is_unreadable_and_the_timer_purge_is_audited(service, examples) -> None:
-    store = service.ready()[0].store
+def write_expired(store, flight: str):
+    """A gallery of `flight` loaded before its departure 13 h ago: expired an hour ago (12 h retention)."""
     departed = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=13)
-    gone = replace(draft(flight="GM702", tag="GONE")[0], departure=departed)
-    store.write(gone, now=departed - timedelta(hours=1))  # loaded before departure, expired an hour ago
+    gone = replace(draft(flight=flight, tag="GONE")[0], departure=departed)
+    store.write(gone, now=departed - timedelta(hours=1))
+    return gone
+
+
+def assert_purge_audited(audit: Path, gallery_id: str, flight: str) -> None:
+    """One purge record of the gallery in the audit trail, signed by the retention timer."""
+    (purge,) = [r for r in records(audit, "gallery.purge") if r["detail"] == gallery_id]
+    assert purge["client"] == "retention-timer" and purge["flight_id"] == flight
+
+
+def test_expired_data_is_unreadable_and_the_timer_purge_is_audited(service, examples) -> None:
+    gone = write_expired(service.ready()[0].store, "GM702")
     with open_channel(service.target) as channel:
         stub = gallery_pb2_grpc.GalleryServiceStub(channel)
         got = refusal(lambda: stub.Get(gallery_pb2.GetGalleryRequest(flight_id="GM702"), timeout=10))
@@ -183,10 +194,7 @@ def test_expired_data_is_unreadable_and_the_timer_purge_is_audited(service, exam
     assert matched.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     assert service.purge_expired() == [gone.gallery_id]
-    (purge,) = [
-        r for r in records(service.root / "audit.jsonl", "gallery.purge") if r["detail"] == gone.gallery_id
-    ]
-    assert purge["client"] == "retention-timer" and purge["flight_id"] == "GM702"
+    assert_purge_audited(service.root / "audit.jsonl", gone.gallery_id, "GM702")
 
 
 def test_the_retention_timer_purges_expired_data_on_its_own(
@@ -198,19 +206,14 @@ def test_the_retention_timer_purges_expired_data_on_its_own(
     server, _ = start_server(config, model_store, calibration_for(pipeline, faces_dir), pipeline)
     try:
         store = server.ready()[0].store
-        departed = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=13)
-        gone = replace(draft(flight="GM704", tag="GONE")[0], departure=departed)
-        store.write(gone, now=departed - timedelta(hours=1))
+        gone = write_expired(store, "GM704")
         deadline = time.monotonic() + 10
         while store.galleries("GM704") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not store.galleries("GM704"), "the timer never purged the expired gallery"
     finally:
         server.stop(1.0)
-    (purge,) = [
-        r for r in records(tmp_path / "audit.jsonl", "gallery.purge") if r["detail"] == gone.gallery_id
-    ]
-    assert purge["client"] == "retention-timer" and purge["flight_id"] == "GM704"
+    assert_purge_audited(tmp_path / "audit.jsonl", gone.gallery_id, "GM704")
 
 
 def test_a_plaintext_gallery_is_refused_until_keys_rotate_encrypts_it(service, examples) -> None:

@@ -93,7 +93,7 @@ class Camera:
             self.fed.append(sightings(assessment))
             ids, outcomes = self.tracker.observe(now + self.delay_s, index + 1, self.fed[-1], search)
             if self.focus is not None:
-                self.focus.follow(focused, assessment.gate_faces, ids)
+                self.focus.follow(focused, assessment.gate_faces, self.fed[-1], ids)
             self.encounters.append(ids)
             self.skipped.append([face.skipped for face in analysis.faces])
             self.decided += outcomes

@@ -461,9 +461,8 @@ def _window_fidelity(args: argparse.Namespace) -> int:
 
     from gatematch.benchmarks.window_fidelity import images_of, measure
     from gatematch.errors import ConfigError
-    from gatematch.facepipeline import FacePipeline, PipelineConfig
+    from gatematch.facepipeline import FacePipeline
     from gatematch.modelstore import ModelStore
-    from gatematch.runtime import RuntimeConfig
     from gatematch.service.config import FocusConfig
 
     check_at_least(args.every, 1, "--every")
@@ -476,8 +475,7 @@ def _window_fidelity(args: argparse.Namespace) -> int:
         "max_window_share": args.max_window_share,
     }
     config = FocusConfig(**{name: value for name, value in given.items() if value is not None})
-    pipeline_config = PipelineConfig(runtime=RuntimeConfig(intra_op_threads=0))
-    pipeline = FacePipeline.from_pack(args.pack, ModelStore(args.model_dir), pipeline_config)
+    pipeline = FacePipeline.from_pack(args.pack, ModelStore(args.model_dir))
     print(json.dumps(measure(pipeline, config, images_of(args.paths, args.every, args.fps)), indent=2))
     return 0
 

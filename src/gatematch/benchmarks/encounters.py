@@ -140,9 +140,7 @@ class Feed:
 
     def observed(self, encounter_ids: list[int]) -> None:
         if self.focus is not None and self.looks is not None:
-            embedded = [s.template is not None for s in self._fed]
-            boxes = [s.box for s in self._fed]
-            self.focus.observed(encounter_ids, self.looks[self._index], embedded, boxes, self._now)
+            self.focus.observed(encounter_ids, self.looks[self._index], self._fed, self._now)
 
 
 class VideoFeed(Feed):
@@ -163,12 +161,12 @@ class VideoFeed(Feed):
             self._focused = FocusedFrame(now)
             analysis = self.focus.analyze(self.pipeline, image, self._focused)
         assessment = judge_frame(analysis)
-        self._faces = assessment.gate_faces
-        return sightings(assessment)
+        self._faces, self._fed = assessment.gate_faces, sightings(assessment)
+        return self._fed
 
     def observed(self, encounter_ids: list[int]) -> None:
         if self.focus is not None and self._focused is not None:
-            self.focus.follow(self._focused, self._faces, encounter_ids)
+            self.focus.follow(self._focused, self._faces, self._fed, encounter_ids)
 
 
 def replay(tracker: EncounterTracker, feed: Feed, times: Sequence[float], search: Callable) -> Replayed:

@@ -15,20 +15,21 @@ widths, and `fills_frame` counts faces the stream would detect in the whole fram
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gatematch.client import PHOTO_SUFFIXES
 from gatematch.detect import Detection
 from gatematch.facepipeline import FacePipeline
 from gatematch.images import load_image
 from gatematch.service.config import FocusConfig
-from gatematch.service.focus import fills_frame, grown_window
+from gatematch.service.focus import fills_frame, grown_by, grown_window
 from gatematch.video import read_frames
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 SAME_FACE = (
     0.3  # a window's detection is the whole frame's face when no corner moved by this share of its width
 )
@@ -52,7 +53,7 @@ def images_of(paths: Sequence[Path], every: int, fps: float) -> Iterator[np.ndar
             photos = sorted(p for p in path.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
             yield from (load_image(photo) for photo in photos[::every])
         else:
-            yield from list(read_frames(path, fps))[::every]
+            yield from itertools.islice(read_frames(path, fps), 0, None, every)
 
 
 def measure_face(pipeline: FacePipeline, config: FocusConfig, image: np.ndarray) -> FaceFidelity | None:
@@ -65,7 +66,7 @@ def measure_face(pipeline: FacePipeline, config: FocusConfig, image: np.ndarray)
     height, width = image.shape[:2]
     scale = pipeline.detector.scale_of(width, height)
     window = grown_window(config, [tuple(float(v) for v in face.box)], width, height, scale)
-    binds = config.margin * face.width > config.max_margin_px / scale
+    binds = grown_by(config, face.width, scale) < config.margin * face.width
     if window is None or fills_frame(config, window, width, height):
         return FaceFidelity(face.width * scale, binds, fills_frame=True)
     found = [

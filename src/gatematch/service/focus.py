@@ -50,7 +50,7 @@ from gatematch.detect import Detection, Window
 from gatematch.facepipeline import Analysis, Face, FacePipeline, subject_and_rivals
 from gatematch.quality import FACE_REGION, QualityReport
 from gatematch.service.config import EncounterConfig, FocusConfig
-from gatematch.service.dataplane import LIVENESS_MIN_REAL, fusion_rank, usable
+from gatematch.service.dataplane import LIVENESS_MIN_REAL, fusion_rank
 from gatematch.service.encounter import EncounterTracker, Sighting, TrackView, iou, near
 
 Box = tuple[float, float, float, float]
@@ -81,6 +81,12 @@ def warm_up() -> None:
     appearance(np.zeros((112, 112, 3), np.uint8))
 
 
+def grown_by(config: FocusConfig, width: float, scale: float) -> float:
+    """How far a face `width` frame pixels wide is grown on each side: `margin` widths, but at most
+    `max_margin_px` of the detector's input (`scale` of them per frame pixel)."""
+    return min(config.margin * width, config.max_margin_px / scale)
+
+
 def grown_window(
     config: FocusConfig, boxes: list[Box], width: int, height: int, scale: float
 ) -> Window | None:
@@ -90,9 +96,8 @@ def grown_window(
     if not boxes:
         return None
     grown = []
-    most = config.max_margin_px / scale
     for x1, y1, x2, y2 in boxes:
-        grow = min(config.margin * (x2 - x1), most)
+        grow = grown_by(config, x2 - x1, scale)
         grown.append((x1 - grow, y1 - grow, x2 + grow, y2 + grow))
     x1, y1 = max(min(b[0] for b in grown), 0.0), max(min(b[1] for b in grown), 0.0)
     x2, y2 = min(max(b[2] for b in grown), width), min(max(b[3] for b in grown), height)
@@ -181,27 +186,23 @@ class Focus:
     def pass_over(self, arrived: float) -> bool:
         """Whether the frame that arrived at `arrived` goes unanalysed (the module's "Passing over"); when it
         does, it counts as a frame for the followed faces' re-embedding and in `counts["passed_over"]`."""
-        if self._passed >= self.config.pass_over or not self._last_seen:
+        if self._passed >= self.config.pass_over or not self._last_seen:  # pass_over is 0 or 1
             return False
-        if self._scan_due(arrived, bool(self._last_seen)):
+        if self._scan_due(arrived, following=True):
             return False
-        # frames arrive about (arrived - analysed) / (passed + 1) apart; the next one reaches the tracker at
-        # most a frame budget after its arrival, and the tracker ends a track unseen for lost_after_ms
-        next_arrival_s = (arrived - self._analysed) * (self._passed + 2) / (self._passed + 1)
+        # the next frame arrives about one interval after this one (two after the last analysed one) and
+        # reaches the tracker at most a frame budget later; the tracker ends a track unseen for lost_after_ms
+        next_arrival_s = 2 * (arrived - self._analysed)
         if (next_arrival_s + self.frame_budget_s) * 1000 > self.rule.lost_after_ms:
             return False
-        tracks = self.tracker.tracks()
-        if not all(t.decided for t in tracks):  # an open decision: every frame may count
+        followed = [self._followed.get(track_id) for track_id in self._last_seen]
+        if not all(
+            f is not None and f.verified and f.still_for >= STILL_INTERVALS and not self._recheck_due(f)
+            for f in followed
+        ):
             return False
-        for track_id in self._last_seen:
-            followed = self._followed.get(track_id)
-            if (
-                followed is None
-                or not followed.verified
-                or followed.still_for < STILL_INTERVALS
-                or self._recheck_due(followed)
-            ):
-                return False
+        if not all(t.decided for t in self.tracker.tracks()):  # an open decision: every frame may count
+            return False
         for track_id in self._last_seen:
             self._followed[track_id].since += 1
         self._passed += 1
@@ -355,32 +356,32 @@ class Focus:
         analysis.timings["detect"] = detect_s
         return analysis
 
-    def follow(self, frame: FocusedFrame, faces: tuple[Face, ...], encounter_ids: list[int]) -> None:
-        """After the tracker took the frame's gate-sized faces (`dataplane.sightings`): the frame's plan
-        becomes the focus's."""
+    def follow(
+        self,
+        frame: FocusedFrame,
+        faces: tuple[Face, ...],
+        seen: list[Sighting],
+        encounter_ids: list[int],
+    ) -> None:
+        """After the tracker took the frame's gate-sized faces as `seen` (`dataplane.sightings`): the frame's
+        plan becomes the focus's."""
         if frame.scanned_at is not None:
             self._scanned = max(self._scanned, frame.scanned_at)
         self.counts.update(frame.counts)
         looks = [frame.looks.get(id(face.detection)) for face in faces]
-        embedded = [face.embedding is not None and usable(face) for face in faces]
-        boxes = [tuple(float(v) for v in face.detection.box) for face in faces]
-        self.observed(encounter_ids, looks, embedded, boxes, frame.arrived)
+        self.observed(encounter_ids, looks, seen, frame.arrived)
 
     def observed(
-        self,
-        encounter_ids: list[int],
-        looks: list[np.ndarray | None],
-        embedded: list[bool],
-        boxes: list[Box],
-        arrived: float,
+        self, encounter_ids: list[int], looks: list[np.ndarray | None], seen: list[Sighting], arrived: float
     ) -> None:
         """What an analysed frame (arrived at `arrived`) showed of each track: what it looked like when it was
-        last embedded (and verified by the tracker's identity check), how many frames ago that was, and where
-        it is."""
+        last embedded (a sighting with a template, verified by the tracker's identity check), how many frames
+        ago that was, and where it is."""
         self._last_seen = set(encounter_ids)
         self._analysed, self._passed = arrived, 0
-        for track_id, look, verified, box in zip(encounter_ids, looks, embedded, boxes, strict=True):
+        for track_id, look, sighting in zip(encounter_ids, looks, seen, strict=True):
             followed = self._followed.setdefault(track_id, _Followed(None))
+            box, verified = sighting.box, sighting.template is not None
             moved = followed.box is None or not still(followed.box, box)
             followed.still_for = 0 if moved else followed.still_for + 1
             followed.box = box

@@ -376,7 +376,7 @@ class StreamScheduler:
         start = time.perf_counter()
         ids, outcomes = state.tracker.observe(time.monotonic(), frame.sequence, seen, state.search(plane))
         if focus is not None:
-            focus.follow(focused, faces, ids)
+            focus.follow(focused, faces, seen, ids)
         if any(s.fusable for s in seen):
             stage_s["search"] = time.perf_counter() - start
             plane.costs.observe("search", stage_s["search"])
