@@ -8,11 +8,11 @@ import sys
 
 PROBE = r"""
 import json, logging, pkgutil, signal, importlib
-import faiss, matplotlib, onnxruntime
+import cv2, faiss, matplotlib, onnxruntime
 
 calls = []
-for module, name in ((faiss, "omp_set_num_threads"), (onnxruntime, "set_default_logger_severity"),
-                     (matplotlib, "use")):
+for module, name in ((faiss, "omp_set_num_threads"), (cv2, "setNumThreads"),
+                     (onnxruntime, "set_default_logger_severity"), (matplotlib, "use")):
     real = getattr(module, name)
     def spy(*args, _name=name, _real=real, **kwargs):
         calls.append(_name)
@@ -22,6 +22,7 @@ for module, name in ((faiss, "omp_set_num_threads"), (onnxruntime, "set_default_
 def state():
     return {
         "faiss_threads": faiss.omp_get_max_threads(),
+        "opencv_threads": cv2.getNumThreads(),
         "backend": matplotlib.rcParams["backend"],
         "root_handlers": len(logging.getLogger().handlers),
         "sigterm": str(signal.getsignal(signal.SIGTERM)),
@@ -47,9 +48,11 @@ def test_importing_every_module_changes_no_global_state() -> None:
     assert report["after"] == report["before"]
 
 
-def test_configure_process_is_where_faiss_threads_are_set() -> None:
-    probe = "import faiss; from gatematch.process import configure_process; configure_process(); "
-    probe += "print(faiss.omp_get_max_threads())"
+def test_configure_process_is_where_faiss_and_opencv_threads_are_set() -> None:
+    """One thread per search and per image operation: the callers' threads (workers, gates) fill the cores."""
+    probe = "import cv2, faiss; from gatematch.process import configure_process; "
+    probe += "faiss.omp_set_num_threads(4); cv2.setNumThreads(4); configure_process(); "  # as on a 4-core box
+    probe += "print(faiss.omp_get_max_threads(), cv2.getNumThreads())"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
+    assert done.stdout.strip() == "1 1"

@@ -9,17 +9,24 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import cv2
 import faiss
 
 # One probe is searched by one thread. faiss would fan a single query out over all cores with OpenMP; measured
 # on the 2-core box that is 3-20x slower at p50 (thread wake-ups, and it competes with the onnxruntime sessions),
 # while concurrent gates already keep the cores busy.
 SEARCH_THREADS = 1
+# OpenCV's image work (resize, warps, colour conversion) runs in the calling thread. Its own thread pool would
+# split each frame's resize over the cores the inference workers already fill, and its threads wait actively:
+# on the 2-core box, 4 cameras at 5 fps, that pool cost 0.7-0.8 ms of CPU per frame and the server spent
+# 12.05-12.33 ms per frame with it against 11.03-11.42 without (three pairs, back to back). Same pixels either way.
+IMAGE_THREADS = 1
 
 
 def configure_process() -> None:
     """The settings every gatematch process runs with (idempotent)."""
     faiss.omp_set_num_threads(SEARCH_THREADS)
+    cv2.setNumThreads(IMAGE_THREADS)
 
 
 @contextlib.contextmanager
