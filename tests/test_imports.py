@@ -48,11 +48,13 @@ def test_importing_every_module_changes_no_global_state() -> None:
     assert report["after"] == report["before"]
 
 
-def test_configure_process_is_where_faiss_and_opencv_threads_are_set() -> None:
-    """One thread per search and per image operation: the callers' threads (workers, gates) fill the cores."""
-    probe = "import cv2, faiss; from gatematch.process import configure_process; "
-    probe += "faiss.omp_set_num_threads(4); cv2.setNumThreads(4); configure_process(); "  # as on a 4-core box
-    probe += "print(faiss.omp_get_max_threads(), cv2.getNumThreads())"
+def test_configure_process_is_where_faiss_threads_are_set_and_a_server_caps_opencv() -> None:
+    """One thread per search everywhere; one per image operation in a server, whose workers fill the cores
+    (batch commands keep OpenCV's pool)."""
+    probe = "import cv2, faiss; from gatematch import process; "
+    probe += "faiss.omp_set_num_threads(4); cv2.setNumThreads(4); "  # as on a 4-core box
+    probe += "process.configure_process(); print(faiss.omp_get_max_threads(), cv2.getNumThreads()); "
+    probe += "process.configure_server_process(); print(faiss.omp_get_max_threads(), cv2.getNumThreads())"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1 1"
+    assert done.stdout.split("\n")[:2] == ["1 4", "1 1"]

@@ -18,10 +18,11 @@ import grpc
 import numpy as np
 
 from gatematch.client import load_requests, make_frame, open_channel
+from gatematch.service.server import GateMatchServer
 from gatematch.v1 import gallery_pb2_grpc, match_pb2, match_pb2_grpc
 from support.data import REPO
 from support.jpegs import cut_and_terminate, progressive_bomb
-from support.server import health_status
+from support.server import health_status, service_config
 
 FLIGHT = "GM420"
 START_S = 120.0
@@ -162,3 +163,14 @@ def test_a_server_that_cannot_start_says_why_in_one_json_error_record(tmp_path) 
         assert len(errors) == 1 and expected in errors[0]["error"], logged
         assert errors[0]["message"] == "the service cannot start"
         assert not any(r["logger"] == "gatematch.native" for r in logged), logged
+
+
+def test_a_started_server_runs_opencv_in_the_calling_thread(tmp_path) -> None:
+    """The workers fill the cores: OpenCV's own pool would only add waiting threads (process.py)."""
+    cv2.setNumThreads(4)  # as on a 4-core box, whatever ran before in this process
+    server = GateMatchServer(service_config(tmp_path))
+    try:
+        server.start()
+        assert cv2.getNumThreads() == 1
+    finally:
+        server.stop(0.0)

@@ -16,17 +16,23 @@ import faiss
 # on the 2-core box that is 3-20x slower at p50 (thread wake-ups, and it competes with the onnxruntime sessions),
 # while concurrent gates already keep the cores busy.
 SEARCH_THREADS = 1
-# OpenCV's image work (resize, warps, colour conversion) runs in the calling thread. Its own thread pool would
-# split each frame's resize over the cores the inference workers already fill, and its threads wait actively:
-# on the 2-core box, 4 cameras at 5 fps, that pool cost 0.7-0.8 ms of CPU per frame and the server spent
-# 12.05-12.33 ms per frame with it against 11.03-11.42 without (three pairs, back to back). Same pixels either way.
-IMAGE_THREADS = 1
+# In the server, OpenCV's image work (resize, warps, colour conversion) runs in the calling thread: its own pool
+# would split each frame over the cores the inference workers already fill, and its threads wait actively. On
+# the 2-core box, 4 cameras at 5 fps, that pool cost 0.7-0.8 ms of CPU per frame; the server spent 11.03-11.42
+# ms per frame without it against 12.05-12.33 with it (three pairs back to back); same pixels either way. Batch
+# commands keep the pool: embedding 95 photos took 2.6-2.7 s with it against 3.0-3.3 s without.
+SERVER_IMAGE_THREADS = 1
 
 
 def configure_process() -> None:
     """The settings every gatematch process runs with (idempotent)."""
     faiss.omp_set_num_threads(SEARCH_THREADS)
-    cv2.setNumThreads(IMAGE_THREADS)
+
+
+def configure_server_process() -> None:
+    """`configure_process`, and one thread per image operation: the server's workers fill the cores."""
+    configure_process()
+    cv2.setNumThreads(SERVER_IMAGE_THREADS)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from gatematch.gates import flights_in_force
 from gatematch.images import ImageLimits
 from gatematch.keyfile import template_keys
 from gatematch.modelstore import ModelStore
-from gatematch.process import configure_process
+from gatematch.process import configure_server_process
 from gatematch.service.audit import MAX_TEXT, AuditLog, AuditRecord, AuditSink, DatabaseAuditLog
 from gatematch.service.config import ServiceConfig
 from gatematch.service.dataplane import DataPlane
@@ -202,7 +202,7 @@ class GateMatchServer:
 
     def start(self) -> int:
         """Listen (NOT_SERVING until `load`); returns the bound port."""
-        configure_process()
+        configure_server_process()
         server = self.config.server
         address = f"{server.host}:{server.port}"
         credentials = server_credentials(self.config.tls)
