@@ -1,6 +1,7 @@
 """Process-wide settings, made once where a process starts (CLI, server, benchmark), never on import.
 
-Importing a gatematch module changes no global state; the entry points call `configure_process()` first.
+Importing a gatematch module changes no global state; the entry points call `configure_process()` first (the
+server `configure_server_process()`).
 """
 
 from __future__ import annotations
