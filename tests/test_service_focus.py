@@ -18,7 +18,7 @@ from gatematch.gallery import OperatingPoint, SearchResult
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import MATCH, NO_MATCH, EncounterOutcome, EncounterTracker, Sighting
-from gatematch.service.focus import Focus, FocusedFrame, appearance
+from gatematch.service.focus import Focus, FocusedFrame, appearance, fills_frame, grown_window
 from support.fakes import FakeFace, FakePipeline, crop_of
 from support.synthetic import EMBEDDER, at_cosine, calibration, gallery, strangers
 
@@ -438,19 +438,23 @@ def test_the_benchmark_replay_plans_surplus_faces_as_the_stream_does() -> None:
 
 def test_a_window_is_the_frame_part_of_the_grown_faces_and_fills_the_frame_only_past_the_share() -> None:
     focus = Focus(FOCUS, RULE, EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON), FRAME_BUDGET_S)
-    off = focus.window([(900.0, 700.0, 980.0, 780.0)], 640, 480, 1.0)
+    off = grown_window(focus.config, [(900.0, 700.0, 980.0, 780.0)], 640, 480, 1.0)
     assert off is None, "off the frame: nothing to look in"
-    near = focus.window([(280.0, 200.0, 360.0, 280.0)], 640, 480, 1.0)
-    assert near == (200, 120, 440, 360) and not focus.fills(near, 640, 480)
-    close = focus.window([(170.0, 90.0, 470.0, 390.0)], 640, 480, 1.0)
-    assert close == (74, 0, 566, 480) and focus.fills(close, 640, 480)
+    near = grown_window(focus.config, [(280.0, 200.0, 360.0, 280.0)], 640, 480, 1.0)
+    assert near == (200, 120, 440, 360) and not fills_frame(focus.config, near, 640, 480)
+    close = grown_window(focus.config, [(170.0, 90.0, 470.0, 390.0)], 640, 480, 1.0)
+    assert close == (74, 0, 566, 480) and fills_frame(focus.config, close, 640, 480)
 
 
 def test_a_big_face_is_grown_by_at_most_max_margin_px_of_the_detectors_input() -> None:
     focus = Focus(FOCUS, RULE, EncounterTracker(RULE, 0.003, 2.0, SAME_PERSON), FRAME_BUDGET_S)
     big = [(400.0, 300.0, 700.0, 600.0)]  # 300 px wide: one width would be 300 px each side
     assert FOCUS.max_margin_px == 96
-    assert focus.window(big, 1280, 960, 1.0) == (304, 204, 796, 696), "96 input px = 96 frame px"
-    assert focus.window(big, 1280, 960, 0.5) == (208, 108, 892, 792), "at half scale, 192 frame px"
-    small = focus.window([(400.0, 300.0, 460.0, 360.0)], 1280, 960, 1.0)
+    assert grown_window(focus.config, big, 1280, 960, 1.0) == (304, 204, 796, 696), (
+        "96 input px = 96 frame px"
+    )
+    assert grown_window(focus.config, big, 1280, 960, 0.5) == (208, 108, 892, 792), (
+        "at half scale, 192 frame px"
+    )
+    small = grown_window(focus.config, [(400.0, 300.0, 460.0, 360.0)], 1280, 960, 1.0)
     assert small == (340, 240, 520, 420), "a face smaller than the cap: one width"

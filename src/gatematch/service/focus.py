@@ -92,7 +92,8 @@ def grown_window(
 ) -> Window | None:
     """The region of a width x height frame that holds these faces, each grown by `margin` widths but at most
     `max_margin_px` of the detector's input (`scale` of them per frame pixel); None when none of it is in the
-    frame. The stream's windows (`Focus.window`) and the window-fidelity benchmark both come from here."""
+    frame. The stream's windows (`Focus.detect`, `Focus.scan`) and the window-fidelity benchmark both come from
+    here."""
     if not boxes:
         return None
     grown = []
@@ -195,16 +196,17 @@ class Focus:
         next_arrival_s = 2 * (arrived - self._analysed)
         if (next_arrival_s + self.frame_budget_s) * 1000 > self.rule.lost_after_ms:
             return False
-        followed = [self._followed.get(track_id) for track_id in self._last_seen]
-        if not all(
-            f is not None and f.verified and f.still_for >= STILL_INTERVALS and not self._recheck_due(f)
-            for f in followed
-        ):
+        settled = [
+            f
+            for f in map(self._followed.get, self._last_seen)
+            if f is not None and f.verified and f.still_for >= STILL_INTERVALS and not self._recheck_due(f)
+        ]
+        if len(settled) < len(self._last_seen):
             return False
         if not all(t.decided for t in self.tracker.tracks()):  # an open decision: every frame may count
             return False
-        for track_id in self._last_seen:
-            self._followed[track_id].since += 1
+        for followed in settled:
+            followed.since += 1
         self._passed += 1
         self.counts["passed_over"] += 1
         return True
@@ -220,13 +222,6 @@ class Focus:
         boxes = [np.asarray(b) for b in boxes]
         return all(any(near(self.rule, t.box, b) for b in boxes) for t in followed)
 
-    def window(self, boxes: list[Box], width: int, height: int, scale: float) -> Window | None:
-        """These faces' window in this stream's frames (`grown_window`)."""
-        return grown_window(self.config, boxes, width, height, scale)
-
-    def fills(self, window: Window, width: int, height: int) -> bool:
-        return fills_frame(self.config, window, width, height)
-
     def detect(
         self,
         pipeline: FacePipeline,
@@ -241,8 +236,8 @@ class Focus:
         height, width = image.shape[:2]
         followed = [t for t in tracks if t.id in self._last_seen]
         scale = pipeline.detector.scale_of(width, height) if followed else 1.0
-        window = self.window([t.box for t in followed], width, height, scale)
-        if window is not None and self.fills(window, width, height):
+        window = grown_window(self.config, [t.box for t in followed], width, height, scale)
+        if window is not None and fills_frame(self.config, window, width, height):
             frame.counts["close"] += 1  # the whole frame at full scale is theirs
             return self.scan(pipeline, image, now, frame, look_first=False)
         if window is None or self._scan_due(now, bool(followed)):
@@ -277,8 +272,8 @@ class Focus:
         if not found:
             return []
         boxes = [tuple(float(v) for v in d.box) for d in found]
-        window = self.window(boxes, width, height, pipeline.detector.scale_of(width, height))
-        if window is None or self.fills(window, width, height):
+        window = grown_window(self.config, boxes, width, height, pipeline.detector.scale_of(width, height))
+        if window is None or fills_frame(self.config, window, width, height):
             window = whole
         return pipeline.detect(image, window)
 
