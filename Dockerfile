@@ -24,11 +24,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# A C compiler and libjpeg-turbo's headers build the region decoder of camera frames (src/gatematch/_jpegregion.c);
+# the runtime stage needs only the library. Not pinned to versions: Debian's security updates replace them in
+# the archive; the base image's digest (above) fixes the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY src ./src
 # A non-editable install: the runtime stage gets the venv only, never the source tree.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir /src \
+    && /opt/venv/bin/python -c "import gatematch._jpegregion" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --------------------------------------------------------------------------------------------------- models
@@ -53,6 +61,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     XDG_DATA_HOME=/var/lib \
     GATEMATCH_MODEL_DIR=/opt/gatematch/models
+# libjpeg-turbo for the region decoder built in the build stage (see there for why the version is not pinned)
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjpeg62-turbo \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 gatematch \
     && useradd --system --uid 10001 --gid gatematch --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin gatematch \

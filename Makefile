@@ -41,7 +41,8 @@ serve: models
 system-packages:
 	bash .ci/system-packages
 
-test: models system-packages $(VENV)/.extra-ray deploy-check
+# system-packages first: the install builds the region decoder with what it brings (gcc, libjpeg headers)
+test: system-packages models $(VENV)/.extra-ray deploy-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q --ignore=tests/test_deploy.py

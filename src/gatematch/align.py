@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from gatematch.errors import BadImageError
+from gatematch.images import JpegFrame, reveal
 
 # Left eye, right eye, nose tip, left mouth corner, right mouth corner (image-left first), 112x112 crop.
 ARCFACE_TEMPLATE = np.array(
@@ -54,13 +55,17 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def norm_crop(
-    image: np.ndarray, landmarks: np.ndarray, size: int = 112, out: np.ndarray | None = None
+    image: np.ndarray | JpegFrame, landmarks: np.ndarray, size: int = 112, out: np.ndarray | None = None
 ) -> np.ndarray:
     """The face warped onto the ArcFace template, scaled to `size`; pixels outside the image are black.
 
     `out` (size,size,3) uint8 is written in place and returned, so a pipeline can keep one buffer per slot.
+    A JpegFrame reveals what the warp reads: the crop's corners mapped back into the frame, with the bilinear
+    neighbours.
     """
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if not isinstance(image, JpegFrame) and (
+        not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+    ):
         raise BadImageError("norm_crop needs a BGR uint8 image of shape (H,W,3)")
     points = np.asarray(landmarks, dtype=np.float32)
     if points.shape != (5, 2) or not np.isfinite(points).all():
@@ -73,6 +78,13 @@ def norm_crop(
         raise ValueError(f"norm_crop out must be a C-contiguous uint8 array of shape ({size},{size},3)")
     template = ARCFACE_TEMPLATE * (size / _TEMPLATE_SIZE)
     matrix = similarity_transform(points, template)
+    if isinstance(image, JpegFrame):
+        # the crop's pixel centres, mapped back (the warp rounds positions to 1/32 of a pixel: one more each side)
+        inverse = cv2.invertAffineTransform(matrix)
+        corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+        mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+        (x1, y1), (x2, y2) = np.floor(mapped.min(axis=0)) - 1, np.floor(mapped.max(axis=0)) + 3
+        image = reveal(image, (int(x1), int(y1), int(x2), int(y2)))
     return cv2.warpAffine(
         image,
         matrix,

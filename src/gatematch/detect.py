@@ -24,6 +24,7 @@ import onnxruntime
 from gatematch.batching import Batcher
 from gatematch.cards import ModelCard
 from gatematch.errors import BadImageError, CardError, ModelError
+from gatematch.images import JpegFrame, Window
 from gatematch.preprocess import ThreadBuffers
 
 
@@ -55,9 +56,6 @@ class DetectorConfig:
     min_face_size: float = 0.0  # faces whose shorter box side (original px) is smaller are dropped
     top_k: int = 50  # at most this many faces returned, best score first
     pre_nms_top_k: int = 5000
-
-
-Window = tuple[int, int, int, int]  # x1, y1, x2, y2: a region of a frame, in the frame's pixels
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,6 +235,24 @@ class Detector:
             image, matrix, (x2 - x1, y2 - y1), dst=out, flags=flags, borderMode=cv2.BORDER_REPLICATE
         )
 
+    def reads(self, width: int, height: int, window: Window) -> Window:
+        """The pixels of a width x height frame that `prepare(frame, window)` reads: a region to decode."""
+        scale, scaled, _ = self._geometry(width, height)
+        x1, y1, x2, y2 = self._window(scaled, window, scale)[0]
+        if scaled == (width, height):
+            return x1, y1, x2, y2
+        fx, fy = width / scaled[0], height / scaled[1]
+        if fx.is_integer() and fy.is_integer():  # `_scaled_part` resizes the part alone
+            return int(x1 * fx), int(y1 * fy), int(x2 * fx), int(y2 * fy)
+        # one warp: bilinear sampling at (x + 0.5) * f - 0.5, the pixel on each side (one more: the warp rounds
+        # positions to 1/32 of a pixel first), clamped at the frame's edge
+        return (
+            max(math.floor((x1 + 0.5) * fx - 0.5) - 1, 0),
+            max(math.floor((y1 + 0.5) * fy - 0.5) - 1, 0),
+            min(math.floor((x2 - 0.5) * fx - 0.5) + 3, width),
+            min(math.floor((y2 - 0.5) * fy - 0.5) + 3, height),
+        )
+
     def scale_of(self, width: int, height: int) -> float:
         """Input pixels per frame pixel when a width x height frame is detected whole (and so in a window)."""
         return self._geometry(width, height)[0]
@@ -250,10 +266,16 @@ class Detector:
         shape = (1, 3, in_h, in_w) if self._nchw else (1, in_h, in_w, 3)
         return np.empty(shape, np.float32)
 
-    def prepare(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> Prepared:
+    def prepare(
+        self, image: np.ndarray | JpegFrame, window: Window | None = None, coarse: float = 1.0
+    ) -> Prepared:
         """BGR uint8 HxWx3 -> the card's input tensor: letterboxed top-left, zero pixels padding bottom/right.
         With a `window`, only that region of the image (clipped to it) is prepared; `coarse` < 1 scales it down
-        further by that factor."""
+        further by that factor. A JpegFrame reveals what is read: the window's pixels (`reads`), else all."""
+        if isinstance(image, JpegFrame):
+            height, width = image.shape[:2]
+            whole = (0, 0, width, height)
+            image = image.reveal(self.reads(width, height, window) if window and coarse == 1 else whole)
         if (
             not isinstance(image, np.ndarray)
             or image.dtype != np.uint8
@@ -336,7 +358,9 @@ class Detector:
             for n, i in enumerate(chosen)
         ]
 
-    def detect(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> list[Detection]:
+    def detect(
+        self, image: np.ndarray | JpegFrame, window: Window | None = None, coarse: float = 1.0
+    ) -> list[Detection]:
         """Faces in a BGR uint8 frame (or in a window of it), best score first, in the frame's own pixels."""
         prepared = self.prepare(image, window, coarse)
         return self.decode(self.infer(prepared.tensor), prepared)

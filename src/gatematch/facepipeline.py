@@ -17,9 +17,9 @@ import numpy as np
 
 from gatematch.align import norm_crop
 from gatematch.cards import ModelCard, Pack, get_pack
-from gatematch.detect import Detection, Detector, DetectorConfig, Window, create_detector
+from gatematch.detect import Detection, Detector, DetectorConfig, create_detector
 from gatematch.embed import ArcFaceEmbedder
-from gatematch.images import ImageInput, ImageLimits, load_image
+from gatematch.images import ImageInput, ImageLimits, JpegFrame, Window, load_image
 from gatematch.liveness import LivenessChecker
 from gatematch.modelstore import ModelStore
 from gatematch.preprocess import CROP_SIZE
@@ -177,13 +177,15 @@ class FacePipeline:
         analysis.timings["decode"] = decode_s
         return analysis
 
-    def detect(self, image: np.ndarray, window: Window | None = None, coarse: float = 1.0) -> list[Detection]:
-        """Faces of a decoded frame, or of a window of it (in the frame's pixels), best score first; `coarse`
+    def detect(
+        self, image: np.ndarray | JpegFrame, window: Window | None = None, coarse: float = 1.0
+    ) -> list[Detection]:
+        """Faces of a frame, or of a window of it (in the frame's pixels), best score first; `coarse`
         < 1 looks at fewer pixels (detect.Detector.prepare)."""
         return self.detector.detect(image, window, coarse)
 
     def analyze_detected(
-        self, image: np.ndarray, detections: Sequence[Detection], work: FaceWork | None = None
+        self, image: np.ndarray | JpegFrame, detections: Sequence[Detection], work: FaceWork | None = None
     ) -> Analysis:
         """Align, assess and embed faces already detected in one frame; `work` may skip stages per face."""
         return self._analyze([image], [(0, det) for det in detections], [{}], work)[0]
@@ -200,7 +202,7 @@ class FacePipeline:
 
     def _analyze(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[np.ndarray | JpegFrame],
         found: list[tuple[int, Detection]],
         timings: list[dict[str, float]],
         work: FaceWork | None,

@@ -7,12 +7,18 @@ the number of progressive scans from a walk over the JPEG's markers (a scan bomb
 every block, however few bytes it holds), the PNG chunk lengths from a walk over its chunks (OpenCV allocates
 what a length claims). JPEGs are decoded strictly (libjpeg-turbo through simplejpeg, every
 libjpeg warning an error): a frame with corrupt or missing data is refused, never filled in with grey.
+
+A camera stream's frame may be opened instead (`open_frame`): a baseline JPEG then becomes a `JpegFrame`, whose
+pixels are decoded region by region as the work on it reaches them (the followed faces' window, a face's
+alignment, its liveness context), through our libjpeg-turbo extension (`_jpegregion.c`): the same pixels as the
+whole decode, at a fraction of its cost when the faces are small in the frame.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,13 @@ import numpy as np
 import simplejpeg
 
 from gatematch.errors import BadImageError, ImageTooLargeError
+
+try:
+    from gatematch import _jpegregion
+except ImportError:  # built where no compiler or libjpeg headers were found: frames are decoded whole
+    _jpegregion = None
+
+Window = tuple[int, int, int, int]  # x1, y1, x2, y2: a region of a frame, in the frame's pixels
 
 
 @dataclass(frozen=True)
@@ -164,13 +177,12 @@ def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
-def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode JPEG/PNG/WebP bytes into BGR uint8, refusing oversized images before decoding them."""
+def _checked(data: bytes, limits: ImageLimits) -> tuple[str, tuple[int, int], int]:
+    """(format, (width, height), JPEG scans) of bytes that may be decoded: every check that needs no decoding."""
     if not data:
         raise BadImageError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(f"image is {len(data)} bytes, over the limit of {limits.max_bytes}")
-    data = bytes(data)
     fmt, size = encoded_size(data)
     if size is None:
         raise BadImageError(f"truncated {fmt.upper()}: the header ends before the image size")
@@ -181,10 +193,22 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     # match).
     if fmt == "png":
         _check_png_chunks(data)
+    scans = 0
     if fmt == "jpeg":
         if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise BadImageError("truncated JPEG: the end-of-image marker is missing")
-        jpeg_scans(data)
+        scans = jpeg_scans(data)
+    return fmt, size, scans
+
+
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode JPEG/PNG/WebP bytes into BGR uint8, refusing oversized images before decoding them."""
+    data = bytes(data)
+    return _decode(data, _checked(data, limits)[0], limits)
+
+
+def _decode(data: bytes, fmt: str, limits: ImageLimits) -> np.ndarray:
+    if fmt == "jpeg":
         try:
             return simplejpeg.decode_jpeg(data, "BGR", strict=True)
         except ValueError as exc:  # libjpeg's message: no path, no pixel data
@@ -193,6 +217,83 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     if decoded is None:
         raise BadImageError(f"corrupt or truncated {fmt.upper()}: it could not be decoded")
     return to_bgr(decoded, limits)
+
+
+# Each region decode reads the entropy-coded data of every row above it again: a region over more of the frame
+# than this is decoded whole (and a frame decoded whole is never decoded again).
+WHOLE_SHARE = 0.5
+
+
+class JpegFrame:
+    """A baseline JPEG frame decoded region by region (`reveal`), as the work on it reaches its pixels.
+
+    `pixels` has the frame's shape, but only the regions revealed hold its pixels (the rest is whatever the
+    memory held), so every reader reveals first what it reads; `shape` is the frame's, as for an array.
+    Decoding is as strict as `decode_image`'s, over the rows up to the region's last: data below it is not
+    read (a whole-frame search reveals, and so checks, all of it).
+    """
+
+    def __init__(self, data: bytes, width: int, height: int):
+        self._data = data
+        self.pixels = np.empty((height, width, 3), np.uint8)
+        self.decoded: Window | None = None  # the region whose pixels are exact
+        self.seconds = 0.0  # spent decoding so far
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pixels.shape
+
+    def reveal(self, region: Window) -> np.ndarray:
+        """`pixels`, exact at least over `region` (clipped to the frame)."""
+        height, width = self.pixels.shape[:2]
+        x1, y1 = max(region[0], 0), max(region[1], 0)
+        x2, y2 = min(region[2], width), min(region[3], height)
+        if x2 <= x1 or y2 <= y1:
+            return self.pixels
+        if self.decoded is not None:
+            d1, e1, d2, e2 = self.decoded
+            if d1 <= x1 and e1 <= y1 and x2 <= d2 and y2 <= e2:
+                return self.pixels
+            x1, y1, x2, y2 = min(x1, d1), min(y1, e1), max(x2, d2), max(y2, e2)
+        if (x2 - x1) * (y2 - y1) > WHOLE_SHARE * width * height:
+            x1, y1, x2, y2 = 0, 0, width, height
+        start = time.perf_counter()
+        try:
+            # a pixel more on each side: the chroma upsampling differs at a cut edge (libjpeg widens the
+            # columns further, to its block grid)
+            first, last = _jpegregion.decode_region(
+                self._data, self.pixels, max(x1 - 1, 0), y1, min(x2 + 1, width), y2
+            )
+        except ValueError as exc:
+            raise BadImageError(f"corrupt JPEG: {exc}") from None
+        except NotImplementedError:  # neither greyscale nor three components: decoded whole, as ever
+            self.pixels[:] = _decode(self._data, "jpeg", DEFAULT_LIMITS)
+            first, last, y1, y2 = 0, width, 0, height
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.decoded = (first + (first > 0), y1, last - (last < width), y2)
+        return self.pixels
+
+
+def open_frame(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray | JpegFrame:
+    """A frame to analyse: a baseline JPEG as a `JpegFrame` (where the region decoder was built), anything
+    else decoded whole. The same checks as `decode_image`, before any decoding."""
+    data = bytes(data)
+    fmt, (width, height), scans = _checked(data, limits)
+    # a progressive JPEG is decoded whole: each of its regions would read every scan again
+    if fmt != "jpeg" or scans != 1 or _jpegregion is None:
+        return _decode(data, fmt, limits)
+    return JpegFrame(data, width, height)
+
+
+def decodes_by_region() -> bool:
+    """Whether the region decoder was built here (else `open_frame` decodes every frame whole)."""
+    return _jpegregion is not None
+
+
+def reveal(image: np.ndarray | JpegFrame, region: Window) -> np.ndarray:
+    """The frame's pixels, exact at least over `region`: an array is all decoded, a JpegFrame reveals it."""
+    return image.reveal(region) if isinstance(image, JpegFrame) else image
 
 
 def to_bgr(array: np.ndarray, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

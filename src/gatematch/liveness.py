@@ -17,6 +17,7 @@ import onnxruntime as ort
 from gatematch.cards import ModelCard
 from gatematch.detect import Detection
 from gatematch.errors import BadImageError, CardError, ModelError
+from gatematch.images import JpegFrame, reveal
 from gatematch.preprocess import card_tensor, model_output
 
 
@@ -54,19 +55,22 @@ class LivenessChecker:
             self._models.append((card, session, model_output(card, session), batch_dim == 1))
         self.cards = tuple(card for card, *_ in self._models)
 
-    def crops(self, image: np.ndarray, detections: Sequence[Detection], card: ModelCard) -> np.ndarray:
+    def crops(
+        self, image: np.ndarray | JpegFrame, detections: Sequence[Detection], card: ModelCard
+    ) -> np.ndarray:
         """(N,h,w,3) BGR crops for one model: the context box of each detection, resized to the card's input."""
         height, width = image.shape[:2]
         size = card.input.size
         out = np.empty((len(detections), size[1], size[0], 3), np.uint8)
         for i, det in enumerate(detections):
             x1, y1, x2, y2 = context_box(det.box, width, height, float(card.params["crop_scale"]))
-            cv2.resize(image[y1 : y2 + 1, x1 : x2 + 1], size, dst=out[i], interpolation=cv2.INTER_LINEAR)
+            pixels = reveal(image, (x1, y1, x2 + 1, y2 + 1))
+            cv2.resize(pixels[y1 : y2 + 1, x1 : x2 + 1], size, dst=out[i], interpolation=cv2.INTER_LINEAR)
         return out
 
-    def score(self, image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    def score(self, image: np.ndarray | JpegFrame, detections: Sequence[Detection]) -> np.ndarray:
         """(N,) probability that each detected face is a live face (not a print or a screen), in [0, 1]."""
-        if (
+        if not isinstance(image, JpegFrame) and (
             not isinstance(image, np.ndarray)
             or image.dtype != np.uint8
             or image.ndim != 3

@@ -6,8 +6,9 @@ image decoding, and each request message's conversion into data-plane types.
     python tests/fuzz/fuzz_inputs.py frame -max_total_time=1800 corpus/  # a longer run, corpus kept
 
 Targets (the server's limits: 3840 x 2160 pixels, 16 MiB):
-  images   bytes -> decode_image; seeded with small real encodings (baseline and progressive JPEG, PNG 8/16-bit,
-           grey and alpha, WebP), so mutations keep enough structure to reach the decoders
+  images   bytes -> decode_image, and open_frame with three regions revealed (the region decoder, _jpegregion.c);
+           seeded with small real encodings (baseline and progressive JPEG, PNG 8/16-bit, grey and alpha, WebP),
+           so mutations keep enough structure to reach the decoders
   raw      RawImage fields (any size, channels, pixel type, order, byte count) -> RawPixels.to_bgr
   frame    a Frame from fuzzed fields (ids, capture time, sequence, encoded or raw image) -> frame_problem,
            image_of, stream_frame, then the frame's image through the data plane's decode and budget sizing
@@ -30,7 +31,7 @@ import atheris
 
 with atheris.instrument_imports(include=["gatematch"]):
     from gatematch.errors import GatematchError
-    from gatematch.images import ImageLimits, decode_image, megapixels
+    from gatematch.images import ImageLimits, JpegFrame, decode_image, megapixels, open_frame
     from gatematch.service.config import MatchConfig, ServerConfig
     from gatematch.service.converters import frame_problem, image_of, load_header, stream_frame
     from gatematch.service.dataplane import RawPixels
@@ -81,9 +82,22 @@ def through_data_plane(image: bytes | RawPixels) -> None:
         megapixels(image)  # sizing for the budget: never raises
     with contextlib.suppress(GatematchError):
         check_image(image.to_bgr(LIMITS) if isinstance(image, RawPixels) else decode_image(image, LIMITS))
+    if not isinstance(image, RawPixels):
+        with contextlib.suppress(GatematchError):
+            reveal_regions(open_frame(image, LIMITS))
     grown = peak_mb() - before
     if grown > MAX_INPUT_MB:
         raise AssertionError(f"one input took {grown:.0f} MB at its peak (at most {MAX_INPUT_MB} MB)")
+
+
+def reveal_regions(frame: np.ndarray | JpegFrame) -> None:
+    """A camera stream's frame as the focus reads it: a window, a face's context further down, then all of it."""
+    if isinstance(frame, JpegFrame):
+        height, width = frame.shape[:2]
+        frame.reveal((width // 4, height // 4, width // 2, height // 2))
+        frame.reveal((width // 2, height // 2, width, height))
+        frame = frame.reveal((0, 0, width, height))
+    check_image(frame)
 
 
 def fuzz_images(data: bytes) -> None:

@@ -15,9 +15,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from gatematch.detect import Detection, Window
+from gatematch.detect import Detection
 from gatematch.facepipeline import Analysis, Face, FaceWork, PipelineConfig, Skip
 from gatematch.gallery_store import GalleryDraft, GalleryStore, TemplateRecord, TravelerRecord, open_store
+from gatematch.images import Window
 from gatematch.quality import QualityReport
 from gatematch.service.dataplane import DataPlane, RawPixels
 from gatematch.service.flow import WorkerPool

@@ -50,7 +50,7 @@ from gatematch.gallery import (
 )
 from gatematch.gallery_delta import DeltaResult, apply_delta, start_delta
 from gatematch.gallery_store import GalleryStore, refuse_expired
-from gatematch.images import ImageLimits, decode_image, megapixels, to_bgr
+from gatematch.images import ImageLimits, JpegFrame, decode_image, megapixels, open_frame, to_bgr
 from gatematch.quality import QualityReport, QualityThresholds
 from gatematch.service.encounter import Sighting
 from gatematch.service.flow import Budget, StageCosts, WorkerPool
@@ -492,6 +492,12 @@ class DataPlane:
             raise BadImageError("the frame holds no image")
         return decode_image(bytes(image), limits)
 
+    def open(self, image: bytes | RawPixels) -> np.ndarray | JpegFrame:
+        """`decode`, except that a baseline JPEG is checked only, to be decoded where it is read (images.py)."""
+        if isinstance(image, bytes | bytearray | memoryview) and image:
+            return open_frame(bytes(image), self.pipeline.config.limits)
+        return self.decode(image)
+
     def _timed(
         self,
         stage: str,
@@ -516,7 +522,7 @@ class DataPlane:
         probe: Probe,
         budget: Budget,
         stage_s: dict[str, float],
-        analyze: Callable[[np.ndarray], Analysis] | None = None,
+        analyze: Callable[[np.ndarray | JpegFrame], Analysis] | None = None,
     ) -> Examination:
         """The one per-frame path, shared by unary Match and camera streams: resolve the flight's gallery
         (before any inference, so an unknown flight costs nothing), decode, analyse, judge. A camera stream
@@ -530,11 +536,16 @@ class DataPlane:
             gallery = self._timed("gallery", budget, stage_s, self.resolve, flight)
         image = probe.image
         size = image.width * image.height / 1e6 if isinstance(image, RawPixels) else megapixels(image)
-        decoded = self._timed("decode", budget, stage_s, self.decode, image, units=size)
-        analyze = analyze or (lambda image: self.pipeline.analyze_batch([image])[0])
+        if analyze is None:
+            decoded = self._timed("decode", budget, stage_s, self.decode, image, units=size)
+            analyze = lambda image: self.pipeline.analyze_batch([image])[0]  # noqa: E731
+        else:  # a camera stream's plan reads parts of a frame: opened, it is decoded where it is read
+            decoded = self._timed("open", budget, stage_s, self.open, image, units=size)
         analysis = self._timed("analyze", budget, stage_s, analyze, decoded)
         stage_s.pop("analyze")
         stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
+        if "open" in stage_s:  # the frame's decoding: opening it, then what its readers revealed
+            stage_s["decode"] = stage_s.pop("open") + analysis.timings.get("decode", 0.0)
         return Examination(gallery, judge_frame(analysis))
 
     def search(

@@ -25,7 +25,7 @@ from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import Calibration, load_default_calibration, load_fused_calibrations
 from gatematch.gallery_store import flight_of, open_store
 from gatematch.gates import flights_in_force
-from gatematch.images import ImageLimits
+from gatematch.images import ImageLimits, decodes_by_region
 from gatematch.keyfile import template_keys
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_server_process
@@ -226,6 +226,8 @@ class GateMatchServer:
                 "tls": credentials is not None,
                 "health_port": self.health_port,
                 "metrics": self.metrics_port,
+                # False where gatematch was installed without gcc and libjpeg's headers: frames decoded whole
+                "frames_decoded_by_region": decodes_by_region(),
             },
         )
         return self.port
