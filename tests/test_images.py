@@ -16,12 +16,13 @@ from gatematch.images import (
     MAX_PNG_CHUNKS,
     ImageLimits,
     decode_image,
+    encode_jpeg,
     encoded_size,
     jpeg_scans,
     load_image,
     to_bgr,
 )
-from gatematch.video import encode_jpeg, sampled_frames
+from gatematch.video import sampled_frames
 from support.jpegs import cut_and_terminate, progressive_bomb, repeated_scan_bomb
 
 

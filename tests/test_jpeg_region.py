@@ -4,11 +4,13 @@ analyses a frame opened this way exactly as the decoded frame."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from gatematch import images
 from gatematch.align import norm_crop
@@ -17,7 +19,7 @@ from gatematch.cards import load_cards
 from gatematch.errors import BadImageError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import OperatingPoint
-from gatematch.images import JpegFrame, decode_image, open_frame
+from gatematch.images import JpegFrame, decode_image, encode_jpeg, open_frame
 from gatematch.liveness import LivenessChecker
 from gatematch.modelstore import ModelStore
 from gatematch.runtime import RuntimeConfig, create_session
@@ -25,7 +27,7 @@ from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import EncounterTracker
 from gatematch.service.focus import Focus, FocusedFrame
-from gatematch.video import encode_jpeg, read_frames
+from gatematch.video import read_frames
 from support.data import missing
 from support.jpegs import cut_and_terminate
 from support.synthetic import EMBEDDER, calibration, gallery, strangers
@@ -33,12 +35,27 @@ from support.synthetic import EMBEDDER, calibration, gallery, strangers
 VIDEOS = ("hieubkvn123_obama", "hieubkvn123_biden", "short_hamilton_clip", "dunaifuentes_my_video")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def region_decoder() -> None:
-    if images._jpegregion is None:
+    if not images.decodes_by_region():
         missing(
-            "the region decoder gatematch._jpegregion was not built (it needs gcc and libjpeg62-turbo-dev)"
+            "frames are not decoded by region here: gatematch._jpegregion was not built (it needs gcc and the "
+            "headers of the C library, Python and libjpeg-turbo) or its pixels differ from simplejpeg's"
         )
+
+
+def textured_jpeg(
+    width: int, height: int, grey: bool = False, options: dict[int, int] | None = None
+) -> bytes:
+    """A JPEG of a smooth random texture (every block different), written with OpenCV's `options`."""
+    options = options or {}
+    texture = cv2.GaussianBlur(
+        np.random.default_rng(2).integers(0, 256, (height, width, 3), np.uint8), (5, 5), 0
+    )
+    image = cv2.cvtColor(texture, cv2.COLOR_BGR2GRAY) if grey else texture
+    ok, encoded = cv2.imencode(".jpg", image, [p for option in options.items() for p in option])
+    assert ok
+    return encoded.tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +87,9 @@ def assert_exact(frame: JpegFrame, whole: np.ndarray, region: tuple[int, int, in
     assert np.array_equal(frame.pixels[y1:y2, x1:x2], whole[y1:y2, x1:x2]), region
 
 
-def test_a_region_holds_the_whole_decodes_pixels_and_later_regions_keep_earlier_ones(video_frames):
+def test_a_region_holds_the_whole_decodes_pixels_and_later_regions_keep_earlier_ones(
+    region_decoder, video_frames
+):
     rng = np.random.default_rng(1)
     for data in video_frames:
         whole = decode_image(data)
@@ -87,28 +106,75 @@ def test_a_region_holds_the_whole_decodes_pixels_and_later_regions_keep_earlier_
             assert_exact(frame, whole, frame.decoded)
 
 
-@pytest.mark.parametrize(
-    "sampling",
-    [
-        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
-        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
-        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
-    ],
-)
-@pytest.mark.parametrize("grey", [False, True])
-def test_every_chroma_sampling_and_grey_frames_decode_by_region_exactly(sampling, grey):
-    rng = np.random.default_rng(2)
-    texture = cv2.GaussianBlur(rng.integers(0, 256, (251, 333, 3), np.uint8), (5, 5), 0)
-    image = cv2.cvtColor(texture, cv2.COLOR_BGR2GRAY) if grey else texture
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling])
-    assert ok
-    data = encoded.tobytes()
+SAMPLINGS = {
+    "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+    "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    "4:4:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
+    "4:1:1": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411,
+}
+
+
+@pytest.mark.parametrize("sampling", sorted(SAMPLINGS))
+@pytest.mark.parametrize("kind", ["colour", "grey", "restart markers"])
+def test_every_chroma_sampling_grey_and_restart_markers_decode_by_region_exactly(
+    region_decoder, sampling, kind
+):
+    options = {cv2.IMWRITE_JPEG_SAMPLING_FACTOR: SAMPLINGS[sampling]}
+    if kind == "restart markers":
+        options[cv2.IMWRITE_JPEG_RST_INTERVAL] = 3
+    data = textured_jpeg(333, 251, grey=kind == "grey", options=options)
     whole = decode_image(data)
+    rng = np.random.default_rng(2)
     for _ in range(20):
         frame = noise_filled(data)
         region = random_region(rng, 333, 251)
         frame.reveal(region)
         assert_exact(frame, whole, region)
+
+
+@pytest.mark.parametrize("width", [258, 333])  # 16 k + 2: a last chroma column of its own in 4:2:0
+def test_narrow_regions_at_the_frames_edges_decode_exactly(region_decoder, width):
+    """Found in review: a crop one chroma sample wide is upsampled another way by libjpeg (box, not fancy)."""
+    data = textured_jpeg(width, 67)
+    whole = decode_image(data)
+    for columns in range(1, 21):
+        for x1 in (0, 1, 15, 16, width // 2, width - 17, width - 16, width - columns):
+            for rows in ((0, 1), (33, 34), (66, 67), (0, 67)):
+                region = (x1, rows[0], min(x1 + columns, width), rows[1])
+                frame = noise_filled(data)
+                frame.reveal(region)
+                assert_exact(frame, whole, region)
+
+
+def test_a_frame_that_is_neither_grey_nor_three_components_is_decoded_whole_as_ever(region_decoder):
+    buffer = io.BytesIO()
+    Image.new("CMYK", (64, 48), (10, 200, 30, 5)).save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    frame = open_frame(data)
+    assert isinstance(frame, JpegFrame)  # one baseline scan: only libjpeg knows its components
+    try:
+        expected = decode_image(data)
+    except BadImageError as exc:
+        with pytest.raises(BadImageError, match=str(exc)):
+            frame.reveal((0, 0, 8, 8))
+    else:
+        assert np.array_equal(frame.reveal((0, 0, 8, 8)), expected)
+
+
+def test_the_decoder_refuses_a_size_or_region_that_is_not_the_frames(region_decoder):
+    data = textured_jpeg(96, 64)
+    out = np.zeros((64, 96, 3), np.uint8)
+    assert images._jpegregion.decode_region(data, out, 96, 64, 10, 10, 50, 40) == (0, 50)
+    for size, region in [
+        ((64, 96), (10, 10, 50, 40)),
+        ((96, 64), (10, 10, 97, 40)),
+        ((96, 64), (10, 40, 50, 10)),
+    ]:
+        with pytest.raises(ValueError, match=r"size|region"):
+            images._jpegregion.decode_region(data, out, *size, *region)
+    with pytest.raises(ValueError, match="size"):
+        images._jpegregion.decode_region(data, np.zeros((64, 95, 3), np.uint8), 96, 64, 0, 0, 8, 8)
 
 
 def test_frames_that_cannot_be_decoded_by_region_are_decoded_whole(video_frames):
@@ -129,7 +195,9 @@ def test_a_frame_is_checked_before_it_is_opened(video_frames):
         open_frame(b"")
 
 
-def test_corrupt_data_in_or_above_a_region_is_refused_as_the_whole_decode_refuses_it(video_frames):
+def test_corrupt_data_in_or_above_a_region_is_refused_as_the_whole_decode_refuses_it(
+    region_decoder, video_frames
+):
     data = video_frames[4]  # 1280x720
     cut = cut_and_terminate(data, 0.5)  # about the upper half of the rows survives
     with pytest.raises(BadImageError, match="corrupt JPEG") as whole:
@@ -161,7 +229,7 @@ def checker(model_store: ModelStore) -> LivenessChecker:
 
 
 def test_the_detector_window_the_alignment_and_the_liveness_context_read_only_what_they_reveal(
-    video_frames, pipeline: FacePipeline, checker: LivenessChecker
+    region_decoder, video_frames, pipeline: FacePipeline, checker: LivenessChecker
 ):
     detector = pipeline.detector
     rng = np.random.default_rng(3)
@@ -187,7 +255,9 @@ def test_the_detector_window_the_alignment_and_the_liveness_context_read_only_wh
     assert faces >= 10
 
 
-def test_a_stream_analyses_frames_decoded_by_region_exactly_as_decoded_frames(video_dir, model_store):
+def test_a_stream_analyses_frames_decoded_by_region_exactly_as_decoded_frames(
+    region_decoder, video_dir, model_store
+):
     """The four videos through a camera focus and its tracker, frames opened and frames decoded: the same
     detections, skips, qualities, liveness and templates frame by frame, and the same decisions."""
     config = PipelineConfig(liveness=True, runtime=RuntimeConfig(intra_op_threads=1))

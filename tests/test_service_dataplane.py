@@ -6,13 +6,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
-from gatematch.errors import AmbiguousFlightError, GalleryNotFoundError
+from gatematch.errors import AmbiguousFlightError, BadImageError, GalleryNotFoundError
 from gatematch.gallery import ARRIVAL, DEPARTURE
+from gatematch.images import JpegFrame, decodes_by_region, encode_jpeg
 from gatematch.service.dataplane import Decision, FlightRef, Probe
 from gatematch.service.flow import Budget
 from support.fakes import FakeFace, FakePipeline, at, data_plane, frame, write_gallery
+from support.jpegs import cut_and_terminate
 from support.synthetic import at_cosine, strangers
 
 CENTRES = strangers(30, seed=5)
@@ -167,3 +170,28 @@ def test_flight_dates_are_the_sites_local_dates(tmp_path: Path) -> None:
     with pytest.raises(GalleryNotFoundError):
         plane.find(FlightRef("GM101", scheduled.date()))
     plane.pool.shutdown()
+
+
+def test_a_streams_frame_is_opened_for_its_plan_and_its_decoding_reported_as_decode(plane) -> None:
+    """A camera stream's plan gets a JPEG opened, to decode what it reads (images.JpegFrame); the stage times
+    name it "decode" whatever happened, never the opening's own estimate ("open")."""
+    jpeg = encode_jpeg(np.full((480, 640, 3), 1, np.uint8))
+    given = []
+
+    def plan(image):
+        given.append(image)
+        pixels = image.reveal((0, 0, 640, 480)) if isinstance(image, JpegFrame) else image
+        return plane.pipeline.analyze_batch([pixels])[0]
+
+    stage_s: dict[str, float] = {}
+    examined = plane.examine(Probe("GM101", jpeg), Budget.start(0.5), stage_s, plan)
+    assert examined.assessment.decision is None and len(examined.assessment.gate_faces) == 1
+    assert isinstance(given[0], JpegFrame) is decodes_by_region()
+    assert "decode" in stage_s and "open" not in stage_s
+    stage_s = {}
+    with pytest.raises(BadImageError, match="corrupt JPEG"):
+        plane.examine(Probe("GM101", cut_and_terminate(jpeg, 0.5)), Budget.start(0.5), stage_s, plan)
+    assert "open" not in stage_s
+    stage_s = {}
+    plane.examine(Probe("GM101", jpeg), Budget.start(0.5), stage_s)  # unary Match: decoded whole, as ever
+    assert "decode" in stage_s and plane.pipeline.calls == 2  # the corrupt frame reached no model

@@ -193,7 +193,8 @@ def test_a_tiny_deadline_gives_budget_exceeded_not_a_late_answer(service, match_
         assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # the answer was on its way: see the audit
     else:
         assert response.decision == match_pb2.DECISION_BUDGET_EXCEEDED
-        assert 0 < response.budget_ms < timeout_s * 1000 and "detect" not in response.stage_ms
+        # 0 when the transit to the server already spent what the reply margin left (a loaded CI machine)
+        assert 0 <= response.budget_ms < timeout_s * 1000 and "detect" not in response.stage_ms
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         records = [json.loads(line) for line in Path(service.config.audit.path).read_text().splitlines()]

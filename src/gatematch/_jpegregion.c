@@ -6,8 +6,9 @@
  * BGR): the caller asks for one pixel more on each side than it reads, where the chroma upsampling of the cut
  * edge differs.
  *
- * Strict like simplejpeg's decode_jpeg(strict=True): any libjpeg warning (corrupt data, premature end) is an
- * error. The GIL is released while libjpeg runs.
+ * Strict like simplejpeg's decode_jpeg(strict=True) over the rows it decodes: any libjpeg warning (corrupt data,
+ * premature end) is an error. The data below the region's last row is not read: skipping to the end stops the
+ * decoder there. The GIL is released while libjpeg runs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,13 +39,14 @@ static void warn_as_error(j_common_ptr cinfo, int level) {
     }
 }
 
-/* decode_region(data, out, x1, y1, x2, y2) -> (x1, x2): rows y1..y2-1 of the frame written into `out` (the
- * whole frame's H*W*3 BGR bytes, row-major) over at least columns x1..x2-1; returns the columns written (libjpeg
- * widens them to its block grid). */
+/* decode_region(data, out, width, height, x1, y1, x2, y2) -> (x1, x2): rows y1..y2-1 of the width x height
+ * frame written into `out` (its H*W*3 BGR bytes, row-major) over at least columns x1..x2-1; returns the columns
+ * written (libjpeg widens them to its block grid). */
 static PyObject *decode_region(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer data, out;
-    int x1, y1, x2, y2;
-    if (!PyArg_ParseTuple(args, "y*w*iiii", &data, &out, &x1, &y1, &x2, &y2)) {
+    int expected_width, expected_height, x1, y1, x2, y2;
+    if (!PyArg_ParseTuple(args, "y*w*iiiiii", &data, &out, &expected_width, &expected_height, &x1, &y1, &x2,
+                          &y2)) {
         return NULL;
     }
     struct jpeg_decompress_struct cinfo;
@@ -74,8 +76,9 @@ static PyObject *decode_region(PyObject *Py_UNUSED(module), PyObject *args) {
             cinfo.out_color_space = JCS_EXT_BGR;
             jpeg_start_decompress(&cinfo);
             JDIMENSION width = cinfo.output_width, height = cinfo.output_height;
-            if ((Py_ssize_t)width * height * 3 != out.len) {
-                problem = "the output buffer does not hold the frame's pixels";
+            if ((JDIMENSION)expected_width != width || (JDIMENSION)expected_height != height ||
+                (Py_ssize_t)width * height * 3 != out.len) {
+                problem = "the frame's size differs from its header's, or the output buffer's from both";
             } else if (x1 < 0 || y1 < 0 || x2 <= x1 || y2 <= y1 || (JDIMENSION)x2 > width ||
                        (JDIMENSION)y2 > height) {
                 problem = "the region is not inside the frame";
@@ -132,8 +135,9 @@ static PyObject *decode_region(PyObject *Py_UNUSED(module), PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"decode_region", decode_region, METH_VARARGS,
-     "decode_region(data, out, x1, y1, x2, y2) -> (x1, x2): rows y1..y2-1 of the JPEG `data` decoded (BGR) into "
-     "`out`, the whole frame's writable H*W*3 bytes, over at least columns x1..x2-1; returns the columns written. "
+     "decode_region(data, out, width, height, x1, y1, x2, y2) -> (x1, x2): rows y1..y2-1 of the width x height "
+     "JPEG `data` decoded (BGR) into `out`, its writable H*W*3 bytes, over at least columns x1..x2-1; returns the "
+     "columns written. "
      "ValueError with libjpeg's message for corrupt data (warnings included); NotImplementedError for a JPEG of "
      "other than 1 or 3 components."},
     {NULL, NULL, 0, NULL},

@@ -15,8 +15,9 @@ from pathlib import Path
 import grpc
 
 from gatematch.gallery import ARRIVAL, DEPARTURE
+from gatematch.images import encode_jpeg
 from gatematch.v1 import flight_pb2, gallery_pb2, match_pb2
-from gatematch.video import encode_jpeg, read_frames
+from gatematch.video import read_frames
 
 CHUNK_BYTES = 1024 * 1024  # photos per load message: far below the 16 MiB message limit
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

@@ -16,6 +16,7 @@ whole decode, at a fraction of its cost when the faces are small in the frame.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import time
@@ -222,20 +223,24 @@ def _decode(data: bytes, fmt: str, limits: ImageLimits) -> np.ndarray:
 # Each region decode reads the entropy-coded data of every row above it again: a region over more of the frame
 # than this is decoded whole (and a frame decoded whole is never decoded again).
 WHOLE_SHARE = 0.5
+# Narrower than this, a region is widened: libjpeg upsamples a one-sample-wide chroma crop another way (box, not
+# fancy), which changes its pixels.
+MIN_REGION_WIDTH = 32
 
 
 class JpegFrame:
     """A baseline JPEG frame decoded region by region (`reveal`), as the work on it reaches its pixels.
 
-    `pixels` has the frame's shape, but only the regions revealed hold its pixels (the rest is whatever the
-    memory held), so every reader reveals first what it reads; `shape` is the frame's, as for an array.
-    Decoding is as strict as `decode_image`'s, over the rows up to the region's last: data below it is not
-    read (a whole-frame search reveals, and so checks, all of it).
+    `pixels` has the frame's shape, but only the regions revealed hold its pixels (the rest is black: never a
+    previous frame's, whatever a reader that forgot to reveal might read), so every reader reveals first what it
+    reads; `shape` is the frame's, as for an array. Decoding is as strict as `decode_image`'s over the rows up
+    to the region's last: every libjpeg warning there is an error. Data below that row is not read at all (a
+    whole-frame search reveals, and so checks, all of it).
     """
 
     def __init__(self, data: bytes, width: int, height: int):
         self._data = data
-        self.pixels = np.empty((height, width, 3), np.uint8)
+        self.pixels = np.zeros((height, width, 3), np.uint8)
         self.decoded: Window | None = None  # the region whose pixels are exact
         self.seconds = 0.0  # spent decoding so far
 
@@ -257,12 +262,15 @@ class JpegFrame:
             x1, y1, x2, y2 = min(x1, d1), min(y1, e1), max(x2, d2), max(y2, e2)
         if (x2 - x1) * (y2 - y1) > WHOLE_SHARE * width * height:
             x1, y1, x2, y2 = 0, 0, width, height
+        if x2 - x1 < MIN_REGION_WIDTH:
+            x1 = max(min(x1, width - MIN_REGION_WIDTH), 0)
+            x2 = min(x1 + MIN_REGION_WIDTH, width)
         start = time.perf_counter()
         try:
             # a pixel more on each side: the chroma upsampling differs at a cut edge (libjpeg widens the
             # columns further, to its block grid)
             first, last = _jpegregion.decode_region(
-                self._data, self.pixels, max(x1 - 1, 0), y1, min(x2 + 1, width), y2
+                self._data, self.pixels, width, height, max(x1 - 1, 0), y1, min(x2 + 1, width), y2
             )
         except ValueError as exc:
             raise BadImageError(f"corrupt JPEG: {exc}") from None
@@ -281,14 +289,37 @@ def open_frame(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray 
     data = bytes(data)
     fmt, (width, height), scans = _checked(data, limits)
     # a progressive JPEG is decoded whole: each of its regions would read every scan again
-    if fmt != "jpeg" or scans != 1 or _jpegregion is None:
+    if fmt != "jpeg" or scans != 1 or not decodes_by_region():
         return _decode(data, fmt, limits)
     return JpegFrame(data, width, height)
 
 
+@functools.cache
 def decodes_by_region() -> bool:
-    """Whether the region decoder was built here (else `open_frame` decodes every frame whole)."""
-    return _jpegregion is not None
+    """Whether `open_frame` decodes by region here: the decoder was built, and its regions hold simplejpeg's
+    pixels. Both wrap libjpeg-turbo, in versions that may differ (Debian's and simplejpeg's own), so that is
+    checked, once, on a small textured frame; else every frame is decoded whole."""
+    if _jpegregion is None:
+        return False
+    texture = np.random.default_rng(0).integers(0, 256, (72, 88, 3), np.uint8)
+    data = encode_jpeg(cv2.GaussianBlur(texture, (5, 5), 0))
+    whole = _decode(data, "jpeg", DEFAULT_LIMITS)
+    for x1, y1, x2, y2 in ((0, 0, 88, 72), (17, 9, 61, 50), (40, 30, 88, 72)):
+        frame = JpegFrame(data, 88, 72)
+        try:
+            pixels = frame.reveal((x1, y1, x2, y2))
+        except BadImageError:
+            return False
+        if not np.array_equal(pixels[y1:y2, x1:x2], whole[y1:y2, x1:x2]):
+            return False
+    return True
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise BadImageError("frame could not be JPEG-encoded")
+    return encoded.tobytes()
 
 
 def reveal(image: np.ndarray | JpegFrame, region: Window) -> np.ndarray:

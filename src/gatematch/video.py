@@ -61,10 +61,3 @@ def sampled_frames(path: Path, count: int, size: tuple[int, int]) -> list[np.nda
     if not frames:
         raise BadImageError(f"no frames could be read from {path}")
     return frames
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise BadImageError("frame could not be JPEG-encoded")
-    return encoded.tobytes()

@@ -84,18 +84,21 @@ def through_data_plane(image: bytes | RawPixels) -> None:
         check_image(image.to_bgr(LIMITS) if isinstance(image, RawPixels) else decode_image(image, LIMITS))
     if not isinstance(image, RawPixels):
         with contextlib.suppress(GatematchError):
-            reveal_regions(open_frame(image, LIMITS))
+            reveal_regions(open_frame(image, LIMITS), image[-8:])
     grown = peak_mb() - before
     if grown > MAX_INPUT_MB:
         raise AssertionError(f"one input took {grown:.0f} MB at its peak (at most {MAX_INPUT_MB} MB)")
 
 
-def reveal_regions(frame: np.ndarray | JpegFrame) -> None:
-    """A camera stream's frame as the focus reads it: a window, a face's context further down, then all of it."""
+def reveal_regions(frame: np.ndarray | JpegFrame, choice: bytes) -> None:
+    """A camera stream's frame as the focus reads it: a window and a face's context elsewhere (placed by the
+    input's last bytes, so that mutations move them), then all of it."""
     if isinstance(frame, JpegFrame):
         height, width = frame.shape[:2]
-        frame.reveal((width // 4, height // 4, width // 2, height // 2))
-        frame.reveal((width // 2, height // 2, width, height))
+        values = choice.ljust(8, b"\0")
+        corners = [(values[i] * width // 256, values[i + 1] * height // 256) for i in range(0, 8, 2)]
+        for (x1, y1), (x2, y2) in (corners[0:2], corners[2:4]):
+            frame.reveal((min(x1, x2), min(y1, y2), max(x1, x2) + 1, max(y1, y2) + 1))
         frame = frame.reveal((0, 0, width, height))
     check_image(frame)
 

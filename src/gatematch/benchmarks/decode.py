@@ -20,8 +20,8 @@ import numpy as np
 
 from gatematch.benchmarks.overhead import stats
 from gatematch.errors import ConfigError, GatematchError
-from gatematch.images import decode_image
-from gatematch.video import encode_jpeg, sampled_frames
+from gatematch.images import decode_image, encode_jpeg
+from gatematch.video import sampled_frames
 
 
 def opencv_decode(data: bytes) -> np.ndarray:

@@ -24,11 +24,11 @@ from gatematch.benchmarks.search_latency import EMBEDDER, POINT, clustered, snap
 from gatematch.errors import GatematchError
 from gatematch.facepipeline import CROP_SIZE, FacePipeline, PipelineConfig
 from gatematch.gallery import Gallery, build_index
-from gatematch.images import decode_image
+from gatematch.images import decode_image, encode_jpeg
 from gatematch.modelstore import ModelStore
 from gatematch.process import configure_process
 from gatematch.runtime import RuntimeConfig
-from gatematch.video import encode_jpeg, sampled_frames
+from gatematch.video import sampled_frames
 
 FRAME_SIZE = (640, 480)
 

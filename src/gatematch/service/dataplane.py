@@ -541,11 +541,11 @@ class DataPlane:
             analyze = lambda image: self.pipeline.analyze_batch([image])[0]  # noqa: E731
         else:  # a camera stream's plan reads parts of a frame: opened, it is decoded where it is read
             decoded = self._timed("open", budget, stage_s, self.open, image, units=size)
+            stage_s["decode"] = stage_s.pop("open")  # its own estimate (checks only), reported as decoding
         analysis = self._timed("analyze", budget, stage_s, analyze, decoded)
         stage_s.pop("analyze")
         stage_s.update((name, s) for name, s in analysis.timings.items() if name != "decode")
-        if "open" in stage_s:  # the frame's decoding: opening it, then what its readers revealed
-            stage_s["decode"] = stage_s.pop("open") + analysis.timings.get("decode", 0.0)
+        stage_s["decode"] += analysis.timings.get("decode", 0.0)  # what the plan's detection decoded
         return Examination(gallery, judge_frame(analysis))
 
     def search(

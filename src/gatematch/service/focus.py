@@ -341,8 +341,8 @@ class Focus:
         """The frame through the plan: detect where needed, then only the work that can change a decision.
         Reads the focus, writes only `frame` (see FocusedFrame). Its clock is the frame's arrival, as for
         passing over: a queue before the worker must not move a scan to another frame. A JpegFrame is decoded
-        where the work reads it; that time is the frame's "decode" (detection's share taken out of "detect"; the
-        little alignment and liveness reveal beyond the window stays in their stages)."""
+        where the work reads it: what detection decoded is the frame's "decode", not "detect"; the little that
+        alignment and liveness reveal beyond it counts in their own stages."""
         tracks = self.tracker.tracks()
         start = time.perf_counter()
         detections = self.detect(pipeline, image, frame.arrived, tracks, frame)
@@ -353,8 +353,7 @@ class Focus:
         owners = assign(self.rule, tracks, [d.box for d in detections])
         analysis = pipeline.analyze_detected(image, detections, _FrameWork(self, frame, gate, owners))
         analysis.timings["detect"] = detect_s - decode_s
-        if isinstance(image, JpegFrame):
-            analysis.timings["decode"] = image.seconds
+        analysis.timings["decode"] = decode_s
         return analysis
 
     def follow(
