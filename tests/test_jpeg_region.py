@@ -162,6 +162,26 @@ def test_a_frame_that_is_neither_grey_nor_three_components_is_decoded_whole_as_e
         assert np.array_equal(frame.reveal((0, 0, 8, 8)), expected)
 
 
+def test_the_decoder_writes_only_the_rows_asked_for_and_the_columns_it_reports(region_decoder, video_frames):
+    """Bounds of what libjpeg writes into the frame's buffer (AddressSanitizer cannot see them: Debian's libjpeg
+    is not instrumented): the buffer sits between guard rows, every byte starts as a pattern, and only the
+    region's rows over the reported columns may change."""
+    rng = np.random.default_rng(4)
+    for data in [*video_frames[::3], textured_jpeg(258, 67), textured_jpeg(333, 251, grey=True)]:
+        height, width = decode_image(data).shape[:2]
+        for _ in range(10):
+            x1, y1, x2, y2 = random_region(rng, width, height)
+            guarded = np.full((height + 2, width, 3), 0xA5, np.uint8)
+            before = guarded.copy()
+            first, last = images._jpegregion.decode_region(data, guarded[1:-1], width, height, x1, y1, x2, y2)
+            assert first <= x1 and x2 <= last <= width
+            changed = np.argwhere((guarded != before).any(axis=2))
+            if len(changed):
+                rows, columns = changed[:, 0] - 1, changed[:, 1]
+                assert rows.min() >= y1 and rows.max() < y2, (x1, y1, x2, y2)
+                assert columns.min() >= first and columns.max() < last, (x1, y1, x2, y2, first, last)
+
+
 def test_the_decoder_refuses_a_size_or_region_that_is_not_the_frames(region_decoder):
     data = textured_jpeg(96, 64)
     out = np.zeros((64, 96, 3), np.uint8)
