@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gatematch.cards import load_cards
+from gatematch.cards import get_pack, load_cards
 from gatematch.facepipeline import FacePipeline
+from gatematch.liveness import LivenessChecker
 from gatematch.modelstore import ModelStore
+from gatematch.runtime import RuntimeConfig, create_session
 from support.data import SHARED, need
 from support.postgres import PostgresCluster, need_cluster, start_cluster
 
@@ -71,6 +73,17 @@ def model_store(model_dir: Path) -> ModelStore:
 def pipeline(model_store: ModelStore) -> FacePipeline:
     """The default pack with default settings (all cores), shared by the tests that only read from it."""
     return FacePipeline.from_pack("default", store=model_store)
+
+
+@pytest.fixture(scope="session")
+def liveness_checker(model_store: ModelStore) -> LivenessChecker:
+    """The default pack's two MiniFASNet models, as the service combines them."""
+    return LivenessChecker(
+        [
+            (card, create_session(card, model_store.verified_path(card), RuntimeConfig()))
+            for card in get_pack("default").liveness
+        ]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,12 @@ from PIL import Image
 from gatematch import images
 from gatematch.align import norm_crop
 from gatematch.benchmarks.encounters import FRAME_BUDGET_S
-from gatematch.cards import load_cards
 from gatematch.errors import BadImageError
 from gatematch.facepipeline import FacePipeline, PipelineConfig
 from gatematch.gallery import OperatingPoint
 from gatematch.images import JpegFrame, decode_image, encode_jpeg, open_frame
 from gatematch.liveness import LivenessChecker
-from gatematch.modelstore import ModelStore
-from gatematch.runtime import RuntimeConfig, create_session
+from gatematch.runtime import RuntimeConfig
 from gatematch.service.config import EncounterConfig, FocusConfig
 from gatematch.service.dataplane import judge_frame, sightings
 from gatematch.service.encounter import EncounterTracker
@@ -236,20 +234,8 @@ def test_corrupt_data_in_or_above_a_region_is_refused_as_the_whole_decode_refuse
 # -- every reader reveals what it reads ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def checker(model_store: ModelStore) -> LivenessChecker:
-    cards = load_cards()
-    models = ("minifasnet_v2_2.7", "minifasnet_v1se_4.0")
-    return LivenessChecker(
-        [
-            (cards[n], create_session(cards[n], model_store.verified_path(cards[n]), RuntimeConfig()))
-            for n in models
-        ]
-    )
-
-
 def test_the_detector_window_the_alignment_and_the_liveness_context_read_only_what_they_reveal(
-    region_decoder, video_frames, pipeline: FacePipeline, checker: LivenessChecker
+    region_decoder, video_frames, pipeline: FacePipeline, liveness_checker: LivenessChecker
 ):
     detector = pipeline.detector
     rng = np.random.default_rng(3)
@@ -268,9 +254,10 @@ def test_the_detector_window_the_alignment_and_the_liveness_context_read_only_wh
             assert np.array_equal(
                 norm_crop(noise_filled(data), face.landmarks), norm_crop(whole, face.landmarks)
             )
-            for card in checker.cards:
+            for card in liveness_checker.cards:
                 assert np.array_equal(
-                    checker.crops(noise_filled(data), [face], card), checker.crops(whole, [face], card)
+                    liveness_checker.crops(noise_filled(data), [face], card),
+                    liveness_checker.crops(whole, [face], card),
                 )
     assert faces >= 10
 

@@ -20,22 +20,6 @@ from gatematch.modelstore import ModelStore
 from gatematch.runtime import RuntimeConfig, create_session
 from support.gate import simulated_print
 
-LIVENESS_MODELS = ("minifasnet_v2_2.7", "minifasnet_v1se_4.0")
-
-
-@pytest.fixture(scope="module")
-def checker(model_store: ModelStore) -> LivenessChecker:
-    cards = load_cards()
-    return LivenessChecker(
-        [
-            (
-                cards[name],
-                create_session(cards[name], model_store.verified_path(cards[name]), RuntimeConfig()),
-            )
-            for name in LIVENESS_MODELS
-        ]
-    )
-
 
 @pytest.fixture(scope="module")
 def detector(model_store: ModelStore) -> Detector:
@@ -62,19 +46,21 @@ def test_context_box_scale_is_reduced_to_fit_the_image():
     assert (y1, y2) == (0, 399) and x2 - x1 == 399
 
 
-def test_model_crops_cover_exactly_the_context_box(checker: LivenessChecker):
+def test_model_crops_cover_exactly_the_context_box(liveness_checker: LivenessChecker):
     """Paint the expected context box red and everything else blue: every model's crop must be all red."""
     image = np.zeros((480, 640, 3), np.uint8)
     image[:] = (255, 0, 0)
     det = Detection(np.array([300, 200, 360, 270], np.float32), None, 0.9)
-    for card in checker.cards:
+    for card in liveness_checker.cards:
         x1, y1, x2, y2 = context_box(det.box, 640, 480, float(card.params["crop_scale"]))
         painted = image.copy()
         painted[y1 : y2 + 1, x1 : x2 + 1] = (0, 0, 255)
-        crop = checker.crops(painted, [det], card)
+        crop = liveness_checker.crops(painted, [det], card)
         assert crop.shape == (1, 80, 80, 3)
         assert (crop[0, :, :, 2] == 255).all() and (crop[0, :, :, 0] == 0).all(), card.name
-        wider = checker.crops(painted, [Detection(det.box + np.float32([-5, -5, 5, 5]), None, 0.9)], card)
+        wider = liveness_checker.crops(
+            painted, [Detection(det.box + np.float32([-5, -5, 5, 5]), None, 0.9)], card
+        )
         assert (wider[0, :, :, 0] > 0).any()  # a different box sees outside the painted region
 
 
@@ -83,14 +69,14 @@ def _largest(detector: Detector, image: np.ndarray) -> list[Detection]:
     return [max(faces, key=lambda d: d.area)] if faces else []
 
 
-def test_real_photos_score_higher_than_simulated_prints(checker, detector, faces_dir: Path):
+def test_real_photos_score_higher_than_simulated_prints(liveness_checker, detector, faces_dir: Path):
     rng = np.random.default_rng(0)
     real, printed = [], []
     for path in sorted((faces_dir / "examples6").rglob("*.*")):
         image = cv2.imread(str(path))
-        real.extend(checker.score(image, _largest(detector, image)))
+        real.extend(liveness_checker.score(image, _largest(detector, image)))
         attack = simulated_print(image, rng)
-        printed.extend(checker.score(attack, _largest(detector, attack)))
+        printed.extend(liveness_checker.score(attack, _largest(detector, attack)))
     real, printed = np.array(real), np.array(printed)
     assert len(real) == 15 and len(printed) >= 12
     assert ((real >= 0) & (real <= 1)).all() and ((printed >= 0) & (printed <= 1)).all()
@@ -98,20 +84,20 @@ def test_real_photos_score_higher_than_simulated_prints(checker, detector, faces
     assert np.median(printed) < np.median(real) - 0.4, (np.median(real), np.median(printed))
 
 
-def test_one_score_per_detection(checker, detector, faces_dir: Path):
+def test_one_score_per_detection(liveness_checker, detector, faces_dir: Path):
     image = cv2.imread(str(faces_dir / "examples6" / "obama" / "obama.jpg"))
     faces = detector.detect(image)
     assert faces
-    scores = checker.score(image, [*faces, faces[0]])
+    scores = liveness_checker.score(image, [*faces, faces[0]])
     assert scores.shape == (len(faces) + 1,) and scores.dtype == np.float32
     assert scores[-1] == pytest.approx(scores[0], abs=1e-6)  # the same face scores the same in any position
-    assert checker.score(image, []).shape == (0,)
+    assert liveness_checker.score(image, []).shape == (0,)
 
 
-def test_bad_input_is_refused(checker, model_store: ModelStore):
+def test_bad_input_is_refused(liveness_checker, model_store: ModelStore):
     det = Detection(np.array([10, 10, 50, 50], np.float32), None, 0.9)
     with pytest.raises(BadImageError):
-        checker.score(np.zeros((100, 100), np.uint8), [det])
+        liveness_checker.score(np.zeros((100, 100), np.uint8), [det])
     with pytest.raises(CardError):
         LivenessChecker([])
     card = load_cards()["lightqnet_dm100"]

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from gatematch.errors import BadImageError
-from gatematch.images import JpegFrame, reveal
+from gatematch.images import JpegFrame
 
 # Left eye, right eye, nose tip, left mouth corner, right mouth corner (image-left first), 112x112 crop.
 ARCFACE_TEMPLATE = np.array(
@@ -84,7 +84,7 @@ def norm_crop(
         corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
         mapped = corners @ inverse[:, :2].T + inverse[:, 2]
         (x1, y1), (x2, y2) = np.floor(mapped.min(axis=0)) - 1, np.floor(mapped.max(axis=0)) + 3
-        image = reveal(image, (int(x1), int(y1), int(x2), int(y2)))
+        image = image.reveal((int(x1), int(y1), int(x2), int(y2)))
     return cv2.warpAffine(
         image,
         matrix,
